@@ -1,0 +1,129 @@
+"""ResNet and its tweaks: structure, figures of section 4, initialization, parameter-name contract."""
+import math
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import autograd
+from mxnet.gluon import nn
+
+from models import get_model, model_names
+from models.complexity import count_multiply_adds, count_parameters
+from utils.errors import UserError
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
+
+
+def _built(name, **kwargs):
+    net = get_model(name, classes=kwargs.pop("classes", 1000), **kwargs)
+    net.initialize(mx.init.Xavier(rnd_type="uniform", factor_type="avg", magnitude=3))
+    net(mx.nd.zeros((1, 3, 32, 32)))
+    return net
+
+
+def _strides(conv):
+    return conv._kwargs["stride"]
+
+
+def test_original_resnet50_strides_the_first_1x1_and_uses_a_7x7_stem():
+    net = _built("resnet50_v1")
+    assert net.conv1._kwargs["kernel"] == (7, 7) and _strides(net.conv1) == (2, 2)
+    block = net.layer2[0]
+    assert _strides(block.conv1) == (2, 2) and _strides(block.conv2) == (1, 1)
+    assert _strides(block.downsample[0]) == (2, 2) and block.downsample[0]._kwargs["kernel"] == (1, 1)
+
+
+def test_resnet_b_moves_the_stride_to_the_3x3():
+    block = _built("resnet50_v1b").layer3[0]
+    assert _strides(block.conv1) == (1, 1) and _strides(block.conv2) == (2, 2)
+    assert block.conv2._kwargs["kernel"] == (3, 3)
+
+
+def test_resnet_c_stem_is_three_3x3_convs_32_32_64():
+    stem = _built("resnet50_v1c").conv1
+    convs = [layer for layer in stem if isinstance(layer, nn.Conv2D)]
+    assert [conv._channels for conv in convs] == [32, 32, 64]
+    assert [conv._kwargs["kernel"] for conv in convs] == [(3, 3)] * 3
+    assert [_strides(conv) for conv in convs] == [(2, 2), (1, 1), (1, 1)]
+
+
+def test_resnet_d_shortcut_average_pools_before_a_stride_1_projection():
+    net = _built("resnet50_v1d")
+    pool, conv, _ = net.layer2[0].downsample
+    assert isinstance(pool, nn.AvgPool2D)
+    assert pool._kwargs["kernel"] == (2, 2) and pool._kwargs["stride"] == (2, 2)
+    assert _strides(conv) == (1, 1)
+    assert isinstance(net.conv1, nn.HybridSequential)
+
+
+@pytest.mark.parametrize("name, multiply_adds_g", [
+    ("resnet50_v1", 3.86), ("resnet50_v1b", 4.09), ("resnet50_v1c", 4.33), ("resnet50_v1d", 4.33)])
+def test_multiply_adds_and_parameters_match_the_papers_figures(name, multiply_adds_g):
+    net = _built(name)
+    assert count_multiply_adds(net, 224) / 1e9 == pytest.approx(multiply_adds_g, rel=0.02)
+    assert count_parameters(net) / 1e6 == pytest.approx(25.6, rel=0.02)
+
+
+def test_multiply_adds_of_a_single_conv_worked_by_hand():
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(8, kernel_size=3, padding=1, in_channels=3), nn.Flatten(), nn.Dense(10, in_units=8 * 16 * 16))
+    net.initialize()
+    # conv: 16*16 outputs x 8 channels x (3 x 3 x 3) each; dense: 2048 x 10.
+    assert count_multiply_adds(net, 16) == 16 * 16 * 8 * 27 + 2048 * 10
+
+
+@pytest.mark.parametrize("name, last_bn", [("resnet50_v1d", "bn3"), ("resnet18_v1d", "bn2")])
+def test_zero_gamma_zeroes_exactly_the_last_bn_of_every_block(name, last_bn):
+    net = _built(name, last_gamma=True)
+    gammas = {key: value.data().asnumpy() for key, value in net._collect_params_with_prefix().items()
+              if key.endswith("gamma")}
+    zero = {key for key, value in gammas.items() if not value.any()}
+    blocks = sum(len(getattr(net, f"layer{i}")) for i in range(1, 5))
+    assert len(zero) == blocks
+    assert all(key.split(".")[-2] == last_bn for key in zero)
+    assert all((value == 1).all() for key, value in gammas.items() if key not in zero)
+    assert not any(key in zero for key in gammas if "downsample" in key)
+
+
+def test_paper_initialization_xavier_weights_zero_bias_unit_gamma():
+    net = _built("resnet18_v1d", classes=10)
+    params = net._collect_params_with_prefix()
+    weight = params["layer3.0.conv1.weight"].data().asnumpy()  # 256 x 128 x 3 x 3
+    bound = math.sqrt(6 / (128 * 9 + 256 * 9))
+    assert np.abs(weight).max() <= bound
+    assert weight.std() == pytest.approx(bound / math.sqrt(3), rel=0.05)
+    assert not params["fc.bias"].data().asnumpy().any()
+    assert (params["bn1.gamma"].data().asnumpy() == 1).all()
+    assert not params["bn1.beta"].data().asnumpy().any()
+
+
+def test_parameter_names_and_shapes_are_frozen():
+    """A trained .params file must keep loading: names and shapes are a contract (tests/golden)."""
+    net = _built("resnet50_v1d")
+    actual = [f"{key} {tuple(value.shape)}" for key, value in sorted(net._collect_params_with_prefix().items())]
+    with open(os.path.join(GOLDEN, "resnet50_v1d.params.txt")) as handle:
+        assert actual == handle.read().splitlines()
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_every_model_trains_hybridized(name):
+    mx.random.seed(0)
+    net = _built(name, classes=7)
+    net.hybridize(static_alloc=True, static_shape=True)
+    images = mx.nd.random.normal(shape=(2, 3, 32, 32))
+    with autograd.record():
+        output = net(images)
+        loss = mx.gluon.loss.SoftmaxCrossEntropyLoss()(output, mx.nd.array([1, 3]))
+    loss.backward()
+    assert output.shape == (2, 7)
+    assert np.isfinite(output.asnumpy()).all()
+    for key, param in net._collect_params_with_prefix().items():
+        if param.grad_req != "null":
+            grad = param.grad().asnumpy()
+            assert np.isfinite(grad).all() and grad.any(), key
+
+
+def test_unknown_model_lists_the_known_ones():
+    with pytest.raises(UserError, match="unknown model 'resnet51'.*resnet50_v1d"):
+        get_model("resnet51")
