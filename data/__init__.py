@@ -1,0 +1,1 @@
+"""Input pipeline: packing image folders into RecordIO, reading them with the paper's augmentation."""
