@@ -1,0 +1,219 @@
+"""Training and validation batches with the paper's augmentation (section 2), from RecordIO or image folders.
+
+Both sources give, per pass of ``for batch in source.train`` or ``source.val``, ``mx.io.DataBatch`` objects
+of one fixed batch size, so that every batch splits evenly over the devices. Training epochs have exactly
+``batches_per_epoch`` batches, which the learning-rate schedule counts on; a short last validation batch is
+padded and ``batch.pad`` says how many trailing samples to ignore, so each validation image counts once.
+"""
+import math
+import os
+from dataclasses import dataclass
+
+import mxnet as mx
+import numpy as np
+from mxnet.gluon.data import DataLoader
+from mxnet.gluon.data.vision import ImageFolderDataset, transforms
+
+from data.records import check_record_files, count_records, read_class_names
+from utils.errors import UserError
+
+# Section 2: RGB mean and standard deviation of ImageNet, on the [0, 255] scale.
+RGB_MEAN = (123.68, 116.779, 103.939)
+RGB_STD = (58.393, 57.12, 57.375)
+# Section 2: random-resized-crop area and aspect ratio, colour jitter strength, PCA lighting noise std.
+CROP_AREA = (0.08, 1.0)
+CROP_ASPECT_RATIO = (3 / 4, 4 / 3)
+JITTER = 0.4
+LIGHTING_STD = 0.1
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """What the input pipeline needs to know, resolved once from the command line."""
+
+    batch_size: int
+    input_size: int
+    crop_ratio: float
+    num_workers: int
+    seed: int
+    num_parts: int = 1
+    part_index: int = 0
+
+    @property
+    def val_resize(self):
+        """Validation resizes the shorter side to input / crop_ratio (256 for 224 at 0.875)."""
+        return int(math.ceil(self.input_size / self.crop_ratio))
+
+
+@dataclass
+class DataSource:
+    """Training and validation batches with the facts the trainer derives from the data itself."""
+
+    train: object
+    val: object
+    num_classes: int
+    class_names: list
+    num_train: int
+    num_val: int
+    batches_per_epoch: int
+
+
+def _normalization():
+    return dict(mean_r=RGB_MEAN[0], mean_g=RGB_MEAN[1], mean_b=RGB_MEAN[2],
+                std_r=RGB_STD[0], std_g=RGB_STD[1], std_b=RGB_STD[2])
+
+
+def train_record_iter(rec, idx, config):
+    """``ImageRecordIter`` with the paper's training augmentation, shuffled every epoch."""
+    return mx.io.ImageRecordIter(
+        path_imgrec=rec, path_imgidx=idx, batch_size=config.batch_size,
+        data_shape=(3, config.input_size, config.input_size), shuffle=True, seed=config.seed,
+        round_batch=True,
+        preprocess_threads=config.num_workers, num_parts=config.num_parts, part_index=config.part_index,
+        random_resized_crop=True, min_random_area=CROP_AREA[0], max_random_area=CROP_AREA[1],
+        min_aspect_ratio=CROP_ASPECT_RATIO[0], max_aspect_ratio=CROP_ASPECT_RATIO[1],
+        rand_mirror=True, brightness=JITTER, contrast=JITTER, saturation=JITTER, pca_noise=LIGHTING_STD,
+        **_normalization())
+
+
+def val_record_iter(rec, idx, config):
+    """``ImageRecordIter`` for validation: shorter side to ``val_resize``, centre crop, no randomness."""
+    return mx.io.ImageRecordIter(
+        path_imgrec=rec, path_imgidx=idx, batch_size=config.batch_size,
+        data_shape=(3, config.input_size, config.input_size), shuffle=False, round_batch=False,
+        resize=config.val_resize, preprocess_threads=config.num_workers, **_normalization())
+
+
+class EpochBatches:
+    """Exactly ``batches_per_epoch`` full training batches per pass.
+
+    ``ImageRecordIter`` with ``round_batch`` fills its last batch from the start of the next epoch, so its
+    own epochs end after a varying number of batches (seen in MXNet 1.9.1: 7, 7, 6 batches for 105 images
+    of batch 16). Reading it as one endless stream cut into equal epochs keeps the schedule exact.
+    """
+
+    def __init__(self, iterator, batches_per_epoch):
+        self._iterator = iterator
+        self._stream = self._endless()
+        self.batches_per_epoch = batches_per_epoch
+
+    def _endless(self):
+        while True:
+            yield from self._iterator
+            self._iterator.reset()
+
+    def __len__(self):
+        return self.batches_per_epoch
+
+    def __iter__(self):
+        for _ in range(self.batches_per_epoch):
+            yield next(self._stream)
+
+
+class CountedBatches:
+    """One pass over the first ``num_samples`` images, with ``batch.pad`` set on the short last batch.
+
+    With ``round_batch=False`` MXNet 1.9.1 fills the tail of the last batch with stale memory (labels such
+    as 1e38) yet reports ``pad = 0``, so the padding is derived from the known number of images instead.
+    """
+
+    def __init__(self, iterator, num_samples, batch_size):
+        self._iterator = iterator
+        self._num_samples = num_samples
+        self._batch_size = batch_size
+
+    def __len__(self):
+        return math.ceil(self._num_samples / self._batch_size)
+
+    def __iter__(self):
+        self._iterator.reset()
+        for index, batch in zip(range(len(self)), self._iterator):
+            batch.pad = max(0, (index + 1) * self._batch_size - self._num_samples)
+            yield batch
+
+
+def _default_index(rec, idx):
+    return idx or os.path.splitext(rec)[0] + ".idx"
+
+
+def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_classes=None):
+    """Training and validation data from packed ``.rec``/``.idx`` files, checked before MXNet opens them."""
+    idx_train, idx_val = _default_index(rec_train, idx_train), _default_index(rec_val, idx_val)
+    check_record_files(rec_train, idx_train)
+    check_record_files(rec_val, idx_val)
+    class_names = read_class_names(rec_train)
+    num_train = count_records(idx_train) // config.num_parts
+    num_val = count_records(idx_val)
+    batches_per_epoch = math.ceil(num_train / config.batch_size)
+    if num_classes is None:
+        if class_names is None:
+            raise UserError(f"no class list beside {rec_train} (expected {os.path.splitext(rec_train)[0]}"
+                            ".classes.txt, written by `python -m data.pack`); pass --num-classes")
+        num_classes = len(class_names)
+    return DataSource(train=EpochBatches(train_record_iter(rec_train, idx_train, config), batches_per_epoch),
+                      val=CountedBatches(val_record_iter(rec_val, idx_val, config), num_val, config.batch_size),
+                      num_classes=num_classes, class_names=class_names or [],
+                      num_train=num_train, num_val=num_val, batches_per_epoch=batches_per_epoch)
+
+
+class FolderBatches:
+    """Batches from a Gluon ``DataLoader`` in the same ``DataBatch`` form as ``ImageRecordIter``."""
+
+    def __init__(self, dataset, transform, config, training):
+        self._batch_size = config.batch_size
+        # Training drops the short last batch (the next shuffle covers those images); validation keeps it.
+        self._loader = DataLoader(dataset.transform_first(transform), batch_size=config.batch_size,
+                                  shuffle=training, last_batch="discard" if training else "keep",
+                                  num_workers=config.num_workers)
+
+    def __len__(self):
+        return len(self._loader)
+
+    def __iter__(self):
+        for data, label in self._loader:
+            pad = self._batch_size - data.shape[0]
+            if pad:
+                data = mx.nd.concat(data, mx.nd.zeros((pad,) + data.shape[1:], dtype=data.dtype), dim=0)
+                label = mx.nd.concat(label, mx.nd.zeros((pad,), dtype=label.dtype), dim=0)
+            yield mx.io.DataBatch(data=[data], label=[label.astype(np.float32)], pad=pad)
+
+
+def _folder_transforms(config):
+    mean = [m / 255 for m in RGB_MEAN]
+    std = [s / 255 for s in RGB_STD]
+    train = transforms.Compose([
+        transforms.RandomResizedCrop(config.input_size, scale=CROP_AREA, ratio=CROP_ASPECT_RATIO),
+        transforms.RandomFlipLeftRight(),
+        transforms.RandomColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER),
+        transforms.RandomLighting(LIGHTING_STD),
+        transforms.ToTensor(),
+        transforms.Normalize(mean, std),
+    ])
+    val = transforms.Compose([
+        transforms.Resize(config.val_resize, keep_ratio=True),
+        transforms.CenterCrop(config.input_size),
+        transforms.ToTensor(),
+        transforms.Normalize(mean, std),
+    ])
+    return train, val
+
+
+def folder_source(data_dir, config):
+    """Training and validation data from ``data_dir/train/<class>/*`` and ``data_dir/val/<class>/*``."""
+    splits = {}
+    for split in ("train", "val"):
+        path = os.path.join(data_dir, split)
+        if not os.path.isdir(path):
+            raise UserError(f"--data-dir {data_dir} has no {split}/ folder; it needs train/<class>/ and "
+                            "val/<class>/ image folders")
+        splits[split] = ImageFolderDataset(path)
+        if len(splits[split]) == 0:
+            raise UserError(f"no images found in {path}; expected {path}/<class>/<image files>")
+    if splits["train"].synsets != splits["val"].synsets:
+        raise UserError(f"the class folders of {data_dir}/train and {data_dir}/val differ; they must match")
+    train_transform, val_transform = _folder_transforms(config)
+    return DataSource(train=FolderBatches(splits["train"], train_transform, config, training=True),
+                      val=FolderBatches(splits["val"], val_transform, config, training=False),
+                      num_classes=len(splits["train"].synsets), class_names=list(splits["train"].synsets),
+                      num_train=len(splits["train"]), num_val=len(splits["val"]),
+                      batches_per_epoch=len(splits["train"]) // config.batch_size)
