@@ -1,0 +1,30 @@
+"""Devices the batch is split over: GPUs on a cluster, or several CPU contexts standing in for them here."""
+import mxnet as mx
+
+from utils.errors import UserError
+
+
+def build_contexts(num_gpus=0, num_cpu_contexts=1):
+    """``num_gpus`` GPU contexts when asked for (and present), else ``num_cpu_contexts`` CPU contexts."""
+    if num_gpus > 0:
+        available = mx.context.num_gpus()
+        if available < num_gpus:
+            raise UserError(f"--num-gpus {num_gpus} asks for more GPUs than this MXNet sees ({available}); "
+                            "install the CUDA build (pip install mxnet-cu112==1.9.1) on a GPU machine, "
+                            "or use --num-cpu-contexts")
+        return [mx.gpu(i) for i in range(num_gpus)]
+    if num_cpu_contexts < 1:
+        raise UserError(f"--num-cpu-contexts must be at least 1, got {num_cpu_contexts}")
+    return [mx.cpu(i) for i in range(num_cpu_contexts)]
+
+
+def split_batch(array, contexts):
+    """Split ``array`` along its first axis into equal slices, one on each context.
+
+    Equal slices keep every device's BatchNorm statistics over the same number of images and keep the
+    hybridized graph's shapes static.
+    """
+    if array.shape[0] % len(contexts):
+        raise UserError(f"a batch of {array.shape[0]} does not split evenly over {len(contexts)} devices; "
+                        "use a batch size that is a multiple of the number of devices")
+    return mx.gluon.utils.split_and_load(array, contexts, batch_axis=0, even_split=True)
