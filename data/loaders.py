@@ -14,7 +14,7 @@ import numpy as np
 from mxnet.gluon.data import DataLoader
 from mxnet.gluon.data.vision import ImageFolderDataset, transforms
 
-from data.records import check_record_files, count_records, read_class_names
+from data.records import RecordFiles, check_record_files, count_records, read_class_names
 from utils.errors import UserError
 
 # Section 2: RGB mean and standard deviation of ImageNet, on the [0, 255] scale.
@@ -133,7 +133,7 @@ class CountedBatches:
 
 
 def _default_index(rec, idx):
-    return idx or os.path.splitext(rec)[0] + ".idx"
+    return idx or RecordFiles.from_rec_path(rec).idx
 
 
 def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_classes=None):
@@ -147,8 +147,9 @@ def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_
     batches_per_epoch = math.ceil(num_train / config.batch_size)
     if num_classes is None:
         if class_names is None:
-            raise UserError(f"no class list beside {rec_train} (expected {os.path.splitext(rec_train)[0]}"
-                            ".classes.txt, written by `python -m data.pack`); pass --num-classes")
+            expected = RecordFiles.from_rec_path(rec_train).classes
+            raise UserError(f"no class list beside {rec_train} (expected {expected}, written by "
+                            "`python -m data.pack`); pass --num-classes")
         num_classes = len(class_names)
     return DataSource(train=EpochBatches(train_record_iter(rec_train, idx_train, config), batches_per_epoch),
                       val=CountedBatches(val_record_iter(rec_val, idx_val, config), num_val, config.batch_size),
@@ -211,6 +212,9 @@ def folder_source(data_dir, config):
             raise UserError(f"no images found in {path}; expected {path}/<class>/<image files>")
     if splits["train"].synsets != splits["val"].synsets:
         raise UserError(f"the class folders of {data_dir}/train and {data_dir}/val differ; they must match")
+    if len(splits["train"]) < config.batch_size:
+        raise UserError(f"{data_dir}/train has {len(splits['train'])} images, fewer than one batch of "
+                        f"{config.batch_size}; lower --batch-size")
     train_transform, val_transform = _folder_transforms(config)
     return DataSource(train=FolderBatches(splits["train"], train_transform, config, training=True),
                       val=FolderBatches(splits["val"], val_transform, config, training=False),
