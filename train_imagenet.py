@@ -18,12 +18,19 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
+from data.demo import make_demo_dataset
 from data.loaders import InputConfig, folder_source, record_source
 from models import get_model, model_names
 from utils import checkpoint
+from utils.batch_transform import BatchTransform
 from utils.devices import build_contexts, split_batch
+from utils.distillation import CrossEntropyLoss, DistillationLoss, check_params_fit
 from utils.errors import UserError
+from utils.label_smoothing import SMOOTHING_STYLES
 from utils.lr_schedule import LR_MODES, build_lr_scheduler, linear_scaled_lr
+from utils.mixup import MixupSchedule
+from utils.precision import DTYPES, build_precision
+from utils.weight_decay import apply_no_bias_decay
 
 # The paper's baseline (section 2): ResNet-50, 224x224, 8 devices x 32 = 256 images a batch, 120 epochs,
 # rate divided by 10 at epochs 30, 60 and 90.
@@ -71,6 +78,16 @@ class TrainConfig:
     input_size: int
     crop_ratio: float
     last_gamma: bool
+    no_wd: bool
+    label_smoothing: float
+    label_smoothing_style: str
+    mixup: bool
+    mixup_alpha: float
+    mixup_off_epoch: int
+    teacher: str
+    teacher_params: str
+    temperature: float
+    hard_weight: float
     save_dir: str
     save_frequency: int
     log_interval: int
@@ -109,8 +126,9 @@ def build_parser():
                                        f"{PAPER_DEFAULTS['model']}/{DEMO_DEFAULTS['model']})")
     model.add_argument("--mode", choices=("hybrid", "imperative"), default="hybrid",
                        help="hybrid compiles the network into a static graph (default %(default)s)")
-    model.add_argument("--dtype", choices=("float32", "float16"), default="float32",
-                       help="float16: FP16 activations and gradients with FP32 master weights (GPU only)")
+    model.add_argument("--dtype", choices=DTYPES, default="float32",
+                       help="section 3.2: float16 trains FP16 activations and gradients with FP32 master "
+                            "weights and dynamic loss scaling (MXNet AMP; GPU only)")
     model.add_argument("--last-gamma", action=argparse.BooleanOptionalAction,
                        help="section 3.1 zero-gamma: the last BatchNorm of every residual block starts at 0 "
                             "(paper/demo default off/on)")
@@ -131,6 +149,24 @@ def build_parser():
                                                 "from the start of training (paper/demo default 30,60,90/4,5)")
     optim.add_argument("--warmup-epochs", type=float, default=0, help="linear warmup epochs (default 0)")
     optim.add_argument("--warmup-lr", type=float, default=0.0, help="rate warmup starts from (default 0)")
+
+    tricks = parser.add_argument_group("tricks (each off by default: no trick flag is the paper's baseline)")
+    tricks.add_argument("--no-wd", action="store_true",
+                        help="section 3.1: no weight decay on biases and BatchNorm gamma/beta, only on conv and "
+                             "dense weights")
+    tricks.add_argument("--label-smoothing", type=float, nargs="?", const=0.1, default=0.0, metavar="EPSILON",
+                        help="section 5.2: smooth the targets by EPSILON (0.1 when given without a value)")
+    tricks.add_argument("--label-smoothing-style", choices=SMOOTHING_STYLES, default="paper",
+                        help="paper: 1-eps and eps/(K-1); gluoncv: 1-eps+eps/K and eps/K (default %(default)s)")
+    tricks.add_argument("--mixup", action="store_true", help="section 5.4: train on mixed pairs of images")
+    tricks.add_argument("--mixup-alpha", type=float, default=0.2, help="lambda ~ Beta(alpha, alpha) (default 0.2)")
+    tricks.add_argument("--mixup-off-epoch", type=int, default=0, help="train the last N epochs without mixup")
+    tricks.add_argument("--teacher", help="section 5.3: distil from this registered network (or an exported "
+                                          "PREFIX-symbol.json)")
+    tricks.add_argument("--teacher-params", help="the teacher's trained .params file")
+    tricks.add_argument("--temperature", type=float, default=20.0, help="distillation temperature T (default 20)")
+    tricks.add_argument("--hard-weight", type=float, default=0.5,
+                        help="weight w of the hard-label term; the soft term gets 1 - w (default 0.5)")
 
     devices = parser.add_argument_group("devices")
     devices.add_argument("--num-gpus", type=int, default=0, help="GPUs to split each batch over (default 0)")
@@ -176,7 +212,38 @@ def resolve_config(args):
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {values[name]}")
     if values["model"] not in model_names():
         raise UserError(f"unknown model {values['model']!r}; known models: {', '.join(model_names())}")
+    if not 0 <= values["label_smoothing"] < 1:
+        raise UserError(f"--label-smoothing must be in [0, 1), got {values['label_smoothing']}")
+    if values["mixup"] and values["mixup_alpha"] <= 0:
+        raise UserError(f"--mixup-alpha must be positive, got {values['mixup_alpha']}")
+    if bool(values["teacher"]) != bool(values["teacher_params"]):
+        raise UserError("--teacher and --teacher-params go together; give both")
+    if values["teacher_params"] and not os.path.isfile(values["teacher_params"]):
+        raise UserError(f"--teacher-params {values['teacher_params']} does not exist")
+    if values["warmup_epochs"] >= values["num_epochs"]:
+        raise UserError(f"--warmup-epochs {values['warmup_epochs']:g} leaves no epoch after warmup of "
+                        f"--num-epochs {values['num_epochs']}")
     return TrainConfig(**values)
+
+
+def describe_tricks(config):
+    """The run's tricks in a few words, for the log."""
+    tricks = [f"{config.lr_mode} decay"]
+    if config.warmup_epochs:
+        tricks.append(f"warmup {config.warmup_epochs:g} epochs")
+    if config.last_gamma:
+        tricks.append("zero gamma")
+    if config.no_wd:
+        tricks.append("no bias decay")
+    if config.dtype != "float32":
+        tricks.append(config.dtype)
+    if config.label_smoothing:
+        tricks.append(f"label smoothing {config.label_smoothing:g} ({config.label_smoothing_style})")
+    if config.mixup:
+        tricks.append(f"mixup alpha {config.mixup_alpha:g}, off for the last {config.mixup_off_epoch} epochs")
+    if config.teacher:
+        tricks.append(f"distillation from {config.teacher} at T={config.temperature:g}, w={config.hard_weight:g}")
+    return ", ".join(tricks)
 
 
 def total_batch_size(config, contexts):
@@ -199,7 +266,6 @@ def build_data(config, contexts):
         return folder_source(config.data_dir, input_config)
     rec_train, rec_val = config.rec_train, config.rec_val
     if config.uses_demo:
-        from data.demo import make_demo_dataset
         logging.info("No data given: using the built-in demo data set in %s", config.demo_dir)
         rec_train, rec_val = make_demo_dataset(config.demo_dir)
     return record_source(rec_train, rec_val, input_config, idx_train=config.rec_train_idx,
@@ -210,26 +276,55 @@ def build_network(config, num_classes, contexts):
     """The network with the paper's initialization (section 2): Xavier weights, zero biases, BN gamma 1, beta 0."""
     net = get_model(config.model, classes=num_classes, last_gamma=config.last_gamma)
     net.initialize(mx.init.Xavier(rnd_type="uniform", factor_type="avg", magnitude=3), ctx=contexts)
-    if config.dtype != "float32":
-        net.cast(config.dtype)
+    if config.no_wd:
+        apply_no_bias_decay(net)
     if config.mode == "hybrid":
         net.hybridize(static_alloc=True, static_shape=True)
     return net
 
 
-def build_trainer(config, net, contexts, batches_per_epoch):
+def build_teacher(config, num_classes, contexts):
+    """The distillation teacher in inference mode with frozen weights, or None (section 5.3)."""
+    if not config.teacher:
+        return None
+    if config.teacher.endswith("-symbol.json"):
+        teacher = gluon.SymbolBlock.imports(config.teacher, ["data"], config.teacher_params, ctx=contexts)
+    else:
+        teacher = get_model(config.teacher, classes=num_classes)
+        teacher.initialize(ctx=contexts)
+        teacher(mx.nd.zeros((1, 3, config.input_size, config.input_size), ctx=contexts[0]))
+        check_params_fit(teacher, config.teacher_params, f"--teacher-params for {config.teacher}")
+        teacher.load_parameters(config.teacher_params, ctx=contexts)
+    teacher.collect_params().setattr("grad_req", "null")
+    teacher.hybridize(static_alloc=True, static_shape=True)
+    return teacher
+
+
+def build_batch_transform(config, num_classes):
+    """Label smoothing and mixup, resolved once; the loop only calls the result."""
+    mixup = None
+    if config.mixup:
+        mixup = MixupSchedule(config.mixup_alpha, config.num_epochs, config.mixup_off_epoch, seed=config.seed)
+    return BatchTransform(num_classes, config.label_smoothing, config.label_smoothing_style, mixup)
+
+
+def build_trainer(config, net, contexts, batches_per_epoch, precision):
     """Nesterov SGD (section 2) with the run's learning-rate schedule, reducing gradients over a kvstore."""
     schedule = build_lr_scheduler(config.lr_mode, effective_lr(config, contexts), batches_per_epoch,
                                   config.num_epochs, warmup_epochs=config.warmup_epochs,
                                   warmup_lr=config.warmup_lr, decay=config.lr_decay,
                                   decay_epochs=config.lr_decay_epoch)
     optimizer_params = dict(learning_rate=schedule.base_lr, momentum=config.momentum, wd=config.wd,
-                            lr_scheduler=schedule, multi_precision=config.dtype == "float16")
-    return gluon.Trainer(net.collect_params(), "nag", optimizer_params, kvstore=config.kvstore)
+                            lr_scheduler=schedule)
+    trainer = gluon.Trainer(net.collect_params(), "nag", optimizer_params, kvstore=config.kvstore)
+    return precision.prepare_trainer(trainer)
 
 
-def build_loss():
-    return gluon.loss.SoftmaxCrossEntropyLoss()
+def build_loss(config, teacher, sparse_targets):
+    """Cross-entropy, or distillation from ``teacher`` (section 5.3); both take (logits, targets, images)."""
+    if teacher is None:
+        return CrossEntropyLoss(sparse_targets)
+    return DistillationLoss(teacher, config.temperature, config.hard_weight, sparse_targets)
 
 
 def check_labels(labels, num_classes):
@@ -248,8 +343,34 @@ def _progress(batches, total, enabled):
     return tqdm(batches, total=total, leave=False, unit="batch")
 
 
-def train_one_epoch(epoch, net, trainer, loss_fn, data, contexts, config):
-    """One pass over the training data; returns the epoch's loss, top-1 and speed."""
+@dataclasses.dataclass
+class Recipe:
+    """Everything one training step needs, built once before the loop."""
+
+    net: object
+    trainer: object
+    loss_fn: object
+    batch_transform: object
+    precision: object
+
+
+def build_recipe(config, data, contexts):
+    """Network, trainer, loss and batch transform, with the run's tricks resolved."""
+    precision = build_precision(config.dtype, contexts)
+    net = build_network(config, data.num_classes, contexts)
+    trainer = build_trainer(config, net, contexts, data.batches_per_epoch, precision)
+    batch_transform = build_batch_transform(config, data.num_classes)
+    teacher = build_teacher(config, data.num_classes, contexts)
+    loss_fn = build_loss(config, teacher, batch_transform.sparse_targets)
+    return Recipe(net, trainer, loss_fn, batch_transform, precision)
+
+
+def train_one_epoch(epoch, recipe, data, contexts, config):
+    """One pass over the training data; returns the epoch's loss, top-1 and speed.
+
+    Under mixup the top-1 counts a prediction right when it names the dominant label of its mixed pair.
+    """
+    net, trainer = recipe.net, recipe.trainer
     batch_size = total_batch_size(config, contexts)
     accuracy, mean_loss = mx.metric.Accuracy(), mx.metric.Loss()
     speedometer = mx.callback.Speedometer(batch_size, config.log_interval, auto_reset=False)
@@ -258,14 +379,14 @@ def train_one_epoch(epoch, net, trainer, loss_fn, data, contexts, config):
     num_batches = 0
     for num_batches, batch in enumerate(progress, start=1):
         check_labels(batch.label[0], data.num_classes)
-        images = split_batch(batch.data[0].astype(config.dtype, copy=False), contexts)
-        labels = split_batch(batch.label[0], contexts)
+        images, targets, metric_labels = recipe.batch_transform(
+            split_batch(batch.data[0], contexts), split_batch(batch.label[0], contexts), epoch)
         with autograd.record():
             outputs = [net(x) for x in images]
-            losses = [loss_fn(output, label) for output, label in zip(outputs, labels)]
-        autograd.backward(losses)
+            losses = [recipe.loss_fn(output, target, x) for output, target, x in zip(outputs, targets, images)]
+        recipe.precision.backward(losses, trainer)
         trainer.step(batch_size)
-        accuracy.update(labels, outputs)
+        accuracy.update(metric_labels, outputs)
         mean_loss.update(None, losses)
         speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=num_batches, locals=None,
                                            eval_metric=mx.metric.CompositeEvalMetric([accuracy, mean_loss])))
@@ -275,12 +396,12 @@ def train_one_epoch(epoch, net, trainer, loss_fn, data, contexts, config):
                 samples_per_sec=num_batches * batch_size / seconds, epoch_seconds=seconds)
 
 
-def evaluate(net, data, contexts, config):
+def evaluate(net, data, contexts):
     """Top-1 and top-5 accuracy over every validation image exactly once (padding excluded)."""
     top1 = mx.metric.Accuracy()
     top5 = mx.metric.TopKAccuracy(top_k=5) if data.num_classes > 5 else None
     for batch in data.val:
-        images = split_batch(batch.data[0].astype(config.dtype, copy=False), contexts)
+        images = split_batch(batch.data[0], contexts)
         outputs = mx.nd.concat(*[net(x).as_in_context(mx.cpu()) for x in images], dim=0)
         keep = outputs.shape[0] - batch.pad
         labels, outputs = batch.label[0][:keep], outputs[:keep].astype("float32")
@@ -300,7 +421,7 @@ def save_outputs(net, config, epoch, contexts):
     params = checkpoint.save_params(net, config.save_dir, config.model, epoch)
     if config.mode != "hybrid":
         net.hybridize()
-    sample = mx.nd.zeros((1, 3, config.input_size, config.input_size), ctx=contexts[0], dtype=config.dtype)
+    sample = mx.nd.zeros((1, 3, config.input_size, config.input_size), ctx=contexts[0])
     net(sample)
     return (params,) + checkpoint.export_deployable(net, config.save_dir, config.model)
 
@@ -316,40 +437,32 @@ def seed_everything(seed):
     mx.random.seed(seed)
 
 
-def check_dtype(config, contexts):
-    if config.dtype == "float16" and contexts[0].device_type != "gpu":
-        raise UserError("--dtype float16 needs GPUs (MXNet 1.9.1 has no FP16 matrix multiply on CPU); "
-                        "use --num-gpus N with the CUDA build, or --dtype float32")
-
-
 def train(config):
     """Run the whole recipe; returns the last epoch's metrics record."""
     contexts = build_contexts(config.num_gpus, config.num_cpu_contexts)
-    check_dtype(config, contexts)
     checkpoint.ensure_writable(config.save_dir)
     setup_logging(config)
     seed_everything(config.seed)
     data = build_data(config, contexts)
-    net = build_network(config, data.num_classes, contexts)
-    trainer = build_trainer(config, net, contexts, data.batches_per_epoch)
-    loss_fn = build_loss()
+    recipe = build_recipe(config, data, contexts)
     checkpoint.save_run_args(config.save_dir, dataclasses.asdict(config), data.class_names)
-    logging.info("%s on %d images of %d classes, %d devices x %d images, learning rate %g (%s)",
+    logging.info("%s on %d images of %d classes, %d devices x %d images, learning rate %g (%s), tricks: %s",
                  config.model, data.num_train, data.num_classes, len(contexts), config.batch_size,
-                 effective_lr(config, contexts), "given" if config.lr is not None else "linear scaling")
+                 effective_lr(config, contexts), "given" if config.lr is not None else "linear scaling",
+                 describe_tricks(config))
     record = {}
     for epoch in range(config.num_epochs):
-        record = dict(epoch=epoch, **train_one_epoch(epoch, net, trainer, loss_fn, data, contexts, config))
-        record.update(evaluate(net, data, contexts, config))
-        record.update(lr=trainer.learning_rate, peak_rss_mb=round(peak_memory_mb(), 1))
+        record = dict(epoch=epoch, **train_one_epoch(epoch, recipe, data, contexts, config))
+        record.update(evaluate(recipe.net, data, contexts))
+        record.update(lr=recipe.trainer.learning_rate, peak_rss_mb=round(peak_memory_mb(), 1))
         checkpoint.append_metrics(config.save_dir, record)
         logging.info("Epoch[%d] lr=%.5g train-loss=%.4f train-top1=%.4f val-top1=%.4f val-top5=%.4f "
                      "%.1f samples/sec %.1fs", epoch, record["lr"], record["train_loss"], record["train_top1"],
                      record["val_top1"], record["val_top5"], record["samples_per_sec"], record["epoch_seconds"])
         last_epoch = epoch == config.num_epochs - 1
         if not last_epoch and config.save_frequency and (epoch + 1) % config.save_frequency == 0:
-            checkpoint.save_params(net, config.save_dir, config.model, epoch)
-    paths = save_outputs(net, config, config.num_epochs - 1, contexts)
+            checkpoint.save_params(recipe.net, config.save_dir, config.model, epoch)
+    paths = save_outputs(recipe.net, config, config.num_epochs - 1, contexts)
     logging.info("Saved parameters to %s, deployable export to %s and %s, metrics to %s", *paths,
                  checkpoint.metrics_path(config.save_dir))
     return record

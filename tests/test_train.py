@@ -4,47 +4,19 @@ import os
 import subprocess
 import sys
 
-import cv2
 import mxnet as mx
 import numpy as np
 import pytest
 
 import train_imagenet
 from data.loaders import InputConfig, folder_source, record_source
-from data.pack import pack_folder
 from models import get_model
 from utils import checkpoint
 from utils.devices import build_contexts, split_batch
+from tests.conftest import COLOURS_RGB, tiny_args
 from utils.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLOURS_RGB = {"blue": (20, 40, 220), "green": (30, 200, 60), "red": (220, 30, 40)}
-
-
-def _draw_split(root, per_class, seed):
-    """Solid-colour 24x24 images with noise: three classes any network separates within an epoch or two."""
-    rng = np.random.RandomState(seed)
-    for name, rgb in COLOURS_RGB.items():
-        os.makedirs(os.path.join(root, name))
-        for index in range(per_class):
-            image = np.clip(np.array(rgb[::-1]) + rng.randint(-25, 26, size=(24, 24, 3)), 0, 255)
-            cv2.imwrite(os.path.join(root, name, f"{index}.png"), image.astype(np.uint8))
-
-
-@pytest.fixture(scope="module")
-def tiny_set(tmp_path_factory):
-    """Packed train (3 x 32) and val (3 x 10) splits, plus the raw folders they came from."""
-    root = tmp_path_factory.mktemp("tiny")
-    for split, per_class, seed in (("train", 32, 0), ("val", 10, 1)):
-        _draw_split(str(root / "images" / split), per_class, seed)
-        pack_folder(str(root / "images" / split), str(root / split), num_workers=1, log=lambda *_: None)
-    return root
-
-
-def _args(tiny_set, save_dir, *extra):
-    return ["--rec-train", str(tiny_set / "train.rec"), "--rec-val", str(tiny_set / "val.rec"),
-            "--model", "resnet18_v1d", "--input-size", "24", "--batch-size", "16", "--num-epochs", "2",
-            "--lr", "0.02", "--lr-decay-epoch", "1", "-j", "1", "--save-dir", str(save_dir), *extra]
 
 
 def _config(argv):
@@ -64,7 +36,7 @@ def _fails_with(capsys, argv, message):
 
 def test_short_run_learns_and_writes_loadable_outputs(tiny_set, tmp_path):
     save_dir = tmp_path / "run"
-    assert train_imagenet.main(_args(tiny_set, save_dir, "--num-epochs", "3", "--lr-decay-epoch", "2")) == 0
+    assert train_imagenet.main(tiny_args(tiny_set, save_dir, "--num-epochs", "3", "--lr-decay-epoch", "2")) == 0
     metrics = _read_metrics(save_dir)
     assert [m["epoch"] for m in metrics] == [0, 1, 2]
     # So few steps leave BatchNorm's running statistics unsettled, so validation is not asserted here.
@@ -85,30 +57,29 @@ def test_short_run_learns_and_writes_loadable_outputs(tiny_set, tmp_path):
 
 
 def test_imperative_mode_trains_and_exports(tiny_set, tmp_path):
-    assert train_imagenet.main(_args(tiny_set, tmp_path, "--mode", "imperative", "--num-epochs", "1")) == 0
+    assert train_imagenet.main(tiny_args(tiny_set, tmp_path, "--mode", "imperative", "--num-epochs", "1")) == 0
     assert os.path.exists(checkpoint.export_prefix(str(tmp_path), "resnet18_v1d") + "-symbol.json")
 
 
 def test_two_contexts_share_one_update(tiny_set):
     """Several CPU contexts stand in for GPUs: every device holds the same weights after each step."""
-    config = _config(_args(tiny_set, "unused", "--num-cpu-contexts", "2", "--batch-size", "8"))
+    config = _config(tiny_args(tiny_set, "unused", "--num-cpu-contexts", "2", "--batch-size", "8"))
     contexts = build_contexts(num_cpu_contexts=2)
     data = train_imagenet.build_data(config, contexts)
-    net = train_imagenet.build_network(config, data.num_classes, contexts)
-    trainer = train_imagenet.build_trainer(config, net, contexts, data.batches_per_epoch)
-    stats = train_imagenet.train_one_epoch(0, net, trainer, train_imagenet.build_loss(), data, contexts, config)
+    recipe = train_imagenet.build_recipe(config, data, contexts)
+    stats = train_imagenet.train_one_epoch(0, recipe, data, contexts, config)
     assert np.isfinite(stats["train_loss"])
     # BatchNorm running statistics stay per device (section 2); the learned weights must agree.
-    for name, param in net.collect_params().items():
+    for name, param in recipe.net.collect_params().items():
         if param.grad_req == "null":
             continue
         first, second = (param.data(ctx).asnumpy() for ctx in contexts)
         np.testing.assert_array_equal(first, second, err_msg=name)
-    assert train_imagenet.effective_lr(_config(_args(tiny_set, "x", "--lr", "0.3")), contexts) == 0.3
+    assert train_imagenet.effective_lr(_config(tiny_args(tiny_set, "x", "--lr", "0.3")), contexts) == 0.3
 
 
 def test_linear_scaling_uses_the_total_batch(tiny_set):
-    config = _config([a for a in _args(tiny_set, "x", "--batch-size", "32") if a not in ("--lr", "0.02")])
+    config = _config([a for a in tiny_args(tiny_set, "x", "--batch-size", "32") if a not in ("--lr", "0.02")])
     assert train_imagenet.effective_lr(config, build_contexts(num_cpu_contexts=2)) == pytest.approx(0.1 * 64 / 256)
 
 
@@ -139,14 +110,14 @@ def test_training_pipeline_shapes_and_ranges(tiny_set):
 
 
 def test_raw_folders_train_like_records(tiny_set, tmp_path):
-    argv = [a for a in _args(tiny_set, tmp_path, "--num-epochs", "1") if not a.endswith(".rec")]
+    argv = [a for a in tiny_args(tiny_set, tmp_path, "--num-epochs", "1") if not a.endswith(".rec")]
     argv = [a for a in argv if a not in ("--rec-train", "--rec-val")]
     assert train_imagenet.main(argv + ["--data-dir", str(tiny_set / "images")]) == 0
     assert _read_metrics(tmp_path)[0]["val_top1"] >= 0
 
 
 def test_missing_record_file_is_one_line(tiny_set, tmp_path, capsys):
-    argv = _args(tiny_set, tmp_path)
+    argv = tiny_args(tiny_set, tmp_path)
     argv[1] = str(tmp_path / "nowhere.rec")
     _fails_with(capsys, argv, "nowhere")
 
@@ -155,13 +126,13 @@ def test_corrupt_index_is_one_line(tiny_set, tmp_path, capsys):
     for suffix in (".rec", ".classes.txt"):
         os.symlink(tiny_set / f"train{suffix}", tmp_path / f"bad{suffix}")
     (tmp_path / "bad.idx").write_text("0\tnot-a-number\n")
-    argv = _args(tiny_set, tmp_path / "run")
+    argv = tiny_args(tiny_set, tmp_path / "run")
     argv[1] = str(tmp_path / "bad.rec")
     _fails_with(capsys, argv, "bad.idx")
 
 
 def test_unknown_model_lists_known_ones(tiny_set, tmp_path, capsys):
-    argv = _args(tiny_set, tmp_path)
+    argv = tiny_args(tiny_set, tmp_path)
     argv[argv.index("resnet18_v1d")] = "resnet19"
     _fails_with(capsys, argv, "resnet50_v1d")
 
@@ -174,16 +145,16 @@ def test_folder_without_images_is_one_line(tmp_path, capsys):
 
 def test_unwritable_save_dir_fails_before_training(tiny_set, tmp_path, capsys):
     (tmp_path / "file").write_text("")
-    _fails_with(capsys, _args(tiny_set, tmp_path / "file" / "run"), "cannot write to --save-dir")
+    _fails_with(capsys, tiny_args(tiny_set, tmp_path / "file" / "run"), "cannot write to --save-dir")
 
 
 def test_label_outside_the_classes_stops_training(tiny_set, tmp_path, capsys):
-    _fails_with(capsys, _args(tiny_set, tmp_path, "--num-classes", "2"), "outside [0, 2)")
+    _fails_with(capsys, tiny_args(tiny_set, tmp_path, "--num-classes", "2"), "outside [0, 2)")
 
 
 def test_gpu_only_requests_fail_clearly_on_cpu(tiny_set, tmp_path, capsys):
-    _fails_with(capsys, _args(tiny_set, tmp_path, "--dtype", "float16"), "needs GPUs")
-    _fails_with(capsys, _args(tiny_set, tmp_path, "--num-gpus", "1"), "mxnet-cu112")
+    _fails_with(capsys, tiny_args(tiny_set, tmp_path, "--dtype", "float16"), "needs GPUs")
+    _fails_with(capsys, tiny_args(tiny_set, tmp_path, "--num-gpus", "1"), "mxnet-cu112")
 
 
 def test_batch_that_does_not_split_over_devices():
@@ -192,8 +163,8 @@ def test_batch_that_does_not_split_over_devices():
 
 
 def test_bad_flag_values_are_one_line(tiny_set, tmp_path, capsys):
-    _fails_with(capsys, _args(tiny_set, tmp_path, "--lr-decay-epoch", "60,30"), "increasing")
-    _fails_with(capsys, _args(tiny_set, tmp_path, "--batch-size", "0"), "--batch-size must be at least 1")
+    _fails_with(capsys, tiny_args(tiny_set, tmp_path, "--lr-decay-epoch", "60,30"), "increasing")
+    _fails_with(capsys, tiny_args(tiny_set, tmp_path, "--batch-size", "0"), "--batch-size must be at least 1")
     _fails_with(capsys, ["--rec-train", str(tiny_set / "train.rec")], "go together")
 
 

@@ -1,0 +1,52 @@
+"""Section 3.2, low-precision training: FP16 activations and gradients, FP32 master weights, loss scaling.
+
+FP16 goes through MXNet's automatic mixed precision (``mx.contrib.amp``): operators that are safe in FP16
+run in FP16 while the parameters stay FP32, and the loss is scaled dynamically so that small gradients do
+not underflow; a step whose gradients overflow is skipped and the scale lowered.
+"""
+from mxnet import autograd
+
+from utils.errors import UserError
+
+DTYPES = ("float32", "float16")
+
+
+class Float32:
+    """Plain FP32 training."""
+
+    dtype = "float32"
+
+    def prepare_trainer(self, trainer):
+        return trainer
+
+    def backward(self, losses, trainer):
+        autograd.backward(losses)
+
+
+class Float16:
+    """FP16 through AMP with dynamic loss scaling; GPU only (MXNet 1.9.1 has no FP16 GEMM on CPU)."""
+
+    dtype = "float16"
+
+    def __init__(self, contexts):
+        if any(context.device_type != "gpu" for context in contexts):
+            raise UserError("--dtype float16 needs GPUs (MXNet 1.9.1 has no FP16 matrix multiply on CPU); "
+                            "use --num-gpus N with the CUDA build, or --dtype float32")
+        from mxnet.contrib import amp
+        self._amp = amp
+        amp.init(target_dtype="float16")
+
+    def prepare_trainer(self, trainer):
+        self._amp.init_trainer(trainer)
+        return trainer
+
+    def backward(self, losses, trainer):
+        with self._amp.scale_loss(losses, trainer) as scaled_losses:
+            autograd.backward(scaled_losses)
+
+
+def build_precision(dtype, contexts):
+    """The precision policy for ``dtype``; call it before the network is built (AMP patches operators)."""
+    if dtype == "float16":
+        return Float16(contexts)
+    return Float32()
