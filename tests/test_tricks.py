@@ -227,3 +227,14 @@ def test_teacher_that_does_not_fit_fails_at_start(tiny_set, teacher_params, tmp_
     argv = tiny_args(tiny_set, tmp_path, "--teacher", "resnet34_v1b", "--teacher-params", teacher_params)
     assert train_imagenet.main(argv) == 2
     assert "does not fit the network" in capsys.readouterr().err
+
+
+def test_teacher_from_a_deployable_export(tiny_set, tmp_path):
+    teacher = get_model("resnet18_v1b", classes=3)
+    teacher.initialize(mx.init.Xavier())
+    teacher.hybridize()
+    teacher(mx.nd.zeros((1, 3, 24, 24)))
+    teacher.export(str(tmp_path / "teacher"), epoch=0)
+    argv = tiny_args(tiny_set, tmp_path / "run", "--num-epochs", "1", "--teacher",
+                     str(tmp_path / "teacher-symbol.json"), "--teacher-params", str(tmp_path / "teacher-0000.params"))
+    assert train_imagenet.main(argv) == 0

@@ -1,0 +1,116 @@
+"""What the tricks cost in training throughput: baseline vs all tricks vs all tricks with a teacher.
+
+Each configuration runs the project's own training step (``train_imagenet.train_one_epoch``: input pipeline,
+augmentation, forward, backward, update, metrics) for the same number of batches from the same packed data;
+configurations alternate over several rounds so that drift of the machine hits them alike, and the median
+images/s of each is reported with its ratio to the baseline.
+
+    python benchmarks/tricks_overhead.py --rec-train train.rec --rec-val val.rec \
+        --model resnet18_v1d --input-size 32 --batch-size 128 --batches 40 --rounds 3
+"""
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+from itertools import islice
+
+import mxnet as mx
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import train_imagenet  # noqa: E402
+from models import get_model  # noqa: E402
+from utils.devices import build_contexts  # noqa: E402
+
+TRICKS = ["--warmup-epochs", "1", "--last-gamma", "--no-wd", "--lr-mode", "cosine", "--label-smoothing",
+          "--mixup"]
+
+
+class FirstBatches:
+    """The first ``count`` batches of each pass over ``source``."""
+
+    def __init__(self, source, count):
+        self._source = source
+        self._count = count
+
+    def __iter__(self):
+        return islice(iter(self._source), self._count)
+
+
+def save_random_teacher(name, classes, input_size, folder):
+    """A randomly initialized teacher: its forward pass costs the same as a trained one's."""
+    teacher = get_model(name, classes=classes)
+    teacher.initialize(mx.init.Xavier())
+    teacher(mx.nd.zeros((1, 3, input_size, input_size)))
+    path = os.path.join(folder, f"{name}.params")
+    teacher.save_parameters(path)
+    return path
+
+
+def measure(argv, batches, save_dir):
+    """Build one configuration and return a function that times ``batches`` training batches."""
+    config = train_imagenet.resolve_config(train_imagenet.build_parser().parse_args(argv + ["--save-dir", save_dir]))
+    contexts = build_contexts(config.num_gpus, config.num_cpu_contexts)
+    data = train_imagenet.build_data(config, contexts)
+    recipe = train_imagenet.build_recipe(config, data, contexts)
+    data = dataclasses.replace(data, train=FirstBatches(data.train, batches), batches_per_epoch=batches)
+    train_imagenet.train_one_epoch(0, recipe, data, contexts, config)  # warm-up: graph, allocations
+
+    def run():
+        return train_imagenet.train_one_epoch(0, recipe, data, contexts, config)["samples_per_sec"]
+    return run
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rec-train", required=True)
+    parser.add_argument("--rec-val", required=True)
+    parser.add_argument("--model", default="resnet18_v1d")
+    parser.add_argument("--teacher", default="resnet18_v1b", help="teacher network for the distillation column")
+    parser.add_argument("--input-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batches", type=int, default=40, help="timed batches per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("-j", "--num-data-workers", type=int, default=2)
+    parser.add_argument("--output", default="tricks_overhead.json")
+    args = parser.parse_args(argv)
+
+    common = ["--rec-train", args.rec_train, "--rec-val", args.rec_val, "--model", args.model,
+              "--input-size", str(args.input_size), "--batch-size", str(args.batch_size), "--num-epochs", "5",
+              "-j", str(args.num_data_workers), "--log-interval", "1000000"]
+    with tempfile.TemporaryDirectory() as folder:
+        classes = len(open(os.path.splitext(args.rec_train)[0] + ".classes.txt").read().split())
+        teacher = save_random_teacher(args.teacher, classes, args.input_size, folder)
+        configurations = {
+            "baseline": common,
+            "all tricks": common + TRICKS,
+            "all tricks + distillation": common + TRICKS + ["--teacher", args.teacher, "--teacher-params", teacher],
+        }
+        runs = {name: measure(argv, args.batches, os.path.join(folder, str(index)))
+                for index, (name, argv) in enumerate(configurations.items())}
+        speeds = {name: [] for name in configurations}
+        for _ in range(args.rounds):
+            for name, run in runs.items():
+                speeds[name].append(run())
+
+    baseline = statistics.median(speeds["baseline"])
+    result = dict(machine=platform.processor() or platform.machine(), cores=os.cpu_count(),
+                  mxnet=mx.__version__, model=args.model, input_size=args.input_size, batch_size=args.batch_size,
+                  batches=args.batches, rounds=args.rounds,
+                  images_per_sec={name: statistics.median(values) for name, values in speeds.items()},
+                  all_runs=speeds)
+    print(f"| configuration | images/s (median of {args.rounds}) | ratio to baseline |")
+    print("| --- | --- | --- |")
+    for name, values in speeds.items():
+        print(f"| {name} | {statistics.median(values):.1f} | {statistics.median(values) / baseline:.3f} |")
+    with open(args.output, "w") as handle:
+        json.dump(result, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
