@@ -179,24 +179,26 @@ class FolderBatches:
             yield mx.io.DataBatch(data=[data], label=[label.astype(np.float32)], pad=pad)
 
 
+def validation_transform(config):
+    """Decoded RGB image (HWC, uint8) to a normalized CHW tensor: shorter side to ``val_resize``, centre crop."""
+    return transforms.Compose([
+        transforms.Resize(config.val_resize, keep_ratio=True),
+        transforms.CenterCrop(config.input_size),
+        transforms.ToTensor(),
+        transforms.Normalize([m / 255 for m in RGB_MEAN], [s / 255 for s in RGB_STD]),
+    ])
+
+
 def _folder_transforms(config):
-    mean = [m / 255 for m in RGB_MEAN]
-    std = [s / 255 for s in RGB_STD]
     train = transforms.Compose([
         transforms.RandomResizedCrop(config.input_size, scale=CROP_AREA, ratio=CROP_ASPECT_RATIO),
         transforms.RandomFlipLeftRight(),
         transforms.RandomColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER),
         transforms.RandomLighting(LIGHTING_STD),
         transforms.ToTensor(),
-        transforms.Normalize(mean, std),
+        transforms.Normalize([m / 255 for m in RGB_MEAN], [s / 255 for s in RGB_STD]),
     ])
-    val = transforms.Compose([
-        transforms.Resize(config.val_resize, keep_ratio=True),
-        transforms.CenterCrop(config.input_size),
-        transforms.ToTensor(),
-        transforms.Normalize(mean, std),
-    ])
-    return train, val
+    return train, validation_transform(config)
 
 
 def folder_source(data_dir, config):
@@ -221,3 +223,33 @@ def folder_source(data_dir, config):
                       num_classes=len(splits["train"].synsets), class_names=list(splits["train"].synsets),
                       num_train=len(splits["train"]), num_val=len(splits["val"]),
                       batches_per_epoch=len(splits["train"]) // config.batch_size)
+
+
+def validation_source(config, rec_val=None, idx_val=None, data_dir=None):
+    """Validation batches alone, for evaluating a trained network: ``train`` is None.
+
+    From a packed ``rec_val`` (its class list ``PREFIX.classes.txt`` beside it) or from
+    ``data_dir/val/<class>/*`` (classes in sorted folder order, as in training).
+    """
+    if bool(rec_val) == bool(data_dir):
+        raise UserError("give either --rec-val or --data-dir, not both and not neither")
+    if rec_val:
+        idx_val = _default_index(rec_val, idx_val)
+        check_record_files(rec_val, idx_val)
+        class_names = read_class_names(rec_val)
+        if class_names is None:
+            raise UserError(f"no class list beside {rec_val} (expected {RecordFiles.from_rec_path(rec_val).classes}, "
+                            "written by `python -m data.pack`); write it, one class name a line in label order")
+        num_val = count_records(idx_val)
+        val = CountedBatches(val_record_iter(rec_val, idx_val, config), num_val, config.batch_size)
+    else:
+        path = os.path.join(data_dir, "val")
+        if not os.path.isdir(path):
+            raise UserError(f"--data-dir {data_dir} has no val/ folder; it needs val/<class>/ image folders")
+        dataset = ImageFolderDataset(path)
+        if len(dataset) == 0:
+            raise UserError(f"no images found in {path}; expected {path}/<class>/<image files>")
+        class_names, num_val = list(dataset.synsets), len(dataset)
+        val = FolderBatches(dataset, validation_transform(config), config, training=False)
+    return DataSource(train=None, val=val, num_classes=len(class_names), class_names=class_names,
+                      num_train=0, num_val=num_val, batches_per_epoch=0)

@@ -56,7 +56,7 @@ def check_params_fit(net, params_file, label):
     for name in sorted(set(saved) | set(expected)):
         if name not in expected:
             raise UserError(f"{label} {params_file} does not fit the network: it has parameter {name!r}, "
-                            "which the network lacks (wrong --teacher name?)")
+                            "which the network lacks (wrong model name?)")
         if name not in saved:
             raise UserError(f"{label} {params_file} does not fit the network: parameter {name!r} is missing")
         if saved[name].shape != expected[name].shape:
