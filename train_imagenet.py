@@ -30,6 +30,7 @@ from utils.label_smoothing import SMOOTHING_STYLES
 from utils.lr_schedule import LR_MODES, build_lr_scheduler, linear_scaled_lr
 from utils.mixup import MixupSchedule
 from utils.precision import DTYPES, build_precision
+from utils.pretrained import cached_gluoncv_params, load_for_finetuning
 from utils.weight_decay import apply_no_bias_decay
 
 # The paper's baseline (section 2): ResNet-50, 224x224, 8 devices x 32 = 256 images a batch, 120 epochs,
@@ -78,6 +79,7 @@ class TrainConfig:
     input_size: int
     crop_ratio: float
     last_gamma: bool
+    pretrained_params: str
     no_wd: bool
     label_smoothing: float
     label_smoothing_style: str
@@ -132,6 +134,9 @@ def build_parser():
     model.add_argument("--last-gamma", action=argparse.BooleanOptionalAction,
                        help="section 3.1 zero-gamma: the last BatchNorm of every residual block starts at 0 "
                             "(paper/demo default off/on)")
+    model.add_argument("--pretrained-params", metavar="FILE",
+                       help="start from these weights (ours or GluonCV's); a classifier for another number of "
+                            "classes is re-initialized")
 
     optim = parser.add_argument_group("optimization")
     optim.add_argument("--batch-size", type=int, help="images per device per batch (paper/demo default 32/64)")
@@ -163,7 +168,8 @@ def build_parser():
     tricks.add_argument("--mixup-off-epoch", type=int, default=0, help="train the last N epochs without mixup")
     tricks.add_argument("--teacher", help="section 5.3: distil from this registered network (or an exported "
                                           "PREFIX-symbol.json)")
-    tricks.add_argument("--teacher-params", help="the teacher's trained .params file")
+    tricks.add_argument("--teacher-params", help="the teacher's trained .params file (default: GluonCV's weights "
+                                                 "for --teacher in the local MXNet model cache, ~/.mxnet/models)")
     tricks.add_argument("--temperature", type=float, default=20.0, help="distillation temperature T (default 20)")
     tricks.add_argument("--hard-weight", type=float, default=0.5,
                         help="weight w of the hard-label term; the soft term gets 1 - w (default 0.5)")
@@ -216,10 +222,11 @@ def resolve_config(args):
         raise UserError(f"--label-smoothing must be in [0, 1), got {values['label_smoothing']}")
     if values["mixup"] and values["mixup_alpha"] <= 0:
         raise UserError(f"--mixup-alpha must be positive, got {values['mixup_alpha']}")
-    if bool(values["teacher"]) != bool(values["teacher_params"]):
-        raise UserError("--teacher and --teacher-params go together; give both")
-    if values["teacher_params"] and not os.path.isfile(values["teacher_params"]):
-        raise UserError(f"--teacher-params {values['teacher_params']} does not exist")
+    if values["teacher_params"] and not values["teacher"]:
+        raise UserError("--teacher-params needs --teacher, the network the file belongs to")
+    for flag in ("teacher_params", "pretrained_params"):
+        if values[flag] and not os.path.isfile(values[flag]):
+            raise UserError(f"--{flag.replace('_', '-')} {values[flag]} does not exist")
     if values["warmup_epochs"] >= values["num_epochs"]:
         raise UserError(f"--warmup-epochs {values['warmup_epochs']:g} leaves no epoch after warmup of "
                         f"--num-epochs {values['num_epochs']}")
@@ -276,6 +283,9 @@ def build_network(config, num_classes, contexts):
     """The network with the paper's initialization (section 2): Xavier weights, zero biases, BN gamma 1, beta 0."""
     net = get_model(config.model, classes=num_classes, last_gamma=config.last_gamma)
     net.initialize(mx.init.Xavier(rnd_type="uniform", factor_type="avg", magnitude=3), ctx=contexts)
+    if config.pretrained_params:
+        net(mx.nd.zeros((1, 3, config.input_size, config.input_size), ctx=contexts[0]))
+        load_for_finetuning(net, config.pretrained_params)
     if config.no_wd:
         apply_no_bias_decay(net)
     if config.mode == "hybrid":
@@ -287,14 +297,15 @@ def build_teacher(config, num_classes, contexts):
     """The distillation teacher in inference mode with frozen weights, or None (section 5.3)."""
     if not config.teacher:
         return None
+    params_file = config.teacher_params or cached_gluoncv_params(config.teacher)
     if config.teacher.endswith("-symbol.json"):
-        teacher = gluon.SymbolBlock.imports(config.teacher, ["data"], config.teacher_params, ctx=contexts)
+        teacher = gluon.SymbolBlock.imports(config.teacher, ["data"], params_file, ctx=contexts)
     else:
         teacher = get_model(config.teacher, classes=num_classes)
         teacher.initialize(ctx=contexts)
         teacher(mx.nd.zeros((1, 3, config.input_size, config.input_size), ctx=contexts[0]))
-        check_params_fit(teacher, config.teacher_params, f"--teacher-params for {config.teacher}")
-        teacher.load_parameters(config.teacher_params, ctx=contexts)
+        check_params_fit(teacher, params_file, f"teacher weights for {config.teacher}")
+        teacher.load_parameters(params_file, ctx=contexts)
     teacher.collect_params().setattr("grad_req", "null")
     teacher.hybridize(static_alloc=True, static_shape=True)
     return teacher

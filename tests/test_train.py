@@ -15,6 +15,7 @@ from utils import checkpoint
 from utils.devices import build_contexts, split_batch
 from tests.conftest import COLOURS_RGB, tiny_args
 from utils.errors import UserError
+from utils.pretrained import load_for_finetuning
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -173,3 +174,32 @@ def test_command_line_error_has_no_traceback():
                              "--rec-val", "b.rec"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: unknown model 'nope'") and "Traceback" not in result.stderr
+
+
+def _initialized(name, classes):
+    net = get_model(name, classes=classes)
+    net.initialize(mx.init.Xavier())
+    net(mx.nd.zeros((1, 3, 24, 24)))
+    return net
+
+
+def test_finetuning_keeps_every_weight_and_reinitializes_another_classifier(tmp_path):
+    source = _initialized("resnet18_v1d", 5)
+    source.save_parameters(str(tmp_path / "source.params"))
+    source_params = {k: v.data().asnumpy() for k, v in source._collect_params_with_prefix().items()}
+    for classes, expected_reinitialized in ((5, []), (3, ["fc.bias", "fc.weight"])):
+        target = _initialized("resnet18_v1d", classes)
+        assert sorted(load_for_finetuning(target, str(tmp_path / "source.params"))) == \
+            expected_reinitialized
+        for key, param in target._collect_params_with_prefix().items():
+            if key not in expected_reinitialized:
+                np.testing.assert_array_equal(param.data().asnumpy(), source_params[key], err_msg=key)
+    with pytest.raises(UserError, match="has parameter 'layer2.0.downsample.1.weight', which --model lacks"):
+        load_for_finetuning(_initialized("resnet18_v1c", 5), str(tmp_path / "source.params"))
+
+
+def test_finetuning_from_the_command_line(tiny_set, tmp_path):
+    _initialized("resnet18_v1d", 10).save_parameters(str(tmp_path / "imagenet-like.params"))
+    argv = tiny_args(tiny_set, tmp_path / "run", "--num-epochs", "1", "--pretrained-params",
+                     str(tmp_path / "imagenet-like.params"))
+    assert train_imagenet.main(argv) == 0

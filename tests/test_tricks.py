@@ -1,6 +1,7 @@
 """Each trick against numbers worked out by hand, then every configuration of Tables 4 and 6 end to end."""
 import json
 import math
+import shutil
 
 import mxnet as mx
 import numpy as np
@@ -214,7 +215,7 @@ def test_metrics_show_warmup_then_cosine(tiny_set, tmp_path):
 
 def test_bad_trick_flags_are_one_line(tiny_set, tmp_path, capsys):
     for extra, message in ((["--label-smoothing", "1.5"], "--label-smoothing must be in [0, 1)"),
-                           (["--teacher", "resnet18_v1b"], "--teacher and --teacher-params go together"),
+                           (["--teacher-params", "t.params"], "--teacher-params needs --teacher"),
                            (["--teacher", "resnet18_v1b", "--teacher-params", "nowhere.params"], "does not exist"),
                            (["--warmup-epochs", "2"], "leaves no epoch after warmup"),
                            (["--mixup", "--mixup-alpha", "0"], "--mixup-alpha must be positive")):
@@ -237,4 +238,15 @@ def test_teacher_from_a_deployable_export(tiny_set, tmp_path):
     teacher.export(str(tmp_path / "teacher"), epoch=0)
     argv = tiny_args(tiny_set, tmp_path / "run", "--num-epochs", "1", "--teacher",
                      str(tmp_path / "teacher-symbol.json"), "--teacher-params", str(tmp_path / "teacher-0000.params"))
+    assert train_imagenet.main(argv) == 0
+
+
+def test_teacher_from_the_local_gluoncv_cache(tiny_set, teacher_params, tmp_path, monkeypatch, capsys):
+    """Without --teacher-params the teacher's weights come from $MXNET_HOME/models, never from the network."""
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path / "mxnet"))
+    argv = tiny_args(tiny_set, tmp_path / "run", "--num-epochs", "1", "--teacher", "resnet18_v1b")
+    assert train_imagenet.main(argv) == 2
+    assert "gluoncv.model_zoo.get_model('resnet18_v1b', pretrained=True)" in capsys.readouterr().err
+    (tmp_path / "mxnet" / "models").mkdir(parents=True)
+    shutil.copy(teacher_params, tmp_path / "mxnet" / "models" / "resnet18_v1b-0123abcd.params")
     assert train_imagenet.main(argv) == 0
