@@ -8,6 +8,7 @@ paper's baseline recipe unless flags say otherwise.
 import argparse
 import dataclasses
 import logging
+import math
 import os
 import random
 import resource
@@ -347,6 +348,13 @@ def check_labels(labels, num_classes):
                         f"{num_classes} classes (repack it, or fix --num-classes)")
 
 
+def check_finite_loss(loss_sum, epoch, batch, config):
+    """Stop at the first NaN or infinite loss: every later step would only spread it through the weights."""
+    if not math.isfinite(loss_sum):
+        raise UserError(f"the training loss became {loss_sum} at epoch {epoch}, batch {batch}; lower --lr or "
+                        f"lengthen --warmup-epochs (files already in {config.save_dir} are untouched)")
+
+
 def _progress(batches, total, enabled):
     if not enabled:
         return batches
@@ -399,6 +407,7 @@ def train_one_epoch(epoch, recipe, data, contexts, config):
         trainer.step(batch_size)
         accuracy.update(metric_labels, outputs)
         mean_loss.update(None, losses)
+        check_finite_loss(mean_loss.sum_metric, epoch, num_batches, config)
         speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=num_batches, locals=None,
                                            eval_metric=mx.metric.CompositeEvalMetric([accuracy, mean_loss])))
     mx.nd.waitall()
