@@ -1,0 +1,104 @@
+"""Evaluate a trained network on a validation set: top-1 and top-5 error and speed, printed and saved as JSON.
+
+The network is ``--model NAME --params FILE`` (parameters saved by training, or converted from GluonCV with
+``python -m models.convert``) or a deployable export, ``--symbol PREFIX-symbol.json --params PREFIX-0000.params``.
+The images are resized and centre-cropped as in training's validation (section 2 of the paper), and the
+number of classes comes from the data's class list.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+from data.loaders import InputConfig, validation_source
+from models.inference import add_network_arguments, check_network_arguments, default_classes_file, load_network
+from models.inference import read_class_list
+from train_imagenet import evaluate
+from utils.devices import build_contexts
+from utils.errors import UserError
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_network_arguments(parser)
+    data = parser.add_argument_group("data (give --rec-val or --data-dir)")
+    data.add_argument("--rec-val", help="validation .rec packed by `python -m data.pack` (class list beside it)")
+    data.add_argument("--rec-val-idx", help="its .idx (default: beside the .rec)")
+    data.add_argument("--data-dir", help="raw images instead: DIR/val/<class>/*")
+    data.add_argument("--input-size", type=int, default=224, help="centre crop size (default %(default)s)")
+    data.add_argument("--crop-ratio", type=float, default=0.875,
+                      help="crop size / resized shorter side (default %(default)s: 224 of 256)")
+    data.add_argument("--batch-size", type=int, default=32, help="images per device per batch (default 32)")
+    data.add_argument("-j", "--num-data-workers", type=int, default=min(4, os.cpu_count() or 1),
+                      help="decoding threads (default %(default)s)")
+    devices = parser.add_argument_group("devices")
+    devices.add_argument("--num-gpus", type=int, default=0, help="GPUs to split each batch over (default 0)")
+    devices.add_argument("--num-cpu-contexts", type=int, default=1, help="without GPUs: CPU contexts (default 1)")
+    parser.add_argument("--output", help="write the result as JSON to this file")
+    return parser
+
+
+def check_args(args):
+    """Validate the flags before any data is read."""
+    check_network_arguments(args.model, args.symbol, args.params)
+    for flag, value in (("--input-size", args.input_size), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
+    if not 0 < args.crop_ratio <= 1:
+        raise UserError(f"--crop-ratio must be in (0, 1], got {args.crop_ratio}")
+    if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        raise UserError(f"the folder of --output {args.output} does not exist; create it first")
+
+
+def check_classes_match(class_names, params):
+    """Refuse data whose class list differs from the one saved beside the parameters (labels would be wrong)."""
+    trained_path = default_classes_file(params)
+    if not os.path.isfile(trained_path):
+        return
+    trained = read_class_list(trained_path)
+    if trained != class_names:
+        raise UserError(f"the data's {len(class_names)} classes differ from the {len(trained)} in {trained_path} "
+                        "that the network was trained with; evaluate on data with the same class list")
+
+
+def run(args):
+    """Evaluate and return the result record (also written to ``--output`` when given)."""
+    check_args(args)
+    contexts = build_contexts(args.num_gpus, args.num_cpu_contexts)
+    config = InputConfig(batch_size=args.batch_size * len(contexts), input_size=args.input_size,
+                         crop_ratio=args.crop_ratio, num_workers=args.num_data_workers, seed=0)
+    data = validation_source(config, rec_val=args.rec_val, idx_val=args.rec_val_idx, data_dir=args.data_dir)
+    check_classes_match(data.class_names, args.params)
+    net = load_network(args.params, contexts, args.input_size, model=args.model, symbol=args.symbol,
+                       num_classes=data.num_classes)
+    tic = time.time()
+    accuracy = evaluate(net, data, contexts)
+    seconds = time.time() - tic
+    result = dict(model=args.model or args.symbol, params=args.params, data=args.rec_val or args.data_dir,
+                  num_images=data.num_val, num_classes=data.num_classes, input_size=args.input_size,
+                  crop_ratio=args.crop_ratio, top1_error=1 - accuracy["val_top1"],
+                  top5_error=1 - accuracy["val_top5"], images_per_sec=data.num_val / seconds, seconds=seconds)
+    if args.output:
+        with open(args.output, "w") as handle:
+            handle.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return result
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{result['model']}: top-1 error {result['top1_error']:.4f}, top-5 error {result['top5_error']:.4f} "
+          f"on {result['num_images']} images of {result['num_classes']} classes, "
+          f"{result['images_per_sec']:.1f} images/s")
+    if args.output:
+        print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

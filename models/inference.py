@@ -1,0 +1,96 @@
+"""A trained network ready for inference, from a registered model's ``.params`` or from a deployable export.
+
+``eval_imagenet.py``, ``predict.py`` and ``models.export_onnx`` take the network the same two ways: ``--model NAME
+--params FILE`` (the ``<model>-<epoch>.params`` that training saves) or ``--symbol PREFIX-symbol.json --params
+PREFIX-0000.params`` (the export, which loads without this project's code).
+"""
+import os
+import warnings
+
+import mxnet as mx
+from mxnet import gluon
+
+from models.registry import get_model
+from utils import checkpoint
+from utils.distillation import check_params_fit
+from utils.errors import UserError
+
+
+def add_network_arguments(parser):
+    """The ``--model``/``--symbol``/``--params`` flags, as one argument group of ``parser``."""
+    group = parser.add_argument_group("network (give --model or --symbol, and --params)")
+    group.add_argument("--model", help="registered network the parameters belong to, e.g. resnet50_v1d")
+    group.add_argument("--symbol", help="a deployable export's PREFIX-symbol.json, instead of --model")
+    group.add_argument("--params", required=True,
+                       help="the .params file: <model>-<epoch>.params with --model, PREFIX-0000.params with --symbol")
+    return group
+
+
+def check_network_arguments(model, symbol, params):
+    """Raise UserError unless exactly one of ``model`` and ``symbol`` is given and the files exist."""
+    if bool(model) == bool(symbol):
+        raise UserError("give either --model NAME or --symbol PREFIX-symbol.json (each with --params), not both "
+                        "and not neither")
+    for flag, path in (("--symbol", symbol), ("--params", params)):
+        if path and not os.path.isfile(path):
+            raise UserError(f"{flag} {path} not found")
+
+
+def default_classes_file(params):
+    """Where training saved the class names of ``params``: ``classes.txt`` in the same folder."""
+    return checkpoint.classes_path(os.path.dirname(os.path.abspath(params)))
+
+
+def read_class_list(path, flag="--classes-file"):
+    """The class names in ``path``, line i naming class i (the format of ``classes.txt``)."""
+    if not os.path.isfile(path):
+        raise UserError(f"no class list at {path} (training writes classes.txt beside its parameters); give {flag}")
+    with open(path, encoding="utf-8") as handle:
+        names = [line.rstrip("\n") for line in handle if line.strip()]
+    if not names:
+        raise UserError(f"class list {path} is empty; it needs one class name a line")
+    return names
+
+
+def load_network(params, contexts, input_size, model=None, symbol=None, num_classes=None):
+    """The network of ``--model``/``--symbol`` with ``params`` loaded, hybridized, checked by one forward pass.
+
+    ``num_classes`` is required with ``model``; with ``symbol`` it is checked against the export's output
+    width when given. Bad files raise UserError with one line.
+    """
+    check_network_arguments(model, symbol, params)
+    if symbol:
+        try:
+            with warnings.catch_warnings():
+                # MXNet warns that it cannot tell the input's type before the first call; the call below does.
+                warnings.filterwarnings("ignore", message="Cannot decide type", category=UserWarning)
+                net = gluon.SymbolBlock.imports(symbol, ["data"], params, ctx=contexts)
+        except (mx.base.MXNetError, AssertionError, ValueError) as error:
+            # MXNet's messages end with the reason, after a C++ traceback.
+            lines = str(error).strip().splitlines() or [type(error).__name__]
+            reason = lines[-1].replace("MXNetError: ", "")
+            raise UserError(f"cannot load the export {symbol} with {params} ({reason[:200]}); give the "
+                            "-symbol.json and -0000.params that training wrote together") from None
+    else:
+        if num_classes is None:
+            raise UserError(f"the number of classes of --model {model} is unknown; give a class list")
+        net = get_model(model, classes=num_classes)
+        net.initialize(ctx=contexts)
+        _forward_once(net, input_size, contexts)  # resolves the deferred shapes that the check compares
+        check_params_fit(net, params, f"--params for {model} with {num_classes} classes")
+        net.load_parameters(params, ctx=contexts)
+    net.hybridize()
+    outputs = _forward_once(net, input_size, contexts)
+    if num_classes is not None and outputs.shape[1] != num_classes:
+        raise UserError(f"the network has {outputs.shape[1]} outputs but there are {num_classes} classes; "
+                        "give the class list it was trained with")
+    return net
+
+
+def _forward_once(net, input_size, contexts):
+    """One forward pass on a blank image: the network's output, or UserError if it rejects the size."""
+    try:
+        return net(mx.nd.zeros((1, 3, input_size, input_size), ctx=contexts[0]))
+    except mx.base.MXNetError:
+        raise UserError(f"the network does not accept {input_size}x{input_size} inputs; "
+                        "give the --input-size it was trained at") from None
