@@ -250,3 +250,19 @@ def test_teacher_from_the_local_gluoncv_cache(tiny_set, teacher_params, tmp_path
     (tmp_path / "mxnet" / "models").mkdir(parents=True)
     shutil.copy(teacher_params, tmp_path / "mxnet" / "models" / "resnet18_v1b-0123abcd.params")
     assert train_imagenet.main(argv) == 0
+
+
+@pytest.mark.parametrize("student, teacher, input_size, extra", [
+    ("mobilenetv2_0.25", "mobilenet0.25", 24, ["--last-gamma"]),
+    ("inceptionv3", "resnet18_v1d", 75, []),
+])
+def test_tricks_work_on_the_other_networks(student, teacher, input_size, extra, tiny_set, tmp_path):
+    """Zero gamma where there are residual blocks, no bias decay and distillation across families."""
+    teacher_net = get_model(teacher, classes=3)
+    teacher_net.initialize(mx.init.Xavier())
+    teacher_net(mx.nd.zeros((1, 3, input_size, input_size)))
+    teacher_net.save_parameters(str(tmp_path / "teacher.params"))
+    argv = tiny_args(tiny_set, tmp_path / "run", "--model", student, "--input-size", str(input_size),
+                     "--num-epochs", "1", "--no-wd", "--label-smoothing", "--mixup", "--teacher", teacher,
+                     "--teacher-params", str(tmp_path / "teacher.params"), *extra)
+    assert train_imagenet.main(argv) == 0
