@@ -59,6 +59,25 @@ def export_onnx(net, input_size, output):
     return model.opset_import[0].version
 
 
+def check_with_onnxruntime(net, onnx_file, input_size, batch=2, tolerance=1e-4):
+    """Run ``onnx_file`` in onnxruntime and ``net`` in MXNet on one random batch; return the largest difference.
+
+    A difference above ``tolerance`` raises UserError: the file would not compute what was trained.
+    """
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError("checking the export needs onnxruntime; install it with pip install -e '.[onnx]'") from None
+    images = np.random.RandomState(0).normal(size=(batch, 3, input_size, input_size)).astype(np.float32)
+    session = onnxruntime.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
+    onnx_outputs = session.run(None, {session.get_inputs()[0].name: images})[0]
+    difference = float(np.abs(onnx_outputs - net(mx.nd.array(images)).asnumpy()).max())
+    if difference > tolerance:
+        raise UserError(f"{onnx_file} differs from the MXNet network by {difference:.2g} (more than {tolerance:g}); "
+                        "do not deploy it")
+    return difference
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m models.export_onnx", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,11 +99,12 @@ def main(argv=None):
         net = load_network(args.params, [mx.cpu()], args.input_size, model=args.model, symbol=args.symbol,
                            num_classes=num_classes)
         opset = export_onnx(net, args.input_size, args.output)
+        difference = check_with_onnxruntime(net, args.output, args.input_size)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {args.output}: ONNX opset {opset}, input 'data' of shape (batch, 3, {args.input_size}, "
-          f"{args.input_size})")
+          f"{args.input_size}); onnxruntime matches MXNet within {difference:.2g}")
     return 0
 
 
