@@ -60,6 +60,8 @@ def test_short_run_learns_and_writes_loadable_outputs(tiny_set, tmp_path):
 def test_imperative_mode_trains_and_exports(tiny_set, tmp_path):
     assert train_imagenet.main(tiny_args(tiny_set, tmp_path, "--mode", "imperative", "--num-epochs", "1")) == 0
     assert os.path.exists(checkpoint.export_prefix(str(tmp_path), "resnet18_v1d") + "-symbol.json")
+    # Epoch 0's parameters and the export's own -0000.params are two files; neither overwrites the other.
+    get_model("resnet18_v1d", classes=3).load_parameters(checkpoint.params_path(str(tmp_path), "resnet18_v1d", 0))
 
 
 def test_two_contexts_share_one_update(tiny_set):

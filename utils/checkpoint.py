@@ -12,8 +12,11 @@ def params_path(save_dir, model, epoch):
 
 
 def export_prefix(save_dir, model):
-    """Prefix of the deployable export: ``<prefix>-symbol.json`` and ``<prefix>-0000.params``."""
-    return os.path.join(save_dir, model)
+    """Prefix of the deployable export: ``<model>-deploy-symbol.json`` and ``<model>-deploy-0000.params``.
+
+    ``-deploy`` keeps the export's ``-0000.params`` apart from epoch 0's ``<model>-0000.params``.
+    """
+    return os.path.join(save_dir, f"{model}-deploy")
 
 
 def metrics_path(save_dir):
@@ -69,7 +72,7 @@ def save_params(net, save_dir, model, epoch):
 
 
 def export_deployable(net, save_dir, model):
-    """Write ``<model>-symbol.json`` and ``<model>-0000.params`` that ``SymbolBlock.imports`` loads alone.
+    """Write ``<model>-deploy-symbol.json`` and ``-0000.params`` that ``SymbolBlock.imports`` loads alone.
 
     ``net`` must be hybridized and have run one forward pass, so that its graph is known.
     """
