@@ -25,6 +25,7 @@ from models import get_model, model_names
 from utils import checkpoint
 from utils.batch_transform import BatchTransform
 from utils.devices import build_contexts, split_batch
+from utils.distributed import DIST_KVSTORES, Cluster, join_cluster, weights_fingerprint
 from utils.distillation import CrossEntropyLoss, DistillationLoss, check_params_fit
 from utils.errors import UserError
 from utils.label_smoothing import SMOOTHING_STYLES
@@ -179,7 +180,9 @@ def build_parser():
     devices.add_argument("--num-gpus", type=int, default=0, help="GPUs to split each batch over (default 0)")
     devices.add_argument("--num-cpu-contexts", type=int, default=1,
                          help="without GPUs: CPU contexts to split each batch over, standing in for GPUs")
-    devices.add_argument("--kvstore", default="device", help="gradient reduction: device or local (default device)")
+    devices.add_argument("--kvstore", default="device",
+                         help="gradient reduction: device or local on one machine; dist_sync, dist_device_sync "
+                              "or dist_async over several, started by tools/launch.py (default device)")
 
     run = parser.add_argument_group("run")
     run.add_argument("--save-dir", default="params", help="where parameters, export and metrics go (default params)")
@@ -228,6 +231,14 @@ def resolve_config(args):
     for flag in ("teacher_params", "pretrained_params"):
         if values[flag] and not os.path.isfile(values[flag]):
             raise UserError(f"--{flag.replace('_', '-')} {values[flag]} does not exist")
+    if values["kvstore"] in DIST_KVSTORES and not args.rec_train:
+        raise UserError(f"--kvstore {values['kvstore']} gives each worker a shard of --rec-train; give "
+                        "--rec-train/--rec-val (pack images with `python -m data.pack`)")
+    if values["kvstore"] in DIST_KVSTORES and values["dtype"] != "float32":
+        # AMP's dynamic loss scaling changes the gradient scale, which MXNet refuses once the optimizer
+        # runs on the servers (Trainer._check_and_rescale_grad).
+        raise UserError(f"--dtype {values['dtype']} is not supported with --kvstore {values['kvstore']}; "
+                        "train distributed in float32")
     if values["warmup_epochs"] >= values["num_epochs"]:
         raise UserError(f"--warmup-epochs {values['warmup_epochs']:g} leaves no epoch after warmup of "
                         f"--num-epochs {values['num_epochs']}")
@@ -255,21 +266,27 @@ def describe_tricks(config):
 
 
 def total_batch_size(config, contexts):
+    """Images per batch of this process (all its devices)."""
     return config.batch_size * len(contexts)
 
 
-def effective_lr(config, contexts):
-    """An explicit ``--lr`` as given; otherwise section 3.1's linear scaling with the total batch."""
+def effective_lr(config, contexts, num_workers=1):
+    """An explicit ``--lr`` as given; otherwise section 3.1's linear scaling with the global batch."""
     if config.lr is not None:
         return config.lr
-    return linear_scaled_lr(total_batch_size(config, contexts), config.lr_base, config.lr_base_size)
+    return linear_scaled_lr(total_batch_size(config, contexts) * num_workers, config.lr_base, config.lr_base_size)
 
 
-def build_data(config, contexts):
-    """Training and validation batches with the paper's augmentation; classes and sizes come from the data."""
+def build_data(config, contexts, cluster=None):
+    """Training and validation batches with the paper's augmentation; classes and sizes come from the data.
+
+    Each worker of a distributed job reads its own shard of the training set, with as many batches per epoch
+    as every other worker (record_source derives them from the total count); all read the whole validation set.
+    """
+    cluster = cluster or Cluster(config.kvstore)
     input_config = InputConfig(batch_size=total_batch_size(config, contexts), input_size=config.input_size,
                                crop_ratio=config.crop_ratio, num_workers=config.num_data_workers,
-                               seed=config.seed)
+                               seed=config.seed, num_parts=cluster.num_workers, part_index=cluster.rank)
     if config.data_dir:
         return folder_source(config.data_dir, input_config)
     rec_train, rec_val = config.rec_train, config.rec_val
@@ -320,15 +337,22 @@ def build_batch_transform(config, num_classes):
     return BatchTransform(num_classes, config.label_smoothing, config.label_smoothing_style, mixup)
 
 
-def build_trainer(config, net, contexts, batches_per_epoch, precision):
-    """Nesterov SGD (section 2) with the run's learning-rate schedule, reducing gradients over a kvstore."""
-    schedule = build_lr_scheduler(config.lr_mode, effective_lr(config, contexts), batches_per_epoch,
+def build_trainer(config, net, contexts, batches_per_epoch, precision, cluster=None):
+    """Nesterov SGD (section 2) with the run's learning-rate schedule, reducing gradients over a kvstore.
+
+    The schedule counts optimizer updates: under dist_sync one per global step, so a worker's
+    ``batches_per_epoch`` is the number of global steps per epoch.
+    """
+    cluster = cluster or Cluster(config.kvstore)
+    schedule = build_lr_scheduler(config.lr_mode, effective_lr(config, contexts, cluster.num_workers),
+                                  cluster.updates_per_epoch(batches_per_epoch),
                                   config.num_epochs, warmup_epochs=config.warmup_epochs,
                                   warmup_lr=config.warmup_lr, decay=config.lr_decay,
                                   decay_epochs=config.lr_decay_epoch)
     optimizer_params = dict(learning_rate=schedule.base_lr, momentum=config.momentum, wd=config.wd,
                             lr_scheduler=schedule)
-    trainer = gluon.Trainer(net.collect_params(), "nag", optimizer_params, kvstore=config.kvstore)
+    trainer = gluon.Trainer(net.collect_params(), "nag", optimizer_params, kvstore=cluster.kvstore,
+                            update_on_kvstore=cluster.update_on_kvstore)
     return precision.prepare_trainer(trainer)
 
 
@@ -371,17 +395,20 @@ class Recipe:
     loss_fn: object
     batch_transform: object
     precision: object
+    step_batch: int
 
 
-def build_recipe(config, data, contexts):
+def build_recipe(config, data, contexts, cluster=None):
     """Network, trainer, loss and batch transform, with the run's tricks resolved."""
+    cluster = cluster or Cluster(config.kvstore)
     precision = build_precision(config.dtype, contexts)
     net = build_network(config, data.num_classes, contexts)
-    trainer = build_trainer(config, net, contexts, data.batches_per_epoch, precision)
+    trainer = build_trainer(config, net, contexts, data.batches_per_epoch, precision, cluster)
     batch_transform = build_batch_transform(config, data.num_classes)
     teacher = build_teacher(config, data.num_classes, contexts)
     loss_fn = build_loss(config, teacher, batch_transform.sparse_targets)
-    return Recipe(net, trainer, loss_fn, batch_transform, precision)
+    return Recipe(net, trainer, loss_fn, batch_transform, precision,
+                  step_batch=cluster.step_batch(total_batch_size(config, contexts)))
 
 
 def train_one_epoch(epoch, recipe, data, contexts, config):
@@ -404,7 +431,7 @@ def train_one_epoch(epoch, recipe, data, contexts, config):
             outputs = [net(x) for x in images]
             losses = [recipe.loss_fn(output, target, x) for output, target, x in zip(outputs, targets, images)]
         recipe.precision.backward(losses, trainer)
-        trainer.step(batch_size)
+        trainer.step(recipe.step_batch)
         accuracy.update(metric_labels, outputs)
         mean_loss.update(None, losses)
         check_finite_loss(mean_loss.sum_metric, epoch, num_batches, config)
@@ -446,9 +473,25 @@ def save_outputs(net, config, epoch, contexts):
     return (params,) + checkpoint.export_deployable(net, config.save_dir, config.model)
 
 
-def setup_logging(config):
-    handlers = [logging.StreamHandler(sys.stdout), logging.FileHandler(config.logging_file)]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers, force=True)
+def setup_logging(config, cluster):
+    """Log to stdout and, on rank 0 only, to the log file; with several workers every line names its rank."""
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if cluster.is_chief:
+        handlers.append(logging.FileHandler(config.logging_file))
+    rank = f"[rank {cluster.rank}/{cluster.num_workers}] " if cluster.num_workers > 1 else ""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {rank}%(message)s", handlers=handlers, force=True)
+
+
+def current_lr(trainer, cluster, updates):
+    """The rate of the last update.
+
+    In a distributed job the servers run the optimizer (see ``Cluster.update_on_kvstore``); the worker's
+    copy of the schedule is otherwise unused, so it is read at the job's update count: exact under sync
+    (one update per global step), approximate under async (workers run at their own pace).
+    """
+    if cluster.num_workers > 1:
+        return trainer.optimizer.lr_scheduler(updates)
+    return trainer.learning_rate
 
 
 def seed_everything(seed):
@@ -460,31 +503,44 @@ def seed_everything(seed):
 def train(config):
     """Run the whole recipe; returns the last epoch's metrics record."""
     contexts = build_contexts(config.num_gpus, config.num_cpu_contexts)
-    checkpoint.ensure_writable(config.save_dir)
-    setup_logging(config)
+    cluster = join_cluster(config.kvstore)
+    # Rank 0 alone writes files; the other workers of a distributed job only train and log.
+    if cluster.is_chief:
+        checkpoint.ensure_writable(config.save_dir)
+    setup_logging(config, cluster)
     seed_everything(config.seed)
-    data = build_data(config, contexts)
-    recipe = build_recipe(config, data, contexts)
-    checkpoint.save_run_args(config.save_dir, dataclasses.asdict(config), data.class_names)
-    logging.info("%s on %d images of %d classes, %d devices x %d images, learning rate %g (%s), tricks: %s",
-                 config.model, data.num_train, data.num_classes, len(contexts), config.batch_size,
-                 effective_lr(config, contexts), "given" if config.lr is not None else "linear scaling",
-                 describe_tricks(config))
+    data = build_data(config, contexts, cluster)
+    recipe = build_recipe(config, data, contexts, cluster)
+    if cluster.is_chief:
+        checkpoint.save_run_args(config.save_dir, dataclasses.asdict(config), data.class_names)
+    logging.info("%s on %d images of %d classes, %d workers x %d devices x %d images, learning rate %g (%s), "
+                 "tricks: %s", config.model, data.num_train * cluster.num_workers, data.num_classes,
+                 cluster.num_workers, len(contexts), config.batch_size,
+                 effective_lr(config, contexts, cluster.num_workers),
+                 "given" if config.lr is not None else "linear scaling", describe_tricks(config))
     record = {}
     for epoch in range(config.num_epochs):
         record = dict(epoch=epoch, **train_one_epoch(epoch, recipe, data, contexts, config))
         record.update(evaluate(recipe.net, data, contexts))
-        record.update(lr=recipe.trainer.learning_rate, peak_rss_mb=round(peak_memory_mb(), 1))
-        checkpoint.append_metrics(config.save_dir, record)
+        updates = cluster.updates_per_epoch(data.batches_per_epoch) * (epoch + 1)
+        record.update(lr=current_lr(recipe.trainer, cluster, updates), peak_rss_mb=round(peak_memory_mb(), 1))
+        if cluster.is_chief:
+            checkpoint.append_metrics(config.save_dir, record)
         logging.info("Epoch[%d] lr=%.5g train-loss=%.4f train-top1=%.4f val-top1=%.4f val-top5=%.4f "
                      "%.1f samples/sec %.1fs", epoch, record["lr"], record["train_loss"], record["train_top1"],
                      record["val_top1"], record["val_top5"], record["samples_per_sec"], record["epoch_seconds"])
         last_epoch = epoch == config.num_epochs - 1
-        if not last_epoch and config.save_frequency and (epoch + 1) % config.save_frequency == 0:
+        periodic = not last_epoch and config.save_frequency and (epoch + 1) % config.save_frequency == 0
+        if periodic and cluster.is_chief:
             checkpoint.save_params(recipe.net, config.save_dir, config.model, epoch)
-    paths = save_outputs(recipe.net, config, config.num_epochs - 1, contexts)
-    logging.info("Saved parameters to %s, deployable export to %s and %s, metrics to %s", *paths,
-                 checkpoint.metrics_path(config.save_dir))
+    if cluster.num_workers > 1 and not cluster.is_async:
+        # Sync workers pull the same weights from the servers after every step; this line lets anyone check
+        # it (async workers pull them at different moments and differ).
+        logging.info("Trainable weights fingerprint %s", weights_fingerprint(recipe.net))
+    if cluster.is_chief:
+        paths = save_outputs(recipe.net, config, config.num_epochs - 1, contexts)
+        logging.info("Saved parameters to %s, deployable export to %s and %s, metrics to %s", *paths,
+                     checkpoint.metrics_path(config.save_dir))
     return record
 
 

@@ -1,0 +1,243 @@
+"""Several workers on MXNet's parameter server, on loopback: tools/launch.py and train_imagenet.py --kvstore dist_*.
+
+Every process the launcher starts inherits a unique marker variable, so a scan of /proc/*/environ finds any
+process a test left behind, scheduler and servers included.
+"""
+import importlib.util
+import json
+import os
+import queue
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from types import SimpleNamespace
+
+import pytest
+
+import train_imagenet
+from models import get_model
+from tests.conftest import tiny_args
+from utils import checkpoint
+from utils.distributed import Cluster, weights_fingerprint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAUNCHER = os.path.join(REPO, "tools", "launch.py")
+MARKER_VARIABLE = "BAG_OF_TRICKS_TEST_MARKER"
+
+
+def _load_launcher():
+    spec = importlib.util.spec_from_file_location("launch", LAUNCHER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+launch = _load_launcher()
+
+
+class Job:
+    """``tools/launch.py`` running in the background, its merged output collected line by line."""
+
+    def __init__(self, launcher_args, worker_command):
+        self.marker = uuid.uuid4().hex
+        env = {**os.environ, MARKER_VARIABLE: self.marker, "PYTHONUNBUFFERED": "1"}
+        self.popen = subprocess.Popen([sys.executable, LAUNCHER, *launcher_args, *worker_command], cwd=REPO,
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      start_new_session=True)
+        self.lines, self._queue = [], queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.popen.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for_line(self, pattern, timeout):
+        """The first output line matching ``pattern`` (earlier lines included), within ``timeout`` seconds."""
+        regex = re.compile(pattern)
+        deadline = time.time() + timeout
+        for line in self.lines:
+            if regex.search(line):
+                return line
+        while time.time() < deadline:
+            try:
+                line = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            self.lines.append(line)
+            if regex.search(line):
+                return line
+        raise AssertionError(f"no line matching {pattern!r} in:\n" + "\n".join(self.lines))
+
+    def wait(self, timeout):
+        """The launcher's exit code and whole output; kills everything the job started if it overruns."""
+        try:
+            code = self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_leftovers()
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            raise
+        while (line := self._queue.get(timeout=10)) is not None:
+            self.lines.append(line)
+        return code, "\n".join(self.lines)
+
+    def leftovers(self):
+        """Pids of processes still carrying this job's marker."""
+        needle = f"{MARKER_VARIABLE}={self.marker}".encode()
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as handle:
+                    if needle in handle.read().split(b"\0"):
+                        pids.append(int(entry))
+            except OSError:
+                continue
+        return pids
+
+    def kill_leftovers(self):
+        for pid in self.leftovers():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _local(num_workers=2, num_servers=1):
+    return ["-n", str(num_workers), "-s", str(num_servers), "--launcher", "local"]
+
+
+def _train_command(tiny_set, save_dir, *extra):
+    return [sys.executable, "train_imagenet.py", *tiny_args(tiny_set, save_dir, "--kvstore", "dist_sync", *extra)]
+
+
+def _read_metrics(save_dir):
+    with open(checkpoint.metrics_path(str(save_dir))) as handle:
+        return [json.loads(line) for line in handle]
+
+
+def _fingerprints(output):
+    return dict(re.findall(r"\[rank (\d)/2\] Trainable weights fingerprint ([0-9a-f]{64})", output))
+
+
+def test_two_workers_train_in_step_and_rank_zero_alone_writes(tiny_set, tmp_path):
+    save_dir = tmp_path / "run"
+    job = Job(_local(), _train_command(tiny_set, save_dir))
+    code, output = job.wait(timeout=120)
+    assert code == 0, output
+    assert "[worker 0]" in output and "[worker 1]" in output
+    # Each worker reads 48 of the 96 images: 3 global steps of 2 x 16 per epoch, so the rate decays after
+    # epoch 0 on every worker, as --lr-decay-epoch 1 asks.
+    assert len(re.findall(r"\[rank [01]/2\] Epoch\[1\] lr=0.002 ", output)) == 2, output
+
+    # Rank 0 alone writes: one metrics line per epoch (two writers would give four), one log, one export.
+    metrics = _read_metrics(save_dir)
+    assert [m["epoch"] for m in metrics] == [0, 1]
+    assert [m["lr"] for m in metrics] == pytest.approx([0.02, 0.002])
+    assert sorted(os.listdir(save_dir)) == ["args.json", "classes.txt", "metrics.jsonl", "resnet18_v1d-0001.params",
+                                            "resnet18_v1d-deploy-0000.params", "resnet18_v1d-deploy-symbol.json",
+                                            "train.log"]
+
+    # Both workers hold the same trainable weights, and they are the ones rank 0 saved. (BatchNorm's running
+    # statistics differ by design: each worker accumulates its own over its shard.)
+    fingerprints = _fingerprints(output)
+    assert set(fingerprints) == {"0", "1"} and fingerprints["0"] == fingerprints["1"], output
+    net = get_model("resnet18_v1d", classes=3)
+    net.load_parameters(checkpoint.params_path(str(save_dir), "resnet18_v1d", 1))
+    assert weights_fingerprint(net) == fingerprints["0"]
+    assert job.leftovers() == []
+
+
+def test_a_killed_worker_stops_the_whole_job(tiny_set, tmp_path):
+    job = Job(_local(), _train_command(tiny_set, tmp_path / "run", "--num-epochs", "200", "--log-interval", "1"))
+    try:
+        started = job.wait_for_line(r"launch: started worker 1 \(pid \d+\)", 30)
+        pid = int(re.search(r"pid (\d+)", started).group(1))
+        job.wait_for_line(r"\[rank [01]/2\] Epoch\[0\] Batch", 90)  # both are in the middle of training
+        killed_at = time.time()
+        os.kill(pid, signal.SIGKILL)
+        code, output = job.wait(timeout=60)
+        assert time.time() - killed_at < 60
+    finally:
+        job.kill_leftovers()
+    assert code != 0
+    assert f"launch: worker 1 (pid {pid}, host 127.0.0.1) was killed by SIGKILL" in output, output
+    assert job.leftovers() == []
+
+
+def test_launcher_stops_everything_on_sigterm():
+    job = Job(_local(num_workers=2, num_servers=1), [sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        job.wait_for_line(r"launch: started worker 1", 30)
+        time.sleep(1)
+        job.popen.send_signal(signal.SIGTERM)
+        code, output = job.wait(timeout=30)
+    finally:
+        job.kill_leftovers()
+    assert code == 128 + signal.SIGTERM
+    assert "launch: got SIGTERM; stopped all 4 processes" in output
+    assert job.leftovers() == []
+
+
+def test_local_plan_sets_the_ps_lite_environment_on_loopback():
+    args = launch.build_parser().parse_args(["-n", "2", "-s", "1", "--launcher", "local", "--port", "9300",
+                                             "python", "train.py", "--kvstore", "dist_sync"])
+    processes = launch.plan(args)
+    assert [label for label, *_ in processes] == ["scheduler", "server 0", "worker 0", "worker 1"]
+    scheduler, server, worker = processes[0], processes[1], processes[2]
+    assert scheduler[2] == [sys.executable, "-c", "import mxnet"] == server[2]
+    assert worker[2] == ["python", "train.py", "--kvstore", "dist_sync"]
+    assert worker[3] == {"DMLC_ROLE": "worker", "DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_PS_ROOT_PORT": "9300",
+                         "DMLC_NUM_SERVER": "1", "DMLC_NUM_WORKER": "2", "DMLC_NODE_HOST": "127.0.0.1"}
+    assert server[3]["DMLC_ROLE"] == "server" and scheduler[3]["DMLC_ROLE"] == "scheduler"
+
+
+def test_ssh_plan_quotes_the_remote_command(tmp_path):
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("# two machines\n127.0.0.2\n\n127.0.0.3  # the second\n")
+    hostile = "a b; touch /tmp/pwned $(id)"
+    args = launch.build_parser().parse_args(["-n", "2", "-s", "2", "--launcher", "ssh", "-H", str(hostfile),
+                                             "python", "train.py", "--save-dir", hostile])
+    processes = launch.plan(args)
+    assert [host for _, host, *_ in processes] == ["127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.2",
+                                                   "127.0.0.3"]
+    label, host, argv, extra_env = processes[-1]
+    assert (label, extra_env) == ("worker 1", {})
+    assert argv[:-1] == ["ssh", "-tt", "-o", "BatchMode=yes", "127.0.0.3"]
+    # The remote shell splits the string back into exactly the arguments given, the hostile one intact.
+    words = shlex.split(argv[-1])
+    assert words[:4] == ["cd", os.getcwd(), "&&", "exec"]
+    assert words[-4:] == ["python", "train.py", "--save-dir", hostile]
+    assert "DMLC_PS_ROOT_URI=127.0.0.2" in words and "DMLC_ROLE=worker" in words
+
+
+def test_horovod_without_horovod_is_one_line(capsys, tiny_set, tmp_path):
+    assert train_imagenet.main(tiny_args(tiny_set, tmp_path, "--kvstore", "horovod")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --kvstore horovod needs Horovod"), err
+
+
+def test_dist_kvstore_needs_record_files(capsys, tmp_path):
+    assert train_imagenet.main(["--data-dir", str(tmp_path), "--kvstore", "dist_sync"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--kvstore dist_sync gives each worker a shard of --rec-train" in err[0], err
+
+
+def test_sync_steps_divide_by_the_global_batch_and_async_schedules_count_every_push():
+    sync = Cluster(SimpleNamespace(type="dist_sync"), rank=1, num_workers=4)
+    assert (sync.step_batch(32), sync.updates_per_epoch(10), sync.update_on_kvstore, sync.is_chief) == \
+        (128, 10, True, False)
+    asynchronous = Cluster(SimpleNamespace(type="dist_async"), rank=0, num_workers=4)
+    assert (asynchronous.step_batch(32), asynchronous.updates_per_epoch(10), asynchronous.update_on_kvstore) == \
+        (32, 40, True)
+    single = Cluster("device")
+    assert (single.step_batch(32), single.updates_per_epoch(10), single.update_on_kvstore, single.is_chief) == \
+        (32, 10, None, True)

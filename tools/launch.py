@@ -1,0 +1,226 @@
+"""Start a distributed training job on MXNet's parameter server (ps-lite): one scheduler, servers, workers.
+
+The command line is that of MXNet's own ``tools/launch.py``::
+
+    python tools/launch.py -n 2 -s 1 --launcher local python train_imagenet.py --kvstore dist_sync ...
+    python tools/launch.py -n 4 -s 2 --launcher ssh -H hosts python train_imagenet.py --kvstore dist_sync ...
+
+ps-lite learns its role and where the scheduler listens from ``DMLC_*`` environment variables; the scheduler
+and the servers are plain ``python -c "import mxnet"`` processes (importing MXNet with ``DMLC_ROLE`` set to
+``scheduler`` or ``server`` runs that role until the workers finish), the workers run COMMAND. Every line a
+process prints comes out prefixed with its role and index. When any process exits non-zero, or the
+launcher gets SIGINT or SIGTERM, every process group it started is stopped and the launcher exits non-zero,
+naming the process that died. The worker index in the prefix is the launch order; the kvstore rank that
+ps-lite assigns (and train_imagenet.py logs) may differ.
+"""
+import argparse
+import dataclasses
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_SSH_PORT = 9091
+POLL_SECONDS = 0.1
+GRACE_SECONDS = 5.0
+
+
+@dataclasses.dataclass
+class Process:
+    """One started process: its label for the output prefix, host and ``subprocess.Popen``."""
+
+    label: str
+    host: str
+    popen: subprocess.Popen
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", "--num-workers", type=int, required=True, help="number of worker processes")
+    parser.add_argument("-s", "--num-servers", type=int,
+                        help="number of server processes (default: as many as workers)")
+    parser.add_argument("--launcher", choices=("local", "ssh"), default="ssh",
+                        help="local: every process on this machine, on 127.0.0.1; ssh: on the hosts of "
+                             "--hostfile (default %(default)s, as in MXNet)")
+    parser.add_argument("-H", "--hostfile", help="ssh: one host name or address a line; servers and workers "
+                                                 "go round-robin over them, the scheduler on the first")
+    parser.add_argument("--port", type=int, help="scheduler port (default: a free port for local, "
+                                                 f"{DEFAULT_SSH_PORT} for ssh)")
+    parser.add_argument("--python", default=sys.executable,
+                        help="interpreter that runs the scheduler and servers (default: this one; for ssh it "
+                             "must exist at the same path on every host)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the worker command")
+    return parser
+
+
+def read_hostfile(path):
+    """Host names of ``path``, one a line; blank lines and ``#`` comments are skipped."""
+    with open(path) as handle:
+        hosts = [line.split("#", 1)[0].strip() for line in handle]
+    return [host for host in hosts if host]
+
+
+def free_port(host=LOOPBACK):
+    """A port nobody listens on now (the scheduler binds it a moment later)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def ps_environment(role, root_uri, port, num_servers, num_workers, node_host=None):
+    """The variables ps-lite reads: this process's role, the scheduler's address, the job's size."""
+    env = {"DMLC_ROLE": role, "DMLC_PS_ROOT_URI": root_uri, "DMLC_PS_ROOT_PORT": str(port),
+           "DMLC_NUM_SERVER": str(num_servers), "DMLC_NUM_WORKER": str(num_workers)}
+    if node_host:
+        # The address this node announces and binds to; without it ps-lite picks a network interface.
+        env["DMLC_NODE_HOST"] = node_host
+    return env
+
+
+def remote_command(env, command, workdir):
+    """The one shell string ssh runs remotely: every part quoted, so no argument is read as shell syntax."""
+    assignments = [f"{name}={value}" for name, value in sorted(env.items())]
+    return f"cd {shlex.quote(workdir)} && exec env {shlex.join(assignments + list(command))}"
+
+
+def ssh_argv(host, env, command, workdir):
+    """ssh with a terminal (``-tt``), so that stopping the local ssh also hangs up the remote process."""
+    return ["ssh", "-tt", "-o", "BatchMode=yes", host, remote_command(env, command, workdir)]
+
+
+def plan(args):
+    """(label, host, argv, extra environment) of every process: scheduler first, then servers, then workers."""
+    num_servers = args.num_servers if args.num_servers is not None else args.num_workers
+    if args.launcher == "local":
+        hosts, port = [LOOPBACK], args.port or free_port()
+    else:
+        hosts, port = read_hostfile(args.hostfile), args.port or DEFAULT_SSH_PORT
+    root = hosts[0]
+    roles = [("scheduler", "scheduler", root)]
+    roles += [(f"server {i}", "server", hosts[i % len(hosts)]) for i in range(num_servers)]
+    roles += [(f"worker {i}", "worker", hosts[i % len(hosts)]) for i in range(args.num_workers)]
+    processes = []
+    for label, role, host in roles:
+        command = args.command if role == "worker" else [args.python, "-c", "import mxnet"]
+        node_host = host if args.launcher == "local" else None
+        env = ps_environment(role, root, port, num_servers, args.num_workers, node_host)
+        if args.launcher == "local":
+            processes.append((label, host, list(command), env))
+        else:
+            processes.append((label, host, ssh_argv(host, env, command, os.getcwd()), {}))
+    return processes
+
+
+def _relay(process, lock):
+    """Copy the process's output to ours, each line prefixed with its label."""
+    for line in iter(process.popen.stdout.readline, b""):
+        text = line.decode(errors="replace").rstrip("\r\n")
+        with lock:
+            print(f"[{process.label}] {text}", flush=True)
+    process.popen.stdout.close()
+
+
+def describe_exit(code):
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
+def stop_all(processes):
+    """SIGTERM to every process group still running, SIGKILL to those left after a grace period."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        running = [p for p in processes if p.popen.poll() is None]
+        for process in running:
+            try:
+                os.killpg(process.popen.pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + GRACE_SECONDS
+        while any(p.popen.poll() is None for p in running) and time.time() < deadline:
+            time.sleep(POLL_SECONDS)
+    # Children that left the group's leader behind still hold the group id: make sure they are gone too.
+    for process in processes:
+        try:
+            os.killpg(process.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class _Interrupted(Exception):
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, _frame):
+    raise _Interrupted(signum)
+
+
+def supervise(processes):
+    """Wait for every process; on the first failure stop them all. Returns the launcher's exit code."""
+    while True:
+        failed = next((p for p in processes if p.popen.poll() not in (None, 0)), None)
+        if failed is not None:
+            stop_all(processes)
+            print(f"launch: {failed.label} (pid {failed.popen.pid}, host {failed.host}) "
+                  f"{describe_exit(failed.popen.returncode)}; stopped all {len(processes)} processes",
+                  file=sys.stderr, flush=True)
+            return 1
+        if all(p.popen.poll() == 0 for p in processes):
+            return 0
+        time.sleep(POLL_SECONDS)
+
+
+def launch(args):
+    lock = threading.Lock()
+    processes, relays = [], []
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for label, host, argv, extra_env in plan(args):
+            # A new session per process: its own process group, which stop_all signals as a whole.
+            popen = subprocess.Popen(argv, env={**os.environ, **extra_env}, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            processes.append(Process(label, host, popen))
+            relays.append(threading.Thread(target=_relay, args=(processes[-1], lock), daemon=True))
+            relays[-1].start()
+            print(f"launch: started {label} (pid {popen.pid}) on {host}", file=sys.stderr, flush=True)
+        code = supervise(processes)
+    except _Interrupted as interrupt:
+        stop_all(processes)
+        print(f"launch: got {interrupt}; stopped all {len(processes)} processes", file=sys.stderr, flush=True)
+        code = 128 + interrupt.signum
+    except BaseException:
+        stop_all(processes)
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for relay in relays:
+        relay.join(timeout=GRACE_SECONDS)
+    return code
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command and args.command[0] == "--":
+        args.command = args.command[1:]
+    if not args.command:
+        parser.error("give the worker command after the options")
+    if args.num_workers < 1 or (args.num_servers is not None and args.num_servers < 1):
+        parser.error("-n and -s must be at least 1")
+    if args.launcher == "ssh":
+        if not args.hostfile:
+            parser.error("--launcher ssh needs -H HOSTFILE")
+        if not os.path.isfile(args.hostfile) or not read_hostfile(args.hostfile):
+            parser.error(f"hostfile {args.hostfile} does not exist or lists no host")
+    return launch(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

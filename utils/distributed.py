@@ -1,0 +1,89 @@
+"""Several machines on MXNet's parameter server: which worker this process is, and how steps are counted.
+
+``tools/launch.py`` starts the scheduler, servers and workers; a worker joins with ``mx.kv.create`` and
+learns its rank and the number of workers from the kvstore. Section 3.1's linear scaling then uses the
+global batch (per-device batch x devices x workers).
+"""
+import dataclasses
+import hashlib
+import importlib.util
+
+import mxnet as mx
+
+from utils.errors import UserError
+
+DIST_KVSTORES = ("dist_sync", "dist_device_sync", "dist_async")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """This process's place in the job: the kvstore (object, or type name for one process), rank and size."""
+
+    kvstore: object
+    rank: int = 0
+    num_workers: int = 1
+
+    @property
+    def is_chief(self):
+        """Rank 0 alone writes the run's files."""
+        return self.rank == 0
+
+    @property
+    def is_async(self):
+        return self.num_workers > 1 and "async" in self.kvstore.type
+
+    @property
+    def update_on_kvstore(self):
+        """Where the optimizer runs: on the servers for a distributed job, MXNet's choice (None) for one process.
+
+        On the servers (MXNet 1.9.1's default for dist kvstores) every worker pulls the very weights the
+        servers hold, so sync workers stay identical by construction. With worker-side updates
+        (``update_on_kvstore=False``, which MXNet allows under dist_sync) we measured the two workers of the
+        test drifting apart by the second step of the second epoch, differently from run to run (cause not
+        found: a stand-alone pushpull returned identical sums); dist_async only works with server-side updates.
+        The price: the servers run the pickled optimizer and the worker's copy never counts an update, so
+        ``trainer.learning_rate`` on a worker stays at the schedule's start (see ``train_imagenet.current_lr``).
+        """
+        if isinstance(self.kvstore, str):
+            return None
+        return True
+
+    def step_batch(self, process_batch):
+        """The batch ``trainer.step`` divides the gradient by.
+
+        Under sync the servers sum the gradients of all workers, so the step divides by the global batch;
+        under async each worker's push is applied alone, so it divides by that worker's batch.
+        """
+        return process_batch if self.is_async else process_batch * self.num_workers
+
+    def updates_per_epoch(self, batches_per_epoch):
+        """Optimizer updates per epoch, which the schedule counts: async servers apply every worker's push."""
+        return batches_per_epoch * (self.num_workers if self.is_async else 1)
+
+
+def join_cluster(kvstore_type):
+    """Create the kvstore (joining the job for a ``dist_*`` type) and return this process's ``Cluster``."""
+    if kvstore_type == "horovod":
+        if importlib.util.find_spec("horovod") is None:
+            raise UserError("--kvstore horovod needs Horovod built with MXNet support (pip install horovod), "
+                            "which is not installed; use --kvstore dist_sync with tools/launch.py")
+        raise UserError("--kvstore horovod is not supported by this script yet; use --kvstore dist_sync with "
+                        "tools/launch.py")
+    if kvstore_type not in DIST_KVSTORES:
+        # One process: Gluon's Trainer creates the kvstore from its name, as before.
+        return Cluster(kvstore_type)
+    kvstore = mx.kv.create(kvstore_type)
+    return Cluster(kvstore, rank=kvstore.rank, num_workers=kvstore.num_workers)
+
+
+def weights_fingerprint(net):
+    """SHA-256 of the trainable parameters in order, to check that workers hold identical weights.
+
+    BatchNorm's running statistics are left out: each worker accumulates its own over its shard of the data
+    (rank 0's are the ones saved).
+    """
+    digest = hashlib.sha256()
+    for param in net.collect_params().values():
+        if param.grad_req != "null":
+            digest.update(param.data(param.list_ctx()[0]).asnumpy().tobytes())
+    return digest.hexdigest()
