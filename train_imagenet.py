@@ -62,6 +62,7 @@ class TrainConfig:
     num_classes: int
     batch_size: int
     num_gpus: int
+    gpus: tuple
     num_cpu_contexts: int
     kvstore: str
     num_data_workers: int
@@ -178,6 +179,7 @@ def build_parser():
 
     devices = parser.add_argument_group("devices")
     devices.add_argument("--num-gpus", type=int, default=0, help="GPUs to split each batch over (default 0)")
+    devices.add_argument("--gpus", help="comma-separated GPU ids to use instead of the first --num-gpus, e.g. 0,2")
     devices.add_argument("--num-cpu-contexts", type=int, default=1,
                          help="without GPUs: CPU contexts to split each batch over, standing in for GPUs")
     devices.add_argument("--kvstore", default="device",
@@ -204,6 +206,18 @@ def _parse_epochs(text):
     return epochs
 
 
+def _parse_gpu_ids(text):
+    if not text:
+        return ()
+    try:
+        ids = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UserError(f"--gpus {text!r} is not a comma-separated list of GPU ids, e.g. 0,1,2,3") from None
+    if len(set(ids)) != len(ids) or min(ids) < 0:
+        raise UserError(f"--gpus {text!r} must list distinct non-negative GPU ids")
+    return ids
+
+
 def resolve_config(args):
     """Fill the data-dependent defaults and validate; the result is the single source of settings."""
     if bool(args.rec_train) != bool(args.rec_val):
@@ -216,6 +230,7 @@ def resolve_config(args):
         if values[key] is None:
             values[key] = default
     values["lr_decay_epoch"] = _parse_epochs(values["lr_decay_epoch"])
+    values["gpus"] = _parse_gpu_ids(values["gpus"])
     values["logging_file"] = values["logging_file"] or os.path.join(values["save_dir"], "train.log")
     for name in ("batch_size", "num_epochs", "input_size", "log_interval"):
         if values[name] < 1:
@@ -502,7 +517,7 @@ def seed_everything(seed):
 
 def train(config):
     """Run the whole recipe; returns the last epoch's metrics record."""
-    contexts = build_contexts(config.num_gpus, config.num_cpu_contexts)
+    contexts = build_contexts(config.num_gpus, config.num_cpu_contexts, config.gpus)
     cluster = join_cluster(config.kvstore)
     # Rank 0 alone writes files; the other workers of a distributed job only train and log.
     if cluster.is_chief:

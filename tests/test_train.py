@@ -158,6 +158,8 @@ def test_label_outside_the_classes_stops_training(tiny_set, tmp_path, capsys):
 def test_gpu_only_requests_fail_clearly_on_cpu(tiny_set, tmp_path, capsys):
     _fails_with(capsys, tiny_args(tiny_set, tmp_path, "--dtype", "float16"), "needs GPUs")
     _fails_with(capsys, tiny_args(tiny_set, tmp_path, "--num-gpus", "1"), "mxnet-cu112")
+    _fails_with(capsys, tiny_args(tiny_set, tmp_path, "--gpus", "0,1"), "GPUs 0,1 were asked for")
+    _fails_with(capsys, tiny_args(tiny_set, tmp_path, "--gpus", "0,x"), "not a comma-separated list")
 
 
 def test_batch_that_does_not_split_over_devices():
@@ -213,3 +215,32 @@ def test_a_diverging_run_stops_at_once_and_keeps_saved_files(tiny_set, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the training loss became nan at epoch 0, batch" in err[0], err
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_two_contexts_reduce_to_the_gradient_of_one(tmp_path):
+    """One step's gradients on 2 contexts, summed through the kvstore, equal one context's on the same batch.
+
+    BatchNorm uses global statistics here, so that per-device batch statistics (which the paper keeps, and
+    which legitimately differ from whole-batch ones) do not enter.
+    """
+    images = mx.nd.array(np.random.RandomState(0).normal(size=(8, 3, 32, 32)))
+    labels = mx.nd.array([0, 1, 2, 3, 3, 2, 1, 0])
+
+    def reduced_gradients(contexts):
+        mx.random.seed(0)
+        net = get_model("resnet18_v1d", classes=4, norm_kwargs={"use_global_stats": True})
+        net.initialize(mx.init.Xavier(), ctx=contexts)
+        trainer = mx.gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1}, kvstore="device",
+                                   update_on_kvstore=False)
+        loss_fn = mx.gluon.loss.SoftmaxCrossEntropyLoss()
+        with mx.autograd.record():
+            losses = [loss_fn(net(x), y) for x, y in zip(split_batch(images, contexts), split_batch(labels, contexts))]
+        mx.autograd.backward(losses)
+        trainer.allreduce_grads()
+        return {key: param.grad(contexts[-1]).asnumpy() for key, param in net._collect_params_with_prefix().items()
+                if param.grad_req != "null"}
+
+    one, two = reduced_gradients([mx.cpu(0)]), reduced_gradients([mx.cpu(0), mx.cpu(1)])
+    assert one.keys() == two.keys()
+    for key in one:
+        np.testing.assert_allclose(two[key], one[key], rtol=1e-4, atol=1e-6, err_msg=key)

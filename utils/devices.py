@@ -4,15 +4,16 @@ import mxnet as mx
 from utils.errors import UserError
 
 
-def build_contexts(num_gpus=0, num_cpu_contexts=1):
-    """``num_gpus`` GPU contexts when asked for (and present), else ``num_cpu_contexts`` CPU contexts."""
-    if num_gpus > 0:
+def build_contexts(num_gpus=0, num_cpu_contexts=1, gpu_ids=()):
+    """GPU contexts when asked for (``gpu_ids``, or the first ``num_gpus``), else ``num_cpu_contexts`` CPU contexts."""
+    gpu_ids = tuple(gpu_ids) or tuple(range(num_gpus))
+    if gpu_ids:
         available = mx.context.num_gpus()
-        if available < num_gpus:
-            raise UserError(f"--num-gpus {num_gpus} asks for more GPUs than this MXNet sees ({available}); "
+        if max(gpu_ids) >= available:
+            raise UserError(f"GPUs {','.join(map(str, gpu_ids))} were asked for but this MXNet sees {available}; "
                             "install the CUDA build (pip install mxnet-cu112==1.9.1) on a GPU machine, "
                             "or use --num-cpu-contexts")
-        return [mx.gpu(i) for i in range(num_gpus)]
+        return [mx.gpu(i) for i in gpu_ids]
     if num_cpu_contexts < 1:
         raise UserError(f"--num-cpu-contexts must be at least 1, got {num_cpu_contexts}")
     return [mx.cpu(i) for i in range(num_cpu_contexts)]
