@@ -142,6 +142,7 @@ def test_two_workers_train_in_step_and_rank_zero_alone_writes(tiny_set, tmp_path
     metrics = _read_metrics(save_dir)
     assert [m["epoch"] for m in metrics] == [0, 1]
     assert [m["lr"] for m in metrics] == pytest.approx([0.02, 0.002])
+    assert metrics[1]["train_loss"] < metrics[0]["train_loss"]
     assert sorted(os.listdir(save_dir)) == ["args.json", "classes.txt", "metrics.jsonl", "resnet18_v1d-0001.params",
                                             "resnet18_v1d-deploy-0000.params", "resnet18_v1d-deploy-symbol.json",
                                             "train.log"]
