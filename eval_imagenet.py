@@ -16,7 +16,7 @@ from models.inference import add_network_arguments, check_network_arguments, def
 from models.inference import read_class_list
 from train_imagenet import evaluate
 from utils.devices import build_contexts
-from utils.errors import UserError
+from utils.errors import UserError, command_line_entry
 
 
 def build_parser():
@@ -85,19 +85,15 @@ def run(args):
     return result
 
 
+@command_line_entry
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        result = run(args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    result = run(args)
     print(f"{result['model']}: top-1 error {result['top1_error']:.4f}, top-5 error {result['top5_error']:.4f} "
           f"on {result['num_images']} images of {result['num_classes']} classes, "
           f"{result['images_per_sec']:.1f} images/s")
     if args.output:
         print(f"wrote {args.output}")
-    return 0
 
 
 if __name__ == "__main__":

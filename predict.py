@@ -13,7 +13,7 @@ import mxnet as mx
 from data.loaders import InputConfig, validation_transform
 from models.inference import add_network_arguments, check_network_arguments, default_classes_file, load_network
 from models.inference import read_class_list
-from utils.errors import UserError
+from utils.errors import UserError, command_line_entry
 
 TOP_K = 5
 
@@ -63,17 +63,12 @@ def run(args):
         yield path, top_classes(net, read_image(path), transform, class_names)
 
 
+@command_line_entry
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        for path, ranked in run(args):
-            print(path)
-            for rank, (name, probability) in enumerate(ranked, start=1):
-                print(f"  {rank}. {name:<20} {probability:.4f}")
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    for path, ranked in run(build_parser().parse_args(argv)):
+        print(path)
+        for rank, (name, probability) in enumerate(ranked, start=1):
+            print(f"  {rank}. {name:<20} {probability:.4f}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from utils.batch_transform import BatchTransform
 from utils.devices import build_contexts, split_batch
 from utils.distributed import DIST_KVSTORES, Cluster, join_cluster, weights_fingerprint
 from utils.distillation import CrossEntropyLoss, DistillationLoss, check_params_fit
-from utils.errors import UserError
+from utils.errors import UserError, command_line_entry
 from utils.label_smoothing import SMOOTHING_STYLES
 from utils.lr_schedule import LR_MODES, build_lr_scheduler, linear_scaled_lr
 from utils.mixup import MixupSchedule
@@ -559,14 +559,9 @@ def train(config):
     return record
 
 
+@command_line_entry
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        train(resolve_config(args))
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    train(resolve_config(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

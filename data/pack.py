@@ -19,7 +19,7 @@ import mxnet as mx
 import numpy as np
 
 from data.records import RecordFiles, check_record_files
-from utils.errors import UserError
+from utils.errors import UserError, command_line_entry
 
 PROGRESS_EVERY = 10000  # images between two progress lines; ImageNet's train set takes hours to pack
 SKIPPED_NAMED_IN_SUMMARY = 3  # the rest of the skipped files are named in their own lines above it
@@ -304,16 +304,12 @@ def build_parser():
     return parser
 
 
+@command_line_entry
 def main(argv=None):
     """Run the packer on command-line arguments; return the exit status (2 on bad input)."""
     args = build_parser().parse_args(argv)
-    try:
-        pack_folder(args.src_dir, args.out_prefix, resize=args.resize, quality=args.quality,
-                    num_workers=args.num_workers, seed=args.seed)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    pack_folder(args.src_dir, args.out_prefix, resize=args.resize, quality=args.quality,
+                num_workers=args.num_workers, seed=args.seed)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import mxnet as mx
 
 from models import get_model, model_names
-from utils.errors import UserError
+from utils.errors import UserError, command_line_entry
 
 DIRECTIONS = ("from-gluoncv", "to-gluoncv")
 # Shapes are inferred symbolically, which costs nothing at any input size; 299 is one that every supported
@@ -209,6 +209,7 @@ def convert_file(name, direction, in_path, out_path):
     return f"{summary}; wrote {out_path}"
 
 
+@command_line_entry
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m models.convert", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -218,12 +219,7 @@ def main(argv=None):
     parser.add_argument("input", help="the .params file to convert")
     parser.add_argument("output", help="where the converted .params file goes")
     args = parser.parse_args(argv)
-    try:
-        print(convert_file(args.name, args.direction, args.input, args.output))
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    print(convert_file(args.name, args.direction, args.input, args.output))
 
 
 if __name__ == "__main__":

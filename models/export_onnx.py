@@ -15,7 +15,7 @@ import mxnet as mx
 import numpy as np
 
 from models.inference import add_network_arguments, default_classes_file, load_network, read_class_list
-from utils.errors import UserError
+from utils.errors import UserError, command_line_entry
 
 
 def _onnx():
@@ -89,23 +89,19 @@ def build_parser():
     return parser
 
 
+@command_line_entry
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        _onnx()
-        num_classes = args.classes
-        if args.model and num_classes is None:
-            num_classes = len(read_class_list(default_classes_file(args.params), flag="--classes"))
-        net = load_network(args.params, [mx.cpu()], args.input_size, model=args.model, symbol=args.symbol,
-                           num_classes=num_classes)
-        opset = export_onnx(net, args.input_size, args.output)
-        difference = check_with_onnxruntime(net, args.output, args.input_size)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    _onnx()
+    num_classes = args.classes
+    if args.model and num_classes is None:
+        num_classes = len(read_class_list(default_classes_file(args.params), flag="--classes"))
+    net = load_network(args.params, [mx.cpu()], args.input_size, model=args.model, symbol=args.symbol,
+                       num_classes=num_classes)
+    opset = export_onnx(net, args.input_size, args.output)
+    difference = check_with_onnxruntime(net, args.output, args.input_size)
     print(f"wrote {args.output}: ONNX opset {opset}, input 'data' of shape (batch, 3, {args.input_size}, "
           f"{args.input_size}); onnxruntime matches MXNet within {difference:.2g}")
-    return 0
 
 
 if __name__ == "__main__":

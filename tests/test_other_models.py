@@ -1,5 +1,4 @@
 """MobileNet v1/v2 and Inception-v3: published figures, GluonCV file compatibility both ways, zero-gamma."""
-import math
 import os
 
 import gluoncv
@@ -9,6 +8,7 @@ import pytest
 
 from models import get_model
 from models.complexity import count_multiply_adds, count_parameters
+from tests.helpers import randomize_parameters
 from utils.errors import UserError
 
 # One name per family, each at a small input that both definitions accept: GluonCV's Inception3 pools its last
@@ -36,24 +36,6 @@ def _gluoncv(name, input_size):
 def _shapes(net):
     """Structural parameter name -> shape: what ``load_parameters`` matches on."""
     return {key: param.shape for key, param in net._collect_params_with_prefix().items()}
-
-
-def _randomize(net, seed):
-    """Random values in every parameter, BatchNorm statistics included, so that a misplaced one shows.
-
-    Weights are He-uniform, scale parameters and variances near 1, so that outputs stay of order 1 and an
-    absolute tolerance means something.
-    """
-    mx.random.seed(seed)
-    for key, param in net._collect_params_with_prefix().items():
-        if key.endswith("weight"):
-            bound = math.sqrt(6 / math.prod(param.shape[1:]))
-            low, high = -bound, bound
-        elif key.endswith(("gamma", "running_var")):
-            low, high = 0.5, 1.5
-        else:
-            low, high = -0.5, 0.5
-        param.set_data(mx.nd.random.uniform(low, high, shape=param.shape))
 
 
 def _copy_parameters(source, target, path):
@@ -87,11 +69,11 @@ def test_gluoncv_parameters_load_into_ours_and_back_with_the_same_outputs(ours_a
     ours, theirs, input_size = ours_and_gluoncvs
     images = mx.nd.random.normal(shape=(1, 3, input_size, input_size))
 
-    _randomize(theirs, seed=0)
+    randomize_parameters(theirs, seed=0)
     _copy_parameters(theirs, ours, os.path.join(tmp_path, "gluoncv.params"))
     assert np.abs(ours(images).asnumpy() - theirs(images).asnumpy()).max() <= 1e-5
 
-    _randomize(ours, seed=1)
+    randomize_parameters(ours, seed=1)
     _copy_parameters(ours, theirs, os.path.join(tmp_path, "ours.params"))
     assert np.abs(ours(images).asnumpy() - theirs(images).asnumpy()).max() <= 1e-5
 
