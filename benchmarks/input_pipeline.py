@@ -1,0 +1,63 @@
+"""Images/s of the training input pipeline alone (ImageRecordIter with the paper's augmentation), per thread count.
+
+It reads, decodes and augments batches exactly as training does (``data.loaders.train_record_iter``) and
+drops them, so the figure says how many decoding threads keep how many accelerators fed.
+
+    python benchmarks/input_pipeline.py --rec-train train.rec --input-size 224 --threads 1 2 --batches 50
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import mxnet as mx
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from data.loaders import EpochBatches, InputConfig, train_record_iter  # noqa: E402
+from data.records import RecordFiles  # noqa: E402
+
+
+def images_per_sec(rec, input_size, threads, batch_size, batches, warmup_batches=5):
+    """Images/s over ``batches`` augmented training batches read with ``threads`` decoding threads."""
+    config = InputConfig(batch_size=batch_size, input_size=input_size, crop_ratio=0.875, num_workers=threads, seed=0)
+    stream = iter(EpochBatches(train_record_iter(rec, RecordFiles.from_rec_path(rec).idx, config),
+                               warmup_batches + batches))
+    for _ in range(warmup_batches):
+        next(stream).data[0].wait_to_read()
+    tic = time.perf_counter()
+    for batch in stream:
+        batch.data[0].wait_to_read()
+    return batches * batch_size / (time.perf_counter() - tic)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rec-train", required=True, help="a .rec packed by `python -m data.pack`")
+    parser.add_argument("--input-size", type=int, nargs="+", default=[224])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, os.cpu_count()])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batches", type=int, default=50)
+    parser.add_argument("--output", default="input_pipeline.json")
+    args = parser.parse_args(argv)
+    rows = [dict(input_size=size, threads=threads,
+                 images_per_sec=images_per_sec(args.rec_train, size, threads, args.batch_size, args.batches))
+            for size in args.input_size for threads in args.threads]
+    result = dict(machine=platform.processor() or platform.machine(), cores=os.cpu_count(), mxnet=mx.__version__,
+                  rec=args.rec_train, batch_size=args.batch_size, batches=args.batches, runs=1, rows=rows)
+    print(f"{args.rec_train}: {result['cores']} cores, MXNet {result['mxnet']}, batch {args.batch_size}, "
+          f"{args.batches} batches after 5 of warm-up, 1 run")
+    print("| input | threads | images/s | images/s per thread |")
+    print("| --- | --- | --- | --- |")
+    for row in rows:
+        print(f"| {row['input_size']} | {row['threads']} | {row['images_per_sec']:.0f} | "
+              f"{row['images_per_sec'] / row['threads']:.0f} |")
+    with open(args.output, "w") as handle:
+        json.dump(result, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
