@@ -435,6 +435,7 @@ def train_one_epoch(epoch, recipe, data, contexts, config):
     batch_size = total_batch_size(config, contexts)
     accuracy, mean_loss = mx.metric.Accuracy(), mx.metric.Loss()
     speedometer = mx.callback.Speedometer(batch_size, config.log_interval, auto_reset=False)
+    logged_metrics = mx.metric.CompositeEvalMetric([accuracy, mean_loss])
     progress = _progress(data.train, data.batches_per_epoch, sys.stderr.isatty())
     tic = time.time()
     num_batches = 0
@@ -451,7 +452,7 @@ def train_one_epoch(epoch, recipe, data, contexts, config):
         mean_loss.update(None, losses)
         check_finite_loss(mean_loss.sum_metric, epoch, num_batches, config)
         speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=num_batches, locals=None,
-                                           eval_metric=mx.metric.CompositeEvalMetric([accuracy, mean_loss])))
+                                           eval_metric=logged_metrics))
     mx.nd.waitall()
     seconds = time.time() - tic
     return dict(train_loss=mean_loss.get()[1], train_top1=accuracy.get()[1],
