@@ -20,19 +20,21 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from data.demo import make_demo_dataset
-from data.loaders import InputConfig, folder_source, record_source
+from data.loaders import InputConfig, epoch_seed, folder_source, record_source
 from models import get_model, model_names
 from utils import checkpoint
 from utils.batch_transform import BatchTransform
 from utils.devices import build_contexts, split_batch
 from utils.distributed import DIST_KVSTORES, Cluster, join_cluster, weights_fingerprint
 from utils.distillation import CrossEntropyLoss, DistillationLoss, check_params_fit
-from utils.errors import UserError, command_line_entry
+from utils.errors import Interrupted, UserError, command_line_entry
+from utils.interrupt import StopRequests
 from utils.label_smoothing import SMOOTHING_STYLES
 from utils.lr_schedule import LR_MODES, build_lr_scheduler, linear_scaled_lr
 from utils.mixup import MixupSchedule
 from utils.precision import DTYPES, build_precision
 from utils.pretrained import cached_gluoncv_params, load_for_finetuning
+from utils.resume import find_resume_point
 from utils.weight_decay import apply_no_bias_decay
 
 # The paper's baseline (section 2): ResNet-50, 224x224, 8 devices x 32 = 256 images a batch, 120 epochs,
@@ -95,6 +97,11 @@ class TrainConfig:
     hard_weight: float
     save_dir: str
     save_frequency: int
+    keep_checkpoints: int
+    resume: bool
+    resume_epoch: int
+    resume_params: str
+    resume_states: str
     log_interval: int
     logging_file: str
     seed: int
@@ -187,9 +194,21 @@ def build_parser():
                               "or dist_async over several, started by tools/launch.py (default device)")
 
     run = parser.add_argument_group("run")
-    run.add_argument("--save-dir", default="params", help="where parameters, export and metrics go (default params)")
-    run.add_argument("--save-frequency", type=int, default=10,
-                     help="save parameters every N epochs (0: only at the end; default %(default)s)")
+    run.add_argument("--save-dir", default="params",
+                     help="where checkpoints, parameters, export and metrics go (default params)")
+    run.add_argument("--save-frequency", type=int, default=1,
+                     help="write a checkpoint every N epochs (0: only at the end and on SIGINT/SIGTERM; "
+                          "default %(default)s)")
+    run.add_argument("--keep-checkpoints", type=int, default=3, metavar="K",
+                     help="keep the K newest checkpoints and the best by validation top-1 (0: keep all; "
+                          "default %(default)s)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from the newest whole checkpoint in --save-dir, exactly where it stopped; "
+                          "without one, start from scratch, so one command line serves every restart")
+    run.add_argument("--resume-epoch", type=int, default=0,
+                     help="GluonCV style: with --resume-params, the epoch to start from (default 0)")
+    run.add_argument("--resume-params", help="GluonCV style: parameters to start from at --resume-epoch")
+    run.add_argument("--resume-states", help="GluonCV style: trainer states saved with --resume-params")
     run.add_argument("--log-interval", type=int, default=50, help="batches between speed lines (default 50)")
     run.add_argument("--logging-file", help="log file (default SAVE_DIR/train.log)")
     run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -254,6 +273,18 @@ def resolve_config(args):
         # runs on the servers (Trainer._check_and_rescale_grad).
         raise UserError(f"--dtype {values['dtype']} is not supported with --kvstore {values['kvstore']}; "
                         "train distributed in float32")
+    if values["resume"] and values["resume_params"]:
+        raise UserError("give either --resume (newest checkpoint in --save-dir) or --resume-params, not both")
+    if (values["resume_epoch"] or values["resume_states"]) and not values["resume_params"]:
+        raise UserError("--resume-epoch and --resume-states need --resume-params, the parameters to start from")
+    for flag in ("resume_params", "resume_states"):
+        if values[flag] and not os.path.isfile(values[flag]):
+            raise UserError(f"--{flag.replace('_', '-')} {values[flag]} does not exist")
+    if not 0 <= values["resume_epoch"] < values["num_epochs"]:
+        raise UserError(f"--resume-epoch {values['resume_epoch']} is not an epoch of --num-epochs "
+                        f"{values['num_epochs']}")
+    if values["save_frequency"] < 0 or values["keep_checkpoints"] < 0:
+        raise UserError("--save-frequency and --keep-checkpoints must be 0 or more")
     if values["warmup_epochs"] >= values["num_epochs"]:
         raise UserError(f"--warmup-epochs {values['warmup_epochs']:g} leaves no epoch after warmup of "
                         f"--num-epochs {values['num_epochs']}")
@@ -352,11 +383,12 @@ def build_batch_transform(config, num_classes):
     return BatchTransform(num_classes, config.label_smoothing, config.label_smoothing_style, mixup)
 
 
-def build_trainer(config, net, contexts, batches_per_epoch, precision, cluster=None):
+def build_trainer(config, net, contexts, batches_per_epoch, precision, cluster=None, begin_num_update=0):
     """Nesterov SGD (section 2) with the run's learning-rate schedule, reducing gradients over a kvstore.
 
     The schedule counts optimizer updates: under dist_sync one per global step, so a worker's
-    ``batches_per_epoch`` is the number of global steps per epoch.
+    ``batches_per_epoch`` is the number of global steps per epoch. A resumed run starts the count at
+    ``begin_num_update``.
     """
     cluster = cluster or Cluster(config.kvstore)
     schedule = build_lr_scheduler(config.lr_mode, effective_lr(config, contexts, cluster.num_workers),
@@ -365,7 +397,7 @@ def build_trainer(config, net, contexts, batches_per_epoch, precision, cluster=N
                                   warmup_lr=config.warmup_lr, decay=config.lr_decay,
                                   decay_epochs=config.lr_decay_epoch)
     optimizer_params = dict(learning_rate=schedule.base_lr, momentum=config.momentum, wd=config.wd,
-                            lr_scheduler=schedule)
+                            lr_scheduler=schedule, begin_num_update=begin_num_update)
     trainer = gluon.Trainer(net.collect_params(), "nag", optimizer_params, kvstore=cluster.kvstore,
                             update_on_kvstore=cluster.update_on_kvstore)
     return precision.prepare_trainer(trainer)
@@ -413,12 +445,12 @@ class Recipe:
     step_batch: int
 
 
-def build_recipe(config, data, contexts, cluster=None):
+def build_recipe(config, data, contexts, cluster=None, begin_num_update=0):
     """Network, trainer, loss and batch transform, with the run's tricks resolved."""
     cluster = cluster or Cluster(config.kvstore)
     precision = build_precision(config.dtype, contexts)
     net = build_network(config, data.num_classes, contexts)
-    trainer = build_trainer(config, net, contexts, data.batches_per_epoch, precision, cluster)
+    trainer = build_trainer(config, net, contexts, data.batches_per_epoch, precision, cluster, begin_num_update)
     batch_transform = build_batch_transform(config, data.num_classes)
     teacher = build_teacher(config, data.num_classes, contexts)
     loss_fn = build_loss(config, teacher, batch_transform.sparse_targets)
@@ -426,20 +458,57 @@ def build_recipe(config, data, contexts, cluster=None):
                   step_batch=cluster.step_batch(total_batch_size(config, contexts)))
 
 
-def train_one_epoch(epoch, recipe, data, contexts, config):
-    """One pass over the training data; returns the epoch's loss, top-1 and speed.
+class EpochMeter:
+    """Running loss, top-1, time and batch count of one training epoch.
+
+    A checkpoint written in the middle of an epoch stores its ``state()``, so that the resumed epoch reports
+    the figures of the whole epoch, as an uninterrupted run would.
+    """
+
+    def __init__(self, state=None):
+        self.accuracy, self.mean_loss = mx.metric.Accuracy(), mx.metric.Loss()
+        self.seconds, self.batches = 0.0, 0
+        if state:
+            for metric, sums in ((self.accuracy, state["accuracy"]), (self.mean_loss, state["loss"])):
+                metric.sum_metric, metric.num_inst = sums
+                metric.global_sum_metric, metric.global_num_inst = sums
+            self.seconds, self.batches = state["seconds"], state["batches"]
+
+    def state(self):
+        return dict(accuracy=[self.accuracy.sum_metric, self.accuracy.num_inst],
+                    loss=[self.mean_loss.sum_metric, self.mean_loss.num_inst],
+                    seconds=self.seconds, batches=self.batches)
+
+    def summary(self, batch_size):
+        return dict(train_loss=self.mean_loss.get()[1], train_top1=self.accuracy.get()[1],
+                    samples_per_sec=self.batches * batch_size / self.seconds if self.seconds else 0.0,
+                    epoch_seconds=self.seconds)
+
+
+class StopRequested(Exception):
+    """A signal asked the loop to stop; raised after ``batches_done`` batches of the epoch, between two steps."""
+
+    def __init__(self, batches_done, meter):
+        super().__init__(f"stopped after batch {batches_done}")
+        self.batches_done = batches_done
+        self.meter = meter
+
+
+def train_one_epoch(epoch, recipe, data, contexts, config, start_batch=0, meter=None, stop=None):
+    """One pass over the training data (from batch ``start_batch``); returns the epoch's loss, top-1, speed.
 
     Under mixup the top-1 counts a prediction right when it names the dominant label of its mixed pair.
+    When ``stop`` (a StopRequests) has seen a signal, StopRequested is raised after the current step.
     """
     net, trainer = recipe.net, recipe.trainer
     batch_size = total_batch_size(config, contexts)
-    accuracy, mean_loss = mx.metric.Accuracy(), mx.metric.Loss()
+    meter = meter or EpochMeter()
     speedometer = mx.callback.Speedometer(batch_size, config.log_interval, auto_reset=False)
-    logged_metrics = mx.metric.CompositeEvalMetric([accuracy, mean_loss])
-    progress = _progress(data.train, data.batches_per_epoch, sys.stderr.isatty())
+    logged_metrics = mx.metric.CompositeEvalMetric([meter.accuracy, meter.mean_loss])
+    batches = data.train.epoch(epoch, start_batch)
+    progress = _progress(batches, data.batches_per_epoch - start_batch, sys.stderr.isatty())
     tic = time.time()
-    num_batches = 0
-    for num_batches, batch in enumerate(progress, start=1):
+    for batch_number, batch in enumerate(progress, start=start_batch + 1):
         check_labels(batch.label[0], data.num_classes)
         images, targets, metric_labels = recipe.batch_transform(
             split_batch(batch.data[0], contexts), split_batch(batch.label[0], contexts), epoch)
@@ -448,15 +517,18 @@ def train_one_epoch(epoch, recipe, data, contexts, config):
             losses = [recipe.loss_fn(output, target, x) for output, target, x in zip(outputs, targets, images)]
         recipe.precision.backward(losses, trainer)
         trainer.step(recipe.step_batch)
-        accuracy.update(metric_labels, outputs)
-        mean_loss.update(None, losses)
-        check_finite_loss(mean_loss.sum_metric, epoch, num_batches, config)
-        speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=num_batches, locals=None,
+        meter.accuracy.update(metric_labels, outputs)
+        meter.mean_loss.update(None, losses)
+        meter.batches += 1
+        check_finite_loss(meter.mean_loss.sum_metric, epoch, batch_number, config)
+        speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=batch_number, locals=None,
                                            eval_metric=logged_metrics))
+        if stop is not None and stop.requested and batch_number < data.batches_per_epoch:
+            meter.seconds += time.time() - tic
+            raise StopRequested(batch_number, meter)
     mx.nd.waitall()
-    seconds = time.time() - tic
-    return dict(train_loss=mean_loss.get()[1], train_top1=accuracy.get()[1],
-                samples_per_sec=num_batches * batch_size / seconds, epoch_seconds=seconds)
+    meter.seconds += time.time() - tic
+    return meter.summary(batch_size)
 
 
 def evaluate(net, data, contexts):
@@ -516,6 +588,76 @@ def seed_everything(seed):
     mx.random.seed(seed)
 
 
+def random_states(recipe, mxnet_seed):
+    """The generator states a checkpoint keeps: Python's, numpy's, mixup's, and the epoch MXNet was seeded for.
+
+    MXNet offers no way to read its generator's state; it is seeded afresh at every epoch's start instead,
+    so only operators drawing random numbers inside the network (dropout) differ after a mid-epoch resume.
+    """
+    mixup = recipe.batch_transform.mixup
+    return dict(python=random.getstate(), numpy=np.random.get_state(), mxnet_seed=mxnet_seed,
+                mixup=mixup.get_state() if mixup is not None else None)
+
+
+def restore_random_states(recipe, states):
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    if states["mixup"] is not None and recipe.batch_transform.mixup is not None:
+        recipe.batch_transform.mixup.set_state(states["mixup"])
+
+
+class RunState:
+    """Where the run is and how it went: the epoch, the optimizer's update count and the best validation top-1.
+
+    ``save(...)`` writes one checkpoint of the run at this point; only rank 0 of a job calls it.
+    """
+
+    def __init__(self, config, recipe, contexts, cluster, start):
+        self.config, self.recipe, self.contexts, self.cluster = config, recipe, contexts, cluster
+        self.global_batch = total_batch_size(config, contexts) * cluster.num_workers
+        self.best_val_top1, self.best_epoch = start.best_val_top1, start.best_epoch
+
+    def note_validation(self, epoch, val_top1):
+        if self.best_val_top1 is None or val_top1 >= self.best_val_top1:
+            self.best_val_top1, self.best_epoch = val_top1, epoch
+
+    def save(self, epoch, global_step, val_top1=None, batches_done=None, meter=None):
+        """A checkpoint after epoch ``epoch``, or after ``batches_done`` of its batches (then ``meter``)."""
+        mid_epoch = batches_done is not None
+        # In a distributed job the optimizer states live on the servers, which MXNet cannot save.
+        trainer = self.recipe.trainer if self.cluster.num_workers == 1 else None
+        state = dict(epoch=epoch if mid_epoch else epoch + 1, batch=batches_done if mid_epoch else 0,
+                     global_step=global_step, val_top1=val_top1, best_val_top1=self.best_val_top1,
+                     best_epoch=self.best_epoch, epoch_meter=meter.state() if mid_epoch else None,
+                     global_batch=self.global_batch, model=self.config.model,
+                     config=dataclasses.asdict(self.config))
+        folder = checkpoint.save_checkpoint(
+            self.config.save_dir, checkpoint.checkpoint_name(epoch, batches_done), self.recipe.net, trainer,
+            state, random_states(self.recipe, epoch_seed(self.config.seed, epoch)), os.path.basename(
+                checkpoint.params_path("", self.config.model, epoch)))
+        checkpoint.prune_checkpoints(self.config.save_dir, self.config.keep_checkpoints)
+        return folder
+
+
+def restore(start, recipe, contexts, cluster):
+    """Load the parameters, optimizer states and generator states that ``start`` points to."""
+    trainer = recipe.trainer if cluster.num_workers == 1 else None
+    if start.checkpoint:
+        _, states = checkpoint.load_checkpoint(start.checkpoint, recipe.net, trainer, contexts)
+        restore_random_states(recipe, states)
+        logging.info("Resuming from %s: epoch %d, batch %d, %d updates done", start.checkpoint, start.epoch,
+                     start.batch, start.global_step)
+    elif start.params:
+        recipe.net.load_parameters(start.params, ctx=contexts)
+        if start.trainer_states and trainer is not None:
+            trainer.load_states(start.trainer_states)
+        logging.info("Resuming at epoch %d from %s%s", start.epoch, start.params,
+                     f" and {start.trainer_states}" if start.trainer_states else " (fresh optimizer momentum)")
+    if (start.checkpoint or start.params) and trainer is None:
+        logging.warning("Optimizer momentum restarts from zero: a distributed job keeps it on its servers, "
+                        "which MXNet cannot save")
+
+
 def train(config):
     """Run the whole recipe; returns the last epoch's metrics record."""
     contexts = build_contexts(config.num_gpus, config.num_cpu_contexts, config.gpus)
@@ -526,8 +668,14 @@ def train(config):
     setup_logging(config, cluster)
     seed_everything(config.seed)
     data = build_data(config, contexts, cluster)
-    recipe = build_recipe(config, data, contexts, cluster)
+    updates_per_epoch = cluster.updates_per_epoch(data.batches_per_epoch)
+    start = find_resume_point(config, total_batch_size(config, contexts) * cluster.num_workers, updates_per_epoch)
+    recipe = build_recipe(config, data, contexts, cluster, begin_num_update=start.global_step)
+    restore(start, recipe, contexts, cluster)
+    run = RunState(config, recipe, contexts, cluster, start)
     if cluster.is_chief:
+        checkpoint.remove_unfinished_checkpoints(config.save_dir)
+        checkpoint.keep_metrics_before(config.save_dir, start.epoch)
         checkpoint.save_run_args(config.save_dir, dataclasses.asdict(config), data.class_names)
     logging.info("%s on %d images of %d classes, %d workers x %d devices x %d images, learning rate %g (%s), "
                  "tricks: %s", config.model, data.num_train * cluster.num_workers, data.num_classes,
@@ -535,20 +683,45 @@ def train(config):
                  effective_lr(config, contexts, cluster.num_workers),
                  "given" if config.lr is not None else "linear scaling", describe_tricks(config))
     record = {}
-    for epoch in range(config.num_epochs):
-        record = dict(epoch=epoch, **train_one_epoch(epoch, recipe, data, contexts, config))
-        record.update(evaluate(recipe.net, data, contexts))
-        updates = cluster.updates_per_epoch(data.batches_per_epoch) * (epoch + 1)
-        record.update(lr=current_lr(recipe.trainer, cluster, updates), peak_rss_mb=round(peak_memory_mb(), 1))
-        if cluster.is_chief:
-            checkpoint.append_metrics(config.save_dir, record)
-        logging.info("Epoch[%d] lr=%.5g train-loss=%.4f train-top1=%.4f val-top1=%.4f val-top5=%.4f "
-                     "%.1f samples/sec %.1fs", epoch, record["lr"], record["train_loss"], record["train_top1"],
-                     record["val_top1"], record["val_top5"], record["samples_per_sec"], record["epoch_seconds"])
-        last_epoch = epoch == config.num_epochs - 1
-        periodic = not last_epoch and config.save_frequency and (epoch + 1) % config.save_frequency == 0
-        if periodic and cluster.is_chief:
-            checkpoint.save_params(recipe.net, config.save_dir, config.model, epoch)
+    with StopRequests() as stop:
+        for epoch in range(start.epoch, config.num_epochs):
+            start_batch, meter = 0, None
+            if epoch == start.epoch and start.batch:
+                start_batch, meter = start.batch, EpochMeter(start.epoch_meter)
+            else:
+                seed_everything(epoch_seed(config.seed, epoch))
+            try:
+                stats = train_one_epoch(epoch, recipe, data, contexts, config, start_batch, meter, stop)
+            except StopRequested as stopped:
+                global_step = updates_per_epoch * epoch + cluster.updates_per_epoch(stopped.batches_done)
+                folder = run.save(epoch, global_step, batches_done=stopped.batches_done,
+                                  meter=stopped.meter) if cluster.is_chief else config.save_dir
+                raise Interrupted(f"{stop.requested} after batch {stopped.batches_done} of epoch {epoch}; saved "
+                                  f"{folder}; continue with the same command and --resume",
+                                  stop.signal_number) from None
+            record = dict(epoch=epoch, **stats)
+            record.update(evaluate(recipe.net, data, contexts))
+            updates = updates_per_epoch * (epoch + 1)
+            record.update(lr=current_lr(recipe.trainer, cluster, updates), peak_rss_mb=round(peak_memory_mb(), 1))
+            run.note_validation(epoch, record["val_top1"])
+            logging.info("Epoch[%d] lr=%.5g train-loss=%.4f train-top1=%.4f val-top1=%.4f val-top5=%.4f "
+                         "%.1f samples/sec %.1fs", epoch, record["lr"], record["train_loss"], record["train_top1"],
+                         record["val_top1"], record["val_top5"], record["samples_per_sec"], record["epoch_seconds"])
+            last_epoch = epoch == config.num_epochs - 1
+            due = last_epoch or stop.requested or (
+                config.save_frequency and (epoch + 1) % config.save_frequency == 0)
+            # Metrics before the checkpoint: a crash between the two resumes from the previous checkpoint,
+            # which drops this epoch's line and logs it again; the other order would lose the line.
+            if cluster.is_chief:
+                checkpoint.append_metrics(config.save_dir, record)
+                if due:
+                    run.save(epoch, updates, val_top1=record["val_top1"])
+            if stop.requested and not last_epoch:
+                raise Interrupted(f"{stop.requested} at the end of epoch {epoch}; saved its checkpoint in "
+                                  f"{checkpoint.checkpoints_dir(config.save_dir)}; continue with the same command "
+                                  "and --resume", stop.signal_number)
+    if start.epoch == config.num_epochs:
+        logging.info("All %d epochs were done already; writing the final outputs again", config.num_epochs)
     if cluster.num_workers > 1 and not cluster.is_async:
         # Sync workers pull the same weights from the servers after every step; this line lets anyone check
         # it (async workers pull them at different moments and differ).
@@ -557,6 +730,9 @@ def train(config):
         paths = save_outputs(recipe.net, config, config.num_epochs - 1, contexts)
         logging.info("Saved parameters to %s, deployable export to %s and %s, metrics to %s", *paths,
                      checkpoint.metrics_path(config.save_dir))
+        if run.best_epoch is not None:
+            logging.info("Best validation top-1 %.4f after epoch %d (its checkpoint is kept in %s)",
+                         run.best_val_top1, run.best_epoch, checkpoint.checkpoints_dir(config.save_dir))
     return record
 
 

@@ -23,8 +23,8 @@ from data.records import RecordFiles  # noqa: E402
 def images_per_sec(rec, input_size, threads, batch_size, batches, warmup_batches=5):
     """Images/s over ``batches`` augmented training batches read with ``threads`` decoding threads."""
     config = InputConfig(batch_size=batch_size, input_size=input_size, crop_ratio=0.875, num_workers=threads, seed=0)
-    stream = iter(EpochBatches(train_record_iter(rec, RecordFiles.from_rec_path(rec).idx, config),
-                               warmup_batches + batches))
+    idx = RecordFiles.from_rec_path(rec).idx
+    stream = EpochBatches(lambda epoch: train_record_iter(rec, idx, config, epoch), warmup_batches + batches).epoch(0)
     for _ in range(warmup_batches):
         next(stream).data[0].wait_to_read()
     tic = time.perf_counter()

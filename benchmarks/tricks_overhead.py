@@ -37,8 +37,8 @@ class FirstBatches:
         self._source = source
         self._count = count
 
-    def __iter__(self):
-        return islice(iter(self._source), self._count)
+    def epoch(self, epoch, start_batch=0):
+        return islice(self._source.epoch(epoch, start_batch), self._count)
 
 
 def save_random_teacher(name, classes, input_size, folder):

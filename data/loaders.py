@@ -1,12 +1,16 @@
 """Training and validation batches with the paper's augmentation (section 2), from RecordIO or image folders.
 
-Both sources give, per pass of ``for batch in source.train`` or ``source.val``, ``mx.io.DataBatch`` objects
-of one fixed batch size, so that every batch splits evenly over the devices. Training epochs have exactly
-``batches_per_epoch`` batches, which the learning-rate schedule counts on; a short last validation batch is
-padded and ``batch.pad`` says how many trailing samples to ignore, so each validation image counts once.
+Both sources give ``mx.io.DataBatch`` objects of one fixed batch size, so that every batch splits evenly
+over the devices: ``source.train.epoch(e)`` the batches of training epoch ``e``, ``for batch in source.val``
+the validation set. Training epochs have exactly ``batches_per_epoch`` batches, which the learning-rate
+schedule counts on, and epoch ``e``'s order and augmentation depend only on the seed and ``e``, so that a
+resumed run sees the data an uninterrupted one would. A short last validation batch is padded and
+``batch.pad`` says how many trailing samples to ignore, so each validation image counts once.
 """
+import functools
 import math
 import os
+import random
 from dataclasses import dataclass
 
 import mxnet as mx
@@ -63,11 +67,17 @@ def _normalization():
                 std_r=RGB_STD[0], std_g=RGB_STD[1], std_b=RGB_STD[2])
 
 
-def train_record_iter(rec, idx, config):
-    """``ImageRecordIter`` with the paper's training augmentation, shuffled every epoch."""
+def epoch_seed(seed, epoch):
+    """A 31-bit seed for one epoch of one run; runs with neighbouring seeds do not share epochs."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] >> 1)
+
+
+def train_record_iter(rec, idx, config, epoch=0):
+    """``ImageRecordIter`` with the paper's training augmentation, shuffled and augmented for ``epoch``."""
+    seed = epoch_seed(config.seed, epoch)
     return mx.io.ImageRecordIter(
         path_imgrec=rec, path_imgidx=idx, batch_size=config.batch_size,
-        data_shape=(3, config.input_size, config.input_size), shuffle=True, seed=config.seed,
+        data_shape=(3, config.input_size, config.input_size), shuffle=True, seed=seed, seed_aug=seed,
         round_batch=True,
         preprocess_threads=config.num_workers, num_parts=config.num_parts, part_index=config.part_index,
         random_resized_crop=True, min_random_area=CROP_AREA[0], max_random_area=CROP_AREA[1],
@@ -85,29 +95,35 @@ def val_record_iter(rec, idx, config):
 
 
 class EpochBatches:
-    """Exactly ``batches_per_epoch`` full training batches per pass.
+    """Exactly ``batches_per_epoch`` full training batches per epoch, from an iterator made for that epoch.
 
-    ``ImageRecordIter`` with ``round_batch`` fills its last batch from the start of the next epoch, so its
-    own epochs end after a varying number of batches (seen in MXNet 1.9.1: 7, 7, 6 batches for 105 images
-    of batch 16). Reading it as one endless stream cut into equal epochs keeps the schedule exact.
+    ``ImageRecordIter`` with ``round_batch`` fills its last batch from the start of its next pass, so its
+    passes end after a varying number of batches (seen in MXNet 1.9.1: 7, 7, 6 batches for 105 images of
+    batch 16); each epoch therefore reads a fresh iterator, seeded for that epoch, for exactly
+    ``batches_per_epoch`` batches, going round it again if one pass is short.
     """
 
-    def __init__(self, iterator, batches_per_epoch):
-        self._iterator = iterator
-        self._stream = self._endless()
+    def __init__(self, make_iterator, batches_per_epoch):
+        self._make_iterator = make_iterator
         self.batches_per_epoch = batches_per_epoch
-
-    def _endless(self):
-        while True:
-            yield from self._iterator
-            self._iterator.reset()
 
     def __len__(self):
         return self.batches_per_epoch
 
-    def __iter__(self):
-        for _ in range(self.batches_per_epoch):
-            yield next(self._stream)
+    def epoch(self, epoch, start_batch=0):
+        """The batches of ``epoch`` from batch ``start_batch`` on; the earlier ones are read and dropped."""
+        iterator = self._make_iterator(epoch)
+        stream = self._endless(iterator)
+        for index in range(self.batches_per_epoch):
+            batch = next(stream)
+            if index >= start_batch:
+                yield batch
+
+    @staticmethod
+    def _endless(iterator):
+        while True:
+            yield from iterator
+            iterator.reset()
 
 
 class CountedBatches:
@@ -151,7 +167,8 @@ def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_
             raise UserError(f"no class list beside {rec_train} (expected {expected}, written by "
                             "`python -m data.pack`); pass --num-classes")
         num_classes = len(class_names)
-    return DataSource(train=EpochBatches(train_record_iter(rec_train, idx_train, config), batches_per_epoch),
+    return DataSource(train=EpochBatches(functools.partial(train_record_iter, rec_train, idx_train, config),
+                                         batches_per_epoch),
                       val=CountedBatches(val_record_iter(rec_val, idx_val, config), num_val, config.batch_size),
                       num_classes=num_classes, class_names=class_names or [],
                       num_train=num_train, num_val=num_val, batches_per_epoch=batches_per_epoch)
@@ -162,6 +179,7 @@ class FolderBatches:
 
     def __init__(self, dataset, transform, config, training):
         self._batch_size = config.batch_size
+        self._seed = config.seed
         # Training drops the short last batch (the next shuffle covers those images); validation keeps it.
         self._loader = DataLoader(dataset.transform_first(transform), batch_size=config.batch_size,
                                   shuffle=training, last_batch="discard" if training else "keep",
@@ -169,6 +187,21 @@ class FolderBatches:
 
     def __len__(self):
         return len(self._loader)
+
+    def epoch(self, epoch, start_batch=0):
+        """Training batches of ``epoch`` from batch ``start_batch`` on (the earlier ones are read and dropped).
+
+        The sampler and the transforms draw from the global numpy, Python and MXNet generators, seeded
+        here for the epoch: the order is exact on resume, the augmentation too when ``num_workers`` is 0
+        (worker processes keep the generators they were forked with).
+        """
+        seed = epoch_seed(self._seed, epoch)
+        random.seed(seed)
+        np.random.seed(seed)
+        mx.random.seed(seed)
+        for index, batch in enumerate(self):
+            if index >= start_batch:
+                yield batch
 
     def __iter__(self):
         for data, label in self._loader:

@@ -143,9 +143,10 @@ def test_two_workers_train_in_step_and_rank_zero_alone_writes(tiny_set, tmp_path
     assert [m["epoch"] for m in metrics] == [0, 1]
     assert [m["lr"] for m in metrics] == pytest.approx([0.02, 0.002])
     assert metrics[1]["train_loss"] < metrics[0]["train_loss"]
-    assert sorted(os.listdir(save_dir)) == ["args.json", "classes.txt", "metrics.jsonl", "resnet18_v1d-0001.params",
-                                            "resnet18_v1d-deploy-0000.params", "resnet18_v1d-deploy-symbol.json",
-                                            "train.log"]
+    assert sorted(os.listdir(save_dir)) == ["args.json", "checkpoints", "classes.txt", "metrics.jsonl",
+                                            "resnet18_v1d-0001.params", "resnet18_v1d-deploy-0000.params",
+                                            "resnet18_v1d-deploy-symbol.json", "train.log"]
+    assert sorted(os.listdir(os.path.join(save_dir, "checkpoints"))) == ["epoch-0000", "epoch-0001"]
 
     # Both workers hold the same trainable weights, and they are the ones rank 0 saved. (BatchNorm's running
     # statistics differ by design: each worker accumulates its own over its shard.)

@@ -91,7 +91,7 @@ def test_validation_pipeline_normalizes_as_the_paper_says(tiny_set):
     config = InputConfig(batch_size=8, input_size=16, crop_ratio=0.875, num_workers=1, seed=0)
     data = record_source(str(tiny_set / "train.rec"), str(tiny_set / "val.rec"), config)
     assert (data.num_classes, data.num_train, data.num_val) == (3, 96, 30)
-    assert data.batches_per_epoch == 12 and len(list(data.train)) == 12
+    assert data.batches_per_epoch == 12 and len(list(data.train.epoch(0))) == 12
     batches = list(data.val)
     assert [b.pad for b in batches] == [0, 0, 0, 2]
     labels = np.concatenate([b.label[0].asnumpy()[:8 - b.pad] for b in batches])
@@ -105,7 +105,7 @@ def test_training_pipeline_shapes_and_ranges(tiny_set):
     config = InputConfig(batch_size=8, input_size=20, crop_ratio=0.875, num_workers=1, seed=0)
     for data in (record_source(str(tiny_set / "train.rec"), str(tiny_set / "val.rec"), config),
                  folder_source(str(tiny_set / "images"), config)):
-        batch = next(iter(data.train))
+        batch = next(data.train.epoch(0))
         images = batch.data[0].asnumpy()
         assert images.shape == (8, 3, 20, 20) and batch.label[0].shape == (8,)
         assert np.isfinite(images).all() and -3.5 < images.min() < 0 < images.max() < 3.5

@@ -1,9 +1,24 @@
-"""Every file a run writes, named in one place: parameters, deployable export, metrics log, arguments."""
+"""Every file a run writes, named in one place: checkpoints, parameters, export, metrics log, arguments.
+
+A checkpoint is a folder ``SAVE_DIR/checkpoints/epoch-EEEE`` (after epoch EEEE) or
+``epoch-EEEE-batch-BBBBBB`` (stopped by a signal after batch BBBBBB of epoch EEEE) holding the network's
+parameters (``<model>-EEEE.params``, loadable on its own like any saved network), the trainer's optimizer
+states, the random generators' states and ``state.json`` (where to go on, the best epoch so far, the run's
+settings). It is written under a hidden temporary name and renamed into place, so a folder under a final
+name is always whole, whatever moment a crash or a ``kill -9`` hits.
+"""
 import json
 import os
+import pickle
+import shutil
 import tempfile
 
 from utils.errors import UserError
+
+
+TRAINER_STATES = "trainer.states"
+RANDOM_STATES = "random.pkl"
+STATE = "state.json"
 
 
 def params_path(save_dir, model, epoch):
@@ -17,6 +32,15 @@ def export_prefix(save_dir, model):
     ``-deploy`` keeps the export's ``-0000.params`` apart from epoch 0's ``<model>-0000.params``.
     """
     return os.path.join(save_dir, f"{model}-deploy")
+
+
+def checkpoints_dir(save_dir):
+    return os.path.join(save_dir, "checkpoints")
+
+
+def checkpoint_name(epoch, batch=None):
+    """``epoch-0003`` after epoch 3, ``epoch-0003-batch-000120`` after 120 batches of epoch 3."""
+    return f"epoch-{epoch:04d}" if batch is None else f"epoch-{epoch:04d}-batch-{batch:06d}"
 
 
 def metrics_path(save_dir):
@@ -60,6 +84,133 @@ def append_metrics(save_dir, record):
     """Append one epoch's figures to ``metrics.jsonl`` as one JSON object per line."""
     with open(metrics_path(save_dir), "a") as handle:
         handle.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def read_metrics(save_dir):
+    """The records of ``metrics.jsonl`` (empty when absent); a line cut short by a crash is dropped."""
+    records = []
+    if os.path.exists(metrics_path(save_dir)):
+        with open(metrics_path(save_dir)) as handle:
+            for line in handle:
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+    return records
+
+
+def keep_metrics_before(save_dir, epoch):
+    """Rewrite ``metrics.jsonl`` with only the epochs before ``epoch``: a resumed run logs the rest again.
+
+    A crash between an epoch's metrics line and its checkpoint would otherwise leave that epoch twice.
+    """
+    if not os.path.exists(metrics_path(save_dir)):
+        return
+    kept = [record for record in read_metrics(save_dir) if record["epoch"] < epoch]
+    _write_atomically(metrics_path(save_dir), "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+
+
+def save_checkpoint(save_dir, name, net, trainer, state, random_states, params_name):
+    """Write checkpoint ``name`` whole or not at all; returns its folder.
+
+    ``state`` (JSON) says where the run goes on; ``random_states`` (pickled) holds generator states;
+    ``trainer`` may be None when its states live elsewhere (on a distributed job's servers).
+    """
+    final = os.path.join(checkpoints_dir(save_dir), name)
+    os.makedirs(checkpoints_dir(save_dir), exist_ok=True)
+    temporary = tempfile.mkdtemp(prefix=f".{name}.", dir=checkpoints_dir(save_dir))
+    net.save_parameters(os.path.join(temporary, params_name))
+    if trainer is not None:
+        trainer.save_states(os.path.join(temporary, TRAINER_STATES))
+    with open(os.path.join(temporary, RANDOM_STATES), "wb") as handle:
+        pickle.dump(random_states, handle)
+    # state.json goes last: a folder holding it has every other file of the checkpoint.
+    with open(os.path.join(temporary, STATE), "w") as handle:
+        json.dump(dict(state, params=params_name, trainer_states=trainer is not None), handle, indent=2,
+                  sort_keys=True)
+    _sync_folder(temporary)
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.replace(temporary, final)
+    _sync_folder(checkpoints_dir(save_dir))
+    return final
+
+
+def _sync_folder(folder):
+    """Flush a folder's files and entries to disk, so that a power cut cannot undo a finished rename."""
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def list_checkpoints(save_dir):
+    """``(folder, state)`` of every whole checkpoint in ``save_dir``, oldest first (by global step).
+
+    Hidden folders are checkpoints a crash interrupted while they were written; they are ignored.
+    """
+    found = []
+    folder = checkpoints_dir(save_dir)
+    if not os.path.isdir(folder):
+        return found
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name.startswith(".") or not os.path.isfile(os.path.join(path, STATE)):
+            continue
+        with open(os.path.join(path, STATE)) as handle:
+            found.append((path, json.load(handle)))
+    return sorted(found, key=lambda item: item[1]["global_step"])
+
+
+def remove_unfinished_checkpoints(save_dir):
+    """Delete the hidden folders of checkpoints that a crash interrupted while they were written."""
+    folder = checkpoints_dir(save_dir)
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.startswith("."):
+                shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+
+
+def read_checkpoint_state(folder):
+    with open(os.path.join(folder, STATE)) as handle:
+        return json.load(handle)
+
+
+def load_checkpoint(folder, net, trainer, contexts):
+    """Load a checkpoint's parameters into ``net`` and optimizer states into ``trainer`` (unless None).
+
+    Returns ``(state, random_states)``.
+    """
+    state = read_checkpoint_state(folder)
+    net.load_parameters(os.path.join(folder, state["params"]), ctx=contexts)
+    if trainer is not None and state["trainer_states"]:
+        trainer.load_states(os.path.join(folder, TRAINER_STATES))
+    with open(os.path.join(folder, RANDOM_STATES), "rb") as handle:
+        random_states = pickle.load(handle)
+    return state, random_states
+
+
+def prune_checkpoints(save_dir, keep):
+    """Delete all but the ``keep`` newest checkpoints and the one with the best validation top-1.
+
+    ``keep`` 0 keeps every checkpoint.
+    """
+    checkpoints = list_checkpoints(save_dir)
+    if not keep or len(checkpoints) <= keep:
+        return
+    best, best_top1 = None, None
+    for path, state in checkpoints:  # oldest first: of equally good checkpoints the newest is kept
+        if state.get("val_top1") is not None and (best_top1 is None or state["val_top1"] >= best_top1):
+            best, best_top1 = path, state["val_top1"]
+    for path, _ in checkpoints[:-keep]:
+        if path != best:
+            shutil.rmtree(path)
 
 
 def save_params(net, save_dir, model, epoch):

@@ -10,6 +10,18 @@ class UserError(Exception):
     """
 
 
+class Interrupted(Exception):
+    """The run stopped on a signal after saving its state; the message says how to continue it.
+
+    The process exits with ``128 + signal number`` (130 for SIGINT, 143 for SIGTERM), as a shell reports a
+    process killed by that signal, so that job schedulers see the run as stopped rather than finished.
+    """
+
+    def __init__(self, message, signal_number):
+        super().__init__(message)
+        self.exit_status = 128 + signal_number
+
+
 def command_line_entry(main):
     """Wrap a script's ``main(argv)``: a UserError becomes one line on stderr and exit status 2, success 0."""
     @functools.wraps(main)
@@ -19,5 +31,8 @@ def command_line_entry(main):
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        except Interrupted as stop:
+            print(f"stopped: {stop}", file=sys.stderr)
+            return stop.exit_status
         return 0
     return entry

@@ -33,6 +33,13 @@ class MixupSchedule:
         self.last_mixed_epoch = num_epochs - off_epochs - 1
         self._random = np.random.RandomState(seed)
 
+    def get_state(self):
+        """The generator's state, saved in checkpoints so that a resumed run draws the same ``lam``."""
+        return self._random.get_state()
+
+    def set_state(self, state):
+        self._random.set_state(state)
+
     def draw(self, epoch):
         """``lam`` for one batch of ``epoch``."""
         if epoch > self.last_mixed_epoch:
