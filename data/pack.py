@@ -105,6 +105,10 @@ def list_classes(src_dir):
     if not class_names:
         raise UserError(f"{src_dir} has no class sub-folders; put each class's images in "
                         f"{os.path.join(src_dir, '<class_name>')}/")
+    for class_name in class_names:
+        if not _is_utf8(class_name):
+            raise UserError(f"class folder {_printable(os.path.join(src_dir, class_name))} has a name that is not "
+                            "UTF-8 text, which the class list OUT_PREFIX.classes.txt must hold; rename the folder")
     return class_names
 
 
@@ -218,7 +222,7 @@ def _write_records(entries, paths, encoded_images, files, log):
     try:
         for done, (entry, path, (jpeg, reason)) in enumerate(zip(entries, paths, encoded_images), start=1):
             if jpeg is None:
-                log(f"skipped {path}: {reason}")
+                log(f"skipped {_printable(path)}: {reason}")
                 skipped.append((path, reason))
             else:
                 index, label = len(packed), entry[1]
@@ -248,7 +252,9 @@ def _verify_records(files, expected_count):
 
 def _write_list(lst_path, packed):
     """Write the im2rec list: ``index<TAB>label<TAB>relative/path``, one line per record, in file order."""
-    with open(lst_path, "w", encoding="utf-8") as lst_file:
+    # A file name that is not UTF-8 (Latin-1 names from an old archive) reaches Python with its odd
+    # bytes as surrogates; writing them back as those bytes lists the name exactly as it is on disk.
+    with open(lst_path, "w", encoding="utf-8", errors="surrogateescape") as lst_file:
         for index, (relative_path, label) in enumerate(packed):
             lst_file.write(f"{index}\t{label}\t{relative_path}\n")
 
@@ -275,14 +281,28 @@ def _warn_about_empty_classes(class_names, packed, log):
 
 def _summary(num_images, class_names, rec_path, skipped):
     """The one-line report of a pack, naming the first few skipped files."""
-    summary = f"packed {num_images} images of {len(class_names)} classes into {rec_path}"
+    summary = f"packed {num_images} images of {len(class_names)} classes into {_printable(rec_path)}"
     if not skipped:
         return summary
-    named = ", ".join(path for path, _ in skipped[:SKIPPED_NAMED_IN_SUMMARY])
+    named = ", ".join(_printable(path) for path, _ in skipped[:SKIPPED_NAMED_IN_SUMMARY])
     more = len(skipped) - SKIPPED_NAMED_IN_SUMMARY
     if more > 0:
         named += f" and {more} more, named above"
     return f"{summary} (skipped {len(skipped)} unreadable files: {named})"
+
+
+def _is_utf8(name):
+    """True if the file name ``name`` is UTF-8 text (no byte decoded as a surrogate)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(path):
+    """``path`` for a log line: the bytes of a name that is not UTF-8 shown as ``\\xNN``, which any terminal prints."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def build_parser():

@@ -6,6 +6,7 @@ import cv2
 import mxnet as mx
 import numpy as np
 import pytest
+from PIL import Image
 
 from data.demo import PATTERNS, make_demo_dataset
 from data.pack import main, pack_folder
@@ -167,6 +168,127 @@ def test_unreadable_files_are_skipped_and_named(src_dir, tmp_path):
     assert lines[-1].startswith(f"packed 7 images of 3 classes into {tmp_path / 'out.rec'} "
                                 "(skipped 3 unreadable files: ")
     assert sum(line.startswith("skipped ") for line in lines) == 3
+
+
+def test_truncated_jpeg_that_opencv_still_decodes_is_packed_at_full_size_with_its_top_rows_intact(tmp_path):
+    src = tmp_path / "src"
+    os.makedirs(src / "cat")
+    original = smooth_image(64, 64, seed=5)
+    is_encoded, jpeg = cv2.imencode(".jpg", original, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert is_encoded
+    jpeg = jpeg.tobytes()
+    scan_start = jpeg.index(b"\xff\xda")  # the start-of-scan marker: the headers end, the pixels begin
+    (src / "cat" / "cut.jpg").write_bytes(jpeg[:scan_start + (len(jpeg) - scan_start) // 2])
+    result = pack_folder(src, str(tmp_path / "out"), num_workers=1, log=quiet)
+
+    assert (result.num_images, result.skipped) == (1, [])
+    [(_, packed)] = read_records(str(tmp_path / "out.rec"))
+    assert packed.shape == (64, 64, 3)
+    # The decoder stops where the data does and fills the rows below; the rows it had data for survive.
+    assert np.abs(packed[:16].astype(int) - original[:16]).mean() < 2
+
+
+def test_symlink_loops_html_pages_jpegs_cut_in_their_headers_and_tabs_in_names_are_skipped_with_reasons(tmp_path):
+    src = tmp_path / "src"
+    write_class_folders(src, {"cat": [(12, 12)], "dog": [(12, 12)]})
+    is_encoded, jpeg = cv2.imencode(".jpg", smooth_image(64, 64, seed=6))
+    assert is_encoded
+    jpeg = jpeg.tobytes()
+    (src / "cat" / "header_only.jpg").write_bytes(jpeg[:jpeg.index(b"\xff\xda")])  # headers, no pixel data
+    (src / "cat" / "page.jpg").write_text("<html><body>404 Not Found</body></html>\n")
+    os.symlink("b.jpg", src / "dog" / "a.jpg")
+    os.symlink("a.jpg", src / "dog" / "b.jpg")
+    os.symlink("gone.jpg", src / "dog" / "dangling.jpg")
+    cv2.imwrite(str(src / "dog" / "tab\there.png"), smooth_image(12, 12, seed=7))
+    result = pack_folder(src, str(tmp_path / "out"), num_workers=2, log=quiet)
+
+    assert sorted(result.skipped) == [
+        (str(src / "cat" / "header_only.jpg"), "not a decodable image"),
+        (str(src / "cat" / "page.jpg"), "not a decodable image"),
+        (str(src / "dog" / "a.jpg"), "cannot read it (Too many levels of symbolic links)"),
+        (str(src / "dog" / "b.jpg"), "cannot read it (Too many levels of symbolic links)"),
+        (str(src / "dog" / "dangling.jpg"), "cannot read it (No such file or directory)"),
+        (str(src / "dog" / "tab\there.png"), "its name holds a tab or newline, which the .lst format cannot store")]
+    assert result.num_images == 2
+
+
+def test_folder_symlinks_are_not_followed_so_loops_end_and_file_symlinks_are_packed(tmp_path):
+    src = tmp_path / "src"
+    write_class_folders(src, {"cat": [(12, 12)], "dog": [(12, 12)]})
+    os.symlink(".", src / "cat" / "itself")
+    os.symlink("..", src / "cat" / "parent")
+    os.symlink(src / "dog", src / "cat" / "dogs")
+    os.symlink("image_0.png", src / "dog" / "alias.png")
+    result = pack_folder(src, str(tmp_path / "out"), num_workers=1, log=quiet)
+
+    assert result.skipped == []
+    assert sorted(path for _, _, path in read_list(tmp_path / "out.lst")) == [
+        "cat/image_0.png", "dog/alias.png", "dog/image_0.png"]
+
+
+def test_cmyk_jpeg_is_packed_as_bgr_with_its_colour(tmp_path):
+    os.makedirs(tmp_path / "src" / "red")
+    Image.new("CMYK", (16, 12), (0, 255, 255, 0)).save(tmp_path / "src" / "red" / "cmyk.jpg", "JPEG")
+    pack_folder(tmp_path / "src", str(tmp_path / "out"), num_workers=1, log=quiet)
+
+    [(_, image)] = read_records(str(tmp_path / "out.rec"))
+    assert image.shape == (12, 16, 3)
+    np.testing.assert_allclose(image.reshape(-1, 3).mean(axis=0), [0, 0, 255], atol=3)
+
+
+def test_images_smaller_than_the_crop_are_packed_as_they_are_and_enlarged_when_read(tmp_path):
+    src = tmp_path / "src"
+    write_class_folders(src, {"tiny": [(8, 8)]})
+    pack_folder(src, str(tmp_path / "out"), num_workers=1, log=quiet)
+    pack_folder(src, str(tmp_path / "resized"), resize=16, num_workers=1, log=quiet)
+
+    [(_, kept)] = read_records(str(tmp_path / "out.rec"))
+    [(_, resized)] = read_records(str(tmp_path / "resized.rec"))
+    assert (kept.shape, resized.shape) == ((8, 8, 3), (16, 16, 3))
+    # The training pipeline's random-resized crop scales any crop up to the input size.
+    batches = mx.io.ImageRecordIter(path_imgrec=str(tmp_path / "out.rec"), path_imgidx=str(tmp_path / "out.idx"),
+                                    data_shape=(3, 24, 24), batch_size=1, random_resized_crop=True,
+                                    min_random_area=0.08, seed=0, preprocess_threads=1)
+    assert [batch.data[0].shape for batch in batches] == [(1, 3, 24, 24)]
+
+
+def test_names_with_spaces_and_non_ascii_characters_are_packed_and_listed(tmp_path):
+    src = tmp_path / "src"
+    os.makedirs(src / "chats é")
+    cv2.imwrite(str(src / "chats é" / "chat noir é.png"), smooth_image(12, 12, seed=1))
+    cv2.imwrite(str(src / "chats é" / "猫.png"), smooth_image(12, 12, seed=2))
+    result = pack_folder(src, str(tmp_path / "out"), num_workers=1, log=quiet)
+
+    assert (result.num_images, result.skipped) == (2, [])
+    listed = sorted(path for _, _, path in read_list(tmp_path / "out.lst"))
+    assert listed == ["chats é/chat noir é.png", "chats é/猫.png"]
+    assert read_class_names(str(tmp_path / "out.rec")) == ["chats é"]
+
+
+def test_file_names_that_are_not_utf8_are_packed_listed_byte_for_byte_and_logged_escaped(tmp_path):
+    src = tmp_path / "src"
+    write_class_folders(src, {"dog": [(12, 12)]})
+    latin1_name, broken_name = os.fsdecode(b"caf\xe9.png"), os.fsdecode(b"cass\xe9.jpg")
+    os.replace(src / "dog" / "image_0.png", src / "dog" / latin1_name)
+    (src / "dog" / broken_name).write_bytes(b"not an image")
+    lines = []
+    # A log that encodes strictly, as print does on a terminal in an en_US.UTF-8 locale.
+    result = pack_folder(src, str(tmp_path / "out"), num_workers=1, log=lambda line: lines.append(line.encode()))
+
+    assert result.num_images == 1
+    assert result.skipped == [(str(src / "dog" / broken_name), "not a decodable image")]
+    assert (tmp_path / "out.lst").read_bytes() == b"0\t0\tdog/caf\xe9.png\n"
+    assert lines[0] == f"skipped {src}/dog/cass\\xe9.jpg: not a decodable image".encode()
+
+
+def test_class_folder_name_that_is_not_utf8_is_a_user_error(tmp_path):
+    src = tmp_path / "src"
+    write_class_folders(src, {"dog": [(12, 12)]})
+    os.replace(src / "dog", src / os.fsdecode(b"chi\xe9n"))
+    with pytest.raises(UserError) as error:
+        pack_folder(src, str(tmp_path / "out"), num_workers=1, log=quiet)
+    assert str(error.value) == (f"class folder {src}/chi\\xe9n has a name that is not UTF-8 text, which the class "
+                                "list OUT_PREFIX.classes.txt must hold; rename the folder")
 
 
 def make_src_without_classes(tmp_path):
