@@ -62,6 +62,7 @@ class TrainConfig:
     data_dir: str
     demo_dir: str
     num_classes: int
+    skip_bad_records: bool
     batch_size: int
     num_gpus: int
     gpus: tuple
@@ -127,6 +128,10 @@ def build_parser():
                       help="where the built-in demo data set is drawn when no data is given (default %(default)s)")
     data.add_argument("--num-classes", type=int,
                       help="only for .rec files without the class list that data.pack writes beside them")
+    data.add_argument("--skip-bad-records", action="store_true",
+                      help="scan every record first and train without the bad ones (undecodable image, label "
+                           "outside the classes, broken framing), counted in the log and metrics.jsonl; "
+                           "without it the first bad record stops the run, named")
     data.add_argument("--input-size", type=int, help="training crop size (paper/demo default 224/32)")
     data.add_argument("--crop-ratio", type=float, default=0.875,
                       help="validation centre crop = input size / shorter side (default %(default)s: 224 of 256)")
@@ -268,6 +273,10 @@ def resolve_config(args):
     if values["kvstore"] in DIST_KVSTORES and not args.rec_train:
         raise UserError(f"--kvstore {values['kvstore']} gives each worker a shard of --rec-train; give "
                         "--rec-train/--rec-val (pack images with `python -m data.pack`)")
+    if values["skip_bad_records"] and (values["data_dir"] or values["kvstore"] in DIST_KVSTORES):
+        raise UserError("--skip-bad-records reads packed .rec files on one machine; for --data-dir pack the "
+                        "images (`python -m data.pack` skips unreadable files), for several machines clean the "
+                        ".rec once with `python -m data.clean TRAIN.rec --out CLEAN` and train on CLEAN.rec")
     if values["kvstore"] in DIST_KVSTORES and values["dtype"] != "float32":
         # AMP's dynamic loss scaling changes the gradient scale, which MXNet refuses once the optimizer
         # runs on the servers (Trainer._check_and_rescale_grad).
@@ -339,8 +348,10 @@ def build_data(config, contexts, cluster=None):
     if config.uses_demo:
         logging.info("No data given: using the built-in demo data set in %s", config.demo_dir)
         rec_train, rec_val = make_demo_dataset(config.demo_dir)
+    clean_dir = os.path.join(config.save_dir, "clean") if config.skip_bad_records else None
     return record_source(rec_train, rec_val, input_config, idx_train=config.rec_train_idx,
-                         idx_val=config.rec_val_idx, num_classes=config.num_classes)
+                         idx_val=config.rec_val_idx, num_classes=config.num_classes, clean_dir=clean_dir,
+                         log=logging.info)
 
 
 def build_network(config, num_classes, contexts):
@@ -410,13 +421,18 @@ def build_loss(config, teacher, sparse_targets):
     return DistillationLoss(teacher, config.temperature, config.hard_weight, sparse_targets)
 
 
-def check_labels(labels, num_classes):
-    """Stop at the first label outside [0, num_classes): training on it would silently corrupt the run."""
+def check_labels(labels, num_classes, find_bad_records=None):
+    """Stop at the first label outside [0, num_classes): training on it would silently corrupt the run.
+
+    ``find_bad_records`` (a DataSource's) names the records that hold such labels.
+    """
     values = labels.asnumpy()
     bad = values[(values < 0) | (values >= num_classes) | (values != np.floor(values))]
     if bad.size:
+        found = find_bad_records() if find_bad_records is not None else None
         raise UserError(f"label {bad[0]:g} is outside [0, {num_classes}); the data's labels do not match its "
-                        f"{num_classes} classes (repack it, or fix --num-classes)")
+                        f"{num_classes} classes ({found + '; ' if found else ''}repack it, fix --num-classes, "
+                        "or pass --skip-bad-records)")
 
 
 def check_finite_loss(loss_sum, epoch, batch, config):
@@ -509,7 +525,7 @@ def train_one_epoch(epoch, recipe, data, contexts, config, start_batch=0, meter=
     progress = _progress(batches, data.batches_per_epoch - start_batch, sys.stderr.isatty())
     tic = time.time()
     for batch_number, batch in enumerate(progress, start=start_batch + 1):
-        check_labels(batch.label[0], data.num_classes)
+        check_labels(batch.label[0], data.num_classes, data.find_bad_records)
         images, targets, metric_labels = recipe.batch_transform(
             split_batch(batch.data[0], contexts), split_batch(batch.label[0], contexts), epoch)
         with autograd.record():
@@ -702,7 +718,8 @@ def train(config):
             record = dict(epoch=epoch, **stats)
             record.update(evaluate(recipe.net, data, contexts))
             updates = updates_per_epoch * (epoch + 1)
-            record.update(lr=current_lr(recipe.trainer, cluster, updates), peak_rss_mb=round(peak_memory_mb(), 1))
+            record.update(lr=current_lr(recipe.trainer, cluster, updates), peak_rss_mb=round(peak_memory_mb(), 1),
+                          skipped_records=data.skipped_records)
             run.note_validation(epoch, record["val_top1"])
             logging.info("Epoch[%d] lr=%.5g train-loss=%.4f train-top1=%.4f val-top1=%.4f val-top5=%.4f "
                          "%.1f samples/sec %.1fs", epoch, record["lr"], record["train_loss"], record["train_top1"],

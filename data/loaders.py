@@ -18,6 +18,7 @@ import numpy as np
 from mxnet.gluon.data import DataLoader
 from mxnet.gluon.data.vision import ImageFolderDataset, transforms
 
+from data.clean import clean_records, describe_bad_records
 from data.records import RecordFiles, check_record_files, count_records, read_class_names
 from utils.errors import UserError
 
@@ -29,6 +30,7 @@ CROP_AREA = (0.08, 1.0)
 CROP_ASPECT_RATIO = (3 / 4, 4 / 3)
 JITTER = 0.4
 LIGHTING_STD = 0.1
+BAD_RECORD_HINT = "pack the images again (`python -m data.pack`), or pass --skip-bad-records to train without them"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class DataSource:
     num_train: int
     num_val: int
     batches_per_epoch: int
+    skipped_records: int = 0
+    find_bad_records: object = None  # () -> one line naming the bad records, or None when there are none
 
 
 def _normalization():
@@ -103,8 +107,9 @@ class EpochBatches:
     ``batches_per_epoch`` batches, going round it again if one pass is short.
     """
 
-    def __init__(self, make_iterator, batches_per_epoch):
+    def __init__(self, make_iterator, batches_per_epoch, find_bad_records=None):
         self._make_iterator = make_iterator
+        self._find_bad_records = find_bad_records
         self.batches_per_epoch = batches_per_epoch
 
     def __len__(self):
@@ -112,10 +117,10 @@ class EpochBatches:
 
     def epoch(self, epoch, start_batch=0):
         """The batches of ``epoch`` from batch ``start_batch`` on; the earlier ones are read and dropped."""
-        iterator = self._make_iterator(epoch)
+        iterator = reading(self._make_iterator, self._find_bad_records, epoch)
         stream = self._endless(iterator)
         for index in range(self.batches_per_epoch):
-            batch = next(stream)
+            batch = reading(next, self._find_bad_records, stream)
             if index >= start_batch:
                 yield batch
 
@@ -133,45 +138,95 @@ class CountedBatches:
     as 1e38) yet reports ``pad = 0``, so the padding is derived from the known number of images instead.
     """
 
-    def __init__(self, iterator, num_samples, batch_size):
+    def __init__(self, iterator, num_samples, batch_size, find_bad_records=None):
         self._iterator = iterator
         self._num_samples = num_samples
         self._batch_size = batch_size
+        self._find_bad_records = find_bad_records
 
     def __len__(self):
         return math.ceil(self._num_samples / self._batch_size)
 
     def __iter__(self):
-        self._iterator.reset()
-        for index, batch in zip(range(len(self)), self._iterator):
+        reading(self._iterator.reset, self._find_bad_records)
+        for index in range(len(self)):
+            batch = reading(self._iterator.next, self._find_bad_records)
             batch.pad = max(0, (index + 1) * self._batch_size - self._num_samples)
             yield batch
+
+
+def reading(read, find_bad_records, *args):
+    """``read(*args)``, with an MXNet error caused by a bad record turned into a UserError naming it.
+
+    ``ImageRecordIter`` reports an undecodable image only as an OpenCV assertion in some thread; the
+    records are then scanned (``find_bad_records``) to name the culprit. Other errors pass unchanged.
+    """
+    try:
+        return read(*args)
+    except mx.base.MXNetError:
+        found = find_bad_records() if find_bad_records is not None else None
+        if found is None:
+            raise
+        raise UserError(f"{found}; {BAD_RECORD_HINT}") from None
+
+
+def check_validation_records(rec_val, idx_val, num_classes):
+    """Scan every validation record before MXNet reads one.
+
+    With ``resize`` set, MXNet 1.9.1's ImageRecordIter kills the whole process (SIGFPE, nothing to catch)
+    on an image that does not decode; the validation set is small enough to decode once up front.
+    """
+    found = describe_bad_records([(rec_val, idx_val)], num_classes)
+    if found:
+        raise UserError(f"{found}; {BAD_RECORD_HINT}")
 
 
 def _default_index(rec, idx):
     return idx or RecordFiles.from_rec_path(rec).idx
 
 
-def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_classes=None):
-    """Training and validation data from packed ``.rec``/``.idx`` files, checked before MXNet opens them."""
+def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_classes=None, clean_dir=None,
+                  log=print):
+    """Training and validation data from packed ``.rec``/``.idx`` files, checked before MXNet opens them.
+
+    With ``clean_dir`` (``--skip-bad-records``) every record is scanned first and a split with bad ones is
+    read from a copy of its good records in ``clean_dir``; ``skipped_records`` counts the bad ones.
+    """
     idx_train, idx_val = _default_index(rec_train, idx_train), _default_index(rec_val, idx_val)
     check_record_files(rec_train, idx_train)
     check_record_files(rec_val, idx_val)
     class_names = read_class_names(rec_train)
-    num_train = count_records(idx_train) // config.num_parts
-    num_val = count_records(idx_val)
-    batches_per_epoch = math.ceil(num_train / config.batch_size)
     if num_classes is None:
         if class_names is None:
             expected = RecordFiles.from_rec_path(rec_train).classes
             raise UserError(f"no class list beside {rec_train} (expected {expected}, written by "
                             "`python -m data.pack`); pass --num-classes")
         num_classes = len(class_names)
+    skipped = 0
+    if clean_dir:
+        rec_train, idx_train, skipped_train = clean_records(rec_train, idx_train, num_classes,
+                                                            os.path.join(clean_dir, "train"), log)
+        rec_val, idx_val, skipped_val = clean_records(rec_val, idx_val, num_classes,
+                                                      os.path.join(clean_dir, "val"), log)
+        skipped = skipped_train + skipped_val
+    else:
+        check_validation_records(rec_val, idx_val, num_classes)
+    num_records = count_records(idx_train)
+    num_train = num_records // config.num_parts
+    if num_train == 0:
+        raise UserError(f"{rec_train} has {num_records} records, too few for a shard of each of "
+                        f"{config.num_parts} workers; use fewer workers or more data")
+    num_val = count_records(idx_val)
+    batches_per_epoch = math.ceil(num_train / config.batch_size)
+    find_bad_records = functools.partial(describe_bad_records, [(rec_train, idx_train), (rec_val, idx_val)],
+                                         num_classes)
+    val_iter = reading(val_record_iter, find_bad_records, rec_val, idx_val, config)
     return DataSource(train=EpochBatches(functools.partial(train_record_iter, rec_train, idx_train, config),
-                                         batches_per_epoch),
-                      val=CountedBatches(val_record_iter(rec_val, idx_val, config), num_val, config.batch_size),
+                                         batches_per_epoch, find_bad_records),
+                      val=CountedBatches(val_iter, num_val, config.batch_size, find_bad_records),
                       num_classes=num_classes, class_names=class_names or [],
-                      num_train=num_train, num_val=num_val, batches_per_epoch=batches_per_epoch)
+                      num_train=num_train, num_val=num_val, batches_per_epoch=batches_per_epoch,
+                      skipped_records=skipped, find_bad_records=find_bad_records)
 
 
 class FolderBatches:
@@ -273,6 +328,7 @@ def validation_source(config, rec_val=None, idx_val=None, data_dir=None):
         if class_names is None:
             raise UserError(f"no class list beside {rec_val} (expected {RecordFiles.from_rec_path(rec_val).classes}, "
                             "written by `python -m data.pack`); write it, one class name a line in label order")
+        check_validation_records(rec_val, idx_val, len(class_names))
         num_val = count_records(idx_val)
         val = CountedBatches(val_record_iter(rec_val, idx_val, config), num_val, config.batch_size)
     else:

@@ -45,7 +45,7 @@ def test_short_run_learns_and_writes_loadable_outputs(tiny_set, tmp_path):
     assert metrics[-1]["train_top1"] > 0.8
     assert [m["lr"] for m in metrics] == pytest.approx([0.02, 0.02, 0.002])
     assert set(metrics[0]) == {"epoch", "lr", "train_loss", "train_top1", "val_top1", "val_top5",
-                               "samples_per_sec", "epoch_seconds", "peak_rss_mb"}
+                               "samples_per_sec", "epoch_seconds", "peak_rss_mb", "skipped_records"}
     with open(checkpoint.args_path(str(save_dir))) as handle:
         assert json.load(handle)["model"] == "resnet18_v1d"
 

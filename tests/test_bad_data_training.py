@@ -1,0 +1,115 @@
+"""What the trainer does with bad records: stop naming the record, or skip and count it (--skip-bad-records)."""
+import os
+import pathlib
+import shutil
+
+import mxnet as mx
+import pytest
+
+import train_imagenet
+from data.clean import main as clean_main
+from data.loaders import InputConfig, record_source
+from data.records import RecordFiles
+from tests.conftest import tiny_args
+from utils import checkpoint
+from utils.errors import UserError
+
+
+def _copy_with(tiny_set, folder, split, replacements):
+    """Copy ``tiny_set``'s packed splits into ``folder``, with ``{key: (label, image or None: kept)}`` in ``split``."""
+    os.makedirs(folder, exist_ok=True)
+    for name in ("train", "val"):
+        source, target = RecordFiles(str(tiny_set / name)), RecordFiles(os.path.join(folder, name))
+        shutil.copyfile(source.classes, target.classes)
+        reader = mx.recordio.MXIndexedRecordIO(source.idx, source.rec, "r")
+        writer = mx.recordio.MXIndexedRecordIO(target.idx, target.rec, "w")
+        for key in reader.keys:
+            header, image = mx.recordio.unpack(reader.read_idx(key))
+            if name == split and key in replacements:
+                label, replacement = replacements[key]
+                header, image = header._replace(label=float(label)), replacement or image
+            writer.write_idx(key, mx.recordio.pack(header, image))
+        reader.close()
+        writer.close()
+    return folder
+
+
+def _args(folder, save_dir, *extra):
+    return tiny_args(pathlib.Path(folder), save_dir, "--num-epochs", "1", *extra)
+
+
+def _one_error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+NOT_AN_IMAGE = (0, b"\xff\xd8\xff\xe0 this is not a JPEG body" * 4)
+
+
+def test_an_undecodable_training_image_stops_the_run_naming_it(tiny_set, tmp_path, capsys):
+    folder = _copy_with(tiny_set, str(tmp_path / "data"), "train", {7: NOT_AN_IMAGE})
+    assert train_imagenet.main(_args(folder, tmp_path / "run")) == 2
+    line = _one_error_line(capsys)
+    assert "1 of 96 records of" in line and "key 7 at byte" in line and "image bytes do not decode" in line, line
+    assert "--skip-bad-records" in line
+
+
+def test_skip_bad_records_trains_on_the_rest_and_counts_them(tiny_set, tmp_path):
+    folder = _copy_with(tiny_set, str(tmp_path / "data"), "train", {7: NOT_AN_IMAGE, 8: (3, None), 9: (-1, None)})
+    save_dir = tmp_path / "run"
+    assert train_imagenet.main(_args(folder, save_dir, "--skip-bad-records")) == 0
+    [record] = checkpoint.read_metrics(str(save_dir))
+    assert record["skipped_records"] == 3
+    log = (save_dir / "train.log").read_text()
+    assert "3 of 96 records of" in log and "label 3 outside [0, 3)" in log and "93 good records" in log, log
+    assert os.path.exists(save_dir / "clean" / "train.rec") and not os.path.exists(save_dir / "clean" / "val.rec")
+
+
+def test_a_label_outside_the_classes_is_named(tiny_set, tmp_path, capsys):
+    folder = _copy_with(tiny_set, str(tmp_path / "data"), "train", {5: (3, None)})
+    assert train_imagenet.main(_args(folder, tmp_path / "run")) == 2
+    line = _one_error_line(capsys)
+    assert "label 3 is outside [0, 3)" in line and "key 5 at byte" in line and "label 3 outside [0, 3)" in line, line
+
+
+def test_an_undecodable_validation_image_is_named_before_training(tiny_set, tmp_path, capsys):
+    """MXNet's validation iterator would kill the process (SIGFPE) on it; the scan names it first."""
+    folder = _copy_with(tiny_set, str(tmp_path / "data"), "val", {2: NOT_AN_IMAGE})
+    assert train_imagenet.main(_args(folder, tmp_path / "run")) == 2
+    line = _one_error_line(capsys)
+    assert "records of" in line and "val.rec are bad: key 2 at byte" in line, line
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_truncated_record_file_is_one_line(tiny_set, tmp_path, capsys):
+    folder = _copy_with(tiny_set, str(tmp_path / "data"), "train", {})
+    rec = os.path.join(folder, "train.rec")
+    with open(rec, "r+b") as handle:
+        handle.truncate(os.path.getsize(rec) - 100)
+    assert train_imagenet.main(_args(folder, tmp_path / "run")) == 2
+    line = _one_error_line(capsys)
+    assert "train.rec" in line and "truncated" in line, line
+
+
+def test_an_index_of_another_file_is_one_line(tiny_set, tmp_path, capsys):
+    folder = _copy_with(tiny_set, str(tmp_path / "data"), "train", {})
+    shutil.copyfile(str(tiny_set / "val.idx"), os.path.join(folder, "train.idx"))
+    assert train_imagenet.main(_args(folder, tmp_path / "run")) == 2
+    line = _one_error_line(capsys)
+    assert "train.rec" in line and ("does not match" in line or "no RecordIO record" in line), line
+
+
+def test_an_empty_shard_is_refused(tiny_set):
+    config = InputConfig(batch_size=8, input_size=16, crop_ratio=0.875, num_workers=1, seed=0, num_parts=200,
+                         part_index=3)
+    with pytest.raises(UserError, match="has 96 records, too few for a shard of each of 200 workers"):
+        record_source(str(tiny_set / "train.rec"), str(tiny_set / "val.rec"), config)
+
+
+def test_clean_command_lists_bad_records_and_writes_a_copy(tiny_set, tmp_path, capsys):
+    folder = _copy_with(tiny_set, str(tmp_path / "data"), "train", {4: NOT_AN_IMAGE})
+    assert clean_main([os.path.join(folder, "train.rec"), "--out", str(tmp_path / "clean")]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 96 records" in out and "key 4\tbyte" in out and "wrote the 95 good records" in out, out
+    assert len(open(tmp_path / "clean.idx").read().splitlines()) == 95
