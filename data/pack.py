@@ -58,7 +58,7 @@ def pack_folder(src_dir, out_prefix, resize=0, quality=95, num_workers=None, see
     _check_options(resize, quality, num_workers)
     _check_output_prefix(out_prefix)
     class_names = list_classes(src_dir)
-    entries = list_images(src_dir, class_names)
+    entries = list_images(src_dir, class_names, log)
     if not entries:
         raise UserError(f"the class folders of {src_dir} hold no files; put each class's images in "
                         f"{os.path.join(src_dir, '<class_name>')}/")
@@ -112,14 +112,19 @@ def list_classes(src_dir):
     return class_names
 
 
-def list_images(src_dir, class_names):
+def list_images(src_dir, class_names, log=print):
     """Return ``(relative path, label)`` of every non-hidden file below each class folder, sorted.
 
-    Relative paths use "/" and are relative to ``src_dir``, as in an im2rec .lst file.
+    Relative paths use "/" and are relative to ``src_dir``, as in an im2rec .lst file. Symbolic links to
+    folders are not followed (a link to a parent would loop forever); each one is named in ``log``.
     """
     entries = []
     for label, class_name in enumerate(class_names):
         for folder, subfolders, file_names in os.walk(os.path.join(src_dir, class_name)):
+            for name in sorted(subfolders):
+                if os.path.islink(os.path.join(folder, name)) and not name.startswith("."):
+                    log(f"not followed: {_printable(os.path.join(folder, name))} is a symbolic link to a folder; "
+                        "link the image files themselves, or copy the folder")
             # os.walk descends into the subfolders left in this list, in this order.
             subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
             for file_name in sorted(file_names):

@@ -212,18 +212,21 @@ def test_symlink_loops_html_pages_jpegs_cut_in_their_headers_and_tabs_in_names_a
     assert result.num_images == 2
 
 
-def test_folder_symlinks_are_not_followed_so_loops_end_and_file_symlinks_are_packed(tmp_path):
+def test_folder_symlinks_are_named_not_followed_so_loops_end_and_file_symlinks_are_packed(tmp_path):
     src = tmp_path / "src"
     write_class_folders(src, {"cat": [(12, 12)], "dog": [(12, 12)]})
     os.symlink(".", src / "cat" / "itself")
     os.symlink("..", src / "cat" / "parent")
     os.symlink(src / "dog", src / "cat" / "dogs")
     os.symlink("image_0.png", src / "dog" / "alias.png")
-    result = pack_folder(src, str(tmp_path / "out"), num_workers=1, log=quiet)
+    lines = []
+    result = pack_folder(src, str(tmp_path / "out"), num_workers=1, log=lines.append)
 
     assert result.skipped == []
     assert sorted(path for _, _, path in read_list(tmp_path / "out.lst")) == [
         "cat/image_0.png", "dog/alias.png", "dog/image_0.png"]
+    not_followed = sorted(line.split()[2] for line in lines if line.startswith("not followed:"))
+    assert not_followed == [str(src / "cat" / name) for name in ("dogs", "itself", "parent")], lines
 
 
 def test_cmyk_jpeg_is_packed_as_bgr_with_its_colour(tmp_path):
