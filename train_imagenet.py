@@ -501,6 +501,27 @@ class EpochMeter:
                     epoch_seconds=self.seconds)
 
 
+class SpeedLog:
+    """Every ``interval`` batches, a line with the images/s since the last line and the epoch's running figures.
+
+    Counting from the batch a resumed epoch starts at, the first line's speed is right too (MXNet's
+    Speedometer assumes each epoch starts at batch 0).
+    """
+
+    def __init__(self, epoch, start_batch, batch_size, interval):
+        self.epoch, self.batch_size, self.interval = epoch, batch_size, interval
+        self.last_batch, self.tic = start_batch, time.time()
+
+    def __call__(self, batch_number, meter):
+        if batch_number % self.interval:
+            return
+        now = time.time()
+        images_per_sec = (batch_number - self.last_batch) * self.batch_size / (now - self.tic)
+        logging.info("Epoch[%d] Batch [%d-%d]\tSpeed: %.2f samples/sec\taccuracy=%f\tloss=%f", self.epoch,
+                     self.last_batch, batch_number, images_per_sec, meter.accuracy.get()[1], meter.mean_loss.get()[1])
+        self.last_batch, self.tic = batch_number, now
+
+
 class StopRequested(Exception):
     """A signal asked the loop to stop; raised after ``batches_done`` batches of the epoch, between two steps."""
 
@@ -519,8 +540,7 @@ def train_one_epoch(epoch, recipe, data, contexts, config, start_batch=0, meter=
     net, trainer = recipe.net, recipe.trainer
     batch_size = total_batch_size(config, contexts)
     meter = meter or EpochMeter()
-    speedometer = mx.callback.Speedometer(batch_size, config.log_interval, auto_reset=False)
-    logged_metrics = mx.metric.CompositeEvalMetric([meter.accuracy, meter.mean_loss])
+    speed = SpeedLog(epoch, start_batch, batch_size, config.log_interval)
     batches = data.train.epoch(epoch, start_batch)
     progress = _progress(batches, data.batches_per_epoch - start_batch, sys.stderr.isatty())
     tic = time.time()
@@ -537,8 +557,7 @@ def train_one_epoch(epoch, recipe, data, contexts, config, start_batch=0, meter=
         meter.mean_loss.update(None, losses)
         meter.batches += 1
         check_finite_loss(meter.mean_loss.sum_metric, epoch, batch_number, config)
-        speedometer(mx.model.BatchEndParam(epoch=epoch, nbatch=batch_number, locals=None,
-                                           eval_metric=logged_metrics))
+        speed(batch_number, meter)
         if stop is not None and stop.requested and batch_number < data.batches_per_epoch:
             meter.seconds += time.time() - tic
             raise StopRequested(batch_number, meter)
