@@ -1,30 +1,76 @@
-"""Model-only training throughput against the machine's matrix-multiply ceiling.
+"""Training throughput: the model alone, our whole loop, GluonCV's train_imagenet.py, the input pipeline.
 
-For each ``MODEL:INPUT`` it times forward + backward + update of the hybridized network on a batch already in
-memory (after warm-up steps; median of the timed steps) and reports images/s, the achieved training GFLOP/s
-(3 x 2 x forward multiply-adds x images/s: forward, and a backward of about twice its cost) and that as a
-fraction of the float32 matrix-multiply GFLOP/s that MXNet reaches on this machine, measured in the same run.
-Issue 7 asks for more (the full loop, the input pipeline alone, GluonCV's script side by side); this is the
-model-only part.
+For each ``MODEL:INPUT`` row it measures, in separate processes (so that each peak resident memory is the
+row's own):
+  * model only: forward + backward + update of the hybridized network on a batch already in memory, the
+    median of the timed steps after warm-up;
+  * our loop: ``train_imagenet.py`` for two epochs on the first ``--loop-images`` records of ``--rec-train``
+    (augmentation, metrics, validation on as in a real run), the second epoch's images/s;
+  * GluonCV's loop: the same with GluonCV's ``train_imagenet.py`` (``--gluoncv-script``; the paper's own
+    code), registering ``resnet18_v1d``, which its model zoo lacks, as
+    ``ResNetV1b(BasicBlockV1b, [2, 2, 2, 2], deep_stem=True, avg_down=True)``; both get 1000 classes, as
+    GluonCV's script hard-codes.
+Beside each figure: training GFLOP/s (3 x 2 x forward multiply-adds x images/s: the forward pass and a
+backward of about twice its cost) as a fraction of the float32 matrix-multiply GFLOP/s that MXNet reaches on
+all cores, measured in the same run. Then the input pipeline alone: the training ``ImageRecordIter`` with
+the paper's augmentation, per thread count and input size, from ``--rec-train`` and ``--rec-256`` (images
+packed at a shorter side of 256). Writes ``throughput.md`` and ``throughput.json`` into ``--output-dir``;
+with GluonCV's script the last line printed is the ratio ours / GluonCV's on resnet18_v1d at 32.
 
-    python benchmarks/throughput.py resnet18_v1d:32 mobilenet1.0:64 --batch-size 32 --steps 10
+    python benchmarks/throughput.py --quick --rec-train rec/train.rec --rec-val rec/val.rec \\
+        --gluoncv-script gluon-cv/scripts/classification/imagenet/train_imagenet.py
 """
 import argparse
 import json
 import os
-import platform
-import resource
+import re
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import mxnet as mx
 from mxnet import autograd, gluon
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
+from input_pipeline import images_per_sec as pipeline_images_per_sec  # noqa: E402
 from models import get_model  # noqa: E402
 from models.complexity import count_multiply_adds  # noqa: E402
+
+ROWS = ("resnet50_v1d:224", "resnet50_v1d:64", "resnet18_v1d:32", "resnet18_v1d:64", "mobilenet1.0:64",
+        "inceptionv3:299")
+COMPARED_ROW = "resnet18_v1d:32"
+CLASSES = 1000
+GLUONCV_RESNET18_V1D = '''import runpy
+import sys
+
+from gluoncv.model_zoo import model_zoo
+from gluoncv.model_zoo.resnetv1b import BasicBlockV1b, ResNetV1b
+
+
+def resnet18_v1d(pretrained=False, ctx=None, root=None, **kwargs):
+    return ResNetV1b(BasicBlockV1b, [2, 2, 2, 2], deep_stem=True, avg_down=True, name_prefix="resnetv1d_",
+                     **kwargs)
+
+
+model_zoo._models.setdefault("resnet18_v1d", resnet18_v1d)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+'''
+
+
+def machine():
+    """The CPU model (lscpu), core count and MXNet version that every figure is stated with."""
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        model = re.search(r"^Model name:\s*(.+)$", lscpu, re.M).group(1).strip()
+    except (OSError, subprocess.CalledProcessError, AttributeError):
+        model = "unknown CPU"
+    return dict(cpu=model, cores=os.cpu_count(), mxnet=mx.__version__)
 
 
 def matmul_gflops(size=2048, repeats=10):
@@ -43,16 +89,16 @@ def matmul_gflops(size=2048, repeats=10):
     return 2 * size ** 3 / statistics.median(seconds) / 1e9
 
 
-def training_images_per_sec(name, input_size, batch_size, steps, warmup_steps=3, classes=1000):
-    """Median images/s of ``steps`` training steps of ``name`` after ``warmup_steps``."""
-    net = get_model(name, classes=classes)
+def model_only(name, input_size, batch_size, steps, warmup_steps):
+    """Median images/s of ``steps`` training steps of ``name`` after ``warmup_steps``, and its multiply-adds."""
+    net = get_model(name, classes=CLASSES)
     net.initialize(mx.init.Xavier())
     multiply_adds = count_multiply_adds(net, input_size)
     net.hybridize(static_alloc=True, static_shape=True)
     trainer = gluon.Trainer(net.collect_params(), "nag", {"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     images = mx.nd.random.normal(shape=(batch_size, 3, input_size, input_size))
-    labels = mx.nd.array([i % classes for i in range(batch_size)])
+    labels = mx.nd.array([i % CLASSES for i in range(batch_size)])
     seconds = []
     for step in range(warmup_steps + steps):
         tic = time.perf_counter()
@@ -63,38 +109,206 @@ def training_images_per_sec(name, input_size, batch_size, steps, warmup_steps=3,
         mx.nd.waitall()
         if step >= warmup_steps:
             seconds.append(time.perf_counter() - tic)
-    return batch_size / statistics.median(seconds), multiply_adds
+    return dict(images_per_sec=batch_size / statistics.median(seconds), multiply_adds=multiply_adds)
+
+
+def run_measured(argv, cwd):
+    """Run ``argv``; return its output and peak resident memory in MB (of that process alone)."""
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        output = log.read()
+    if process.returncode:
+        raise SystemExit(f"{' '.join(argv[:4])} ... failed ({process.returncode}):\n{output[-3000:]}")
+    return output, usage.ru_maxrss / 1024
+
+
+def write_subset(rec, num_images, out_prefix):
+    """The first ``num_images`` records of ``rec`` (in .idx order) as ``out_prefix``.rec/.idx."""
+    idx = os.path.splitext(rec)[0] + ".idx"
+    reader = mx.recordio.MXIndexedRecordIO(idx, rec, "r")
+    writer = mx.recordio.MXIndexedRecordIO(out_prefix + ".idx", out_prefix + ".rec", "w")
+    keys = reader.keys[:num_images]
+    for key in keys:
+        writer.write_idx(key, reader.read_idx(key))
+    reader.close()
+    writer.close()
+    return out_prefix + ".rec", len(keys)
+
+
+def loop_args(name, input_size, batch_size, threads):
+    """The flags both scripts understand: same network, input, batch, rate and threads, two epochs."""
+    return ["--model", name, "--input-size", str(input_size), "--batch-size", str(batch_size), "--num-epochs", "2",
+            "--lr", "0.01", "--lr-decay-epoch", "10", "-j", str(threads), "--mode", "hybrid"]
+
+
+def our_loop(name, input_size, batch_size, threads, data, workdir):
+    save_dir = tempfile.mkdtemp(prefix="ours-", dir=workdir)
+    argv = [sys.executable, os.path.join(REPO, "train_imagenet.py"), *loop_args(name, input_size, batch_size, threads),
+            "--rec-train", data["train"], "--rec-val", data["val"], "--num-classes", str(CLASSES),
+            "--save-dir", save_dir, "--save-frequency", "0", "--log-interval", "1000"]
+    _, peak = run_measured(argv, workdir)
+    with open(os.path.join(save_dir, "metrics.jsonl")) as handle:
+        second_epoch = [json.loads(line) for line in handle][1]
+    return dict(images_per_sec=second_epoch["samples_per_sec"], peak_rss_mb=peak)
+
+
+def gluoncv_loop(script, name, input_size, batch_size, threads, data, workdir):
+    run_dir = tempfile.mkdtemp(prefix="gluoncv-", dir=workdir)
+    wrapper = os.path.join(run_dir, "run_with_resnet18_v1d.py")
+    with open(wrapper, "w") as handle:
+        handle.write(GLUONCV_RESNET18_V1D)
+    argv = [sys.executable, wrapper, os.path.abspath(script), *loop_args(name, input_size, batch_size, threads),
+            "--use-rec", "--rec-train", data["train"], "--rec-train-idx", data["train"][:-4] + ".idx",
+            "--rec-val", data["val"], "--rec-val-idx", data["val"][:-4] + ".idx",
+            "--num-training-samples", str(data["num_train"]), "--save-dir", os.path.join(run_dir, "params"),
+            "--log-interval", "1000"]
+    output, peak = run_measured(argv, run_dir)
+    seconds = re.findall(r"\[Epoch 1\] speed: \d+ samples/sec\ttime cost: ([0-9.]+)", output)
+    if not seconds:
+        raise SystemExit(f"no '[Epoch 1] speed' line in GluonCV's output:\n{output[-3000:]}")
+    # GluonCV's own figure divides by one batch fewer than the epoch has (its loop index); count them all.
+    batches = -(-data["num_train"] // batch_size)
+    return dict(images_per_sec=batches * batch_size / float(seconds[0]), peak_rss_mb=peak)
+
+
+def measure_row(spec, args, data, workdir):
+    name, _, size = spec.partition(":")
+    input_size = int(size)
+    quick_steps = args.quick or name == "inceptionv3"
+    steps, warmup = (2, 1) if quick_steps else (args.steps, 3)
+    child = [sys.executable, os.path.abspath(__file__), "--model-only", spec, "--batch-size", str(args.batch_size),
+             "--steps", str(steps), "--warmup-steps", str(warmup)]
+    output, peak = run_measured(child, workdir)
+    row = dict(model=name, input_size=input_size, batch_size=args.batch_size, model_only_steps=steps,
+               **json.loads(output.strip().splitlines()[-1]))
+    row.update(model_only_peak_rss_mb=peak)
+    in_loop = data is not None and (not args.quick or spec == COMPARED_ROW)
+    if in_loop:
+        # Ours and theirs alternate, so that a slow spell of a shared machine does not hit one side alone.
+        runs = {"loop": [], "gluoncv": []}
+        for _ in range(args.repeats):
+            runs["loop"].append(our_loop(name, input_size, args.batch_size, args.threads, data, workdir))
+            if args.gluoncv_script:
+                runs["gluoncv"].append(gluoncv_loop(args.gluoncv_script, name, input_size, args.batch_size,
+                                                    args.threads, data, workdir))
+        for side, measured in runs.items():
+            if measured:
+                speeds = [run["images_per_sec"] for run in measured]
+                row[side] = dict(images_per_sec=statistics.median(speeds), runs=speeds,
+                                 peak_rss_mb=max(run["peak_rss_mb"] for run in measured))
+        if args.gluoncv_script:
+            row["ours_over_gluoncv"] = row["loop"]["images_per_sec"] / row["gluoncv"]["images_per_sec"]
+    return row
+
+
+def gflops(row, images_per_sec):
+    return 3 * 2 * row["multiply_adds"] * images_per_sec / 1e9
+
+
+def markdown(result):
+    ceiling = result["matmul_gflops"]
+    facts = result["machine"]
+    lines = [f"Machine: {facts['cpu']}, {facts['cores']} cores; MXNet {facts['mxnet']}; float32 matrix multiply "
+             f"{ceiling:.1f} GFLOP/s (the ceiling); batch {result['batch_size']}; model only: median of the timed "
+             f"steps of one run; loops: second of two epochs over {result['loop_images']} images, "
+             f"{result['threads']} data threads, median of {result['repeats']} runs alternating ours and GluonCV's "
+             "(all runs in throughput.json).",
+             "",
+             "| model | input | model only img/s | of ceiling | our loop img/s | of ceiling | GluonCV loop img/s "
+             "| ours / GluonCV | peak RSS MB (model / ours / GluonCV) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in result["rows"]:
+        loop, theirs = row.get("loop"), row.get("gluoncv")
+        cells = [row["model"], str(row["input_size"]), f"{row['images_per_sec']:.1f}",
+                 f"{gflops(row, row['images_per_sec']) / ceiling:.2f}",
+                 f"{loop['images_per_sec']:.1f}" if loop else "-",
+                 f"{gflops(row, loop['images_per_sec']) / ceiling:.2f}" if loop else "-",
+                 f"{theirs['images_per_sec']:.1f}" if theirs else "-",
+                 f"{row['ours_over_gluoncv']:.2f}" if theirs else "-",
+                 " / ".join(f"{value:.0f}" if value else "-" for value in (
+                     row["model_only_peak_rss_mb"], loop and loop["peak_rss_mb"], theirs and theirs["peak_rss_mb"]))]
+        lines.append("| " + " | ".join(cells) + " |")
+    if result["pipeline"]:
+        lines += ["", "Input pipeline alone (training ImageRecordIter, paper's augmentation):", "",
+                  "| data | input | threads | images/s | per thread |", "| --- | --- | --- | --- | --- |"]
+        for row in result["pipeline"]:
+            lines.append(f"| {row['data']} | {row['input_size']} | {row['threads']} | {row['images_per_sec']:.0f} | "
+                         f"{row['images_per_sec'] / row['threads']:.0f} |")
+    return "\n".join(lines)
+
+
+def pipeline_rows(args):
+    sources = [("--rec-train", args.rec_train)] + ([("--rec-256", args.rec_256)] if args.rec_256 else [])
+    sizes = (32,) if args.quick else (32, 64, 224)
+    threads = sorted({1, os.cpu_count() or 1})
+    batches = 10 if args.quick else 40
+    return [dict(data=label, input_size=size, threads=count,
+                 images_per_sec=pipeline_images_per_sec(rec, size, count, args.batch_size, batches))
+            for label, rec in sources for size in sizes for count in threads]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("rows", nargs="*", default=list(ROWS), help=f"MODEL:INPUT rows (default {' '.join(ROWS)})")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 timed steps per model; loops and GluonCV only on resnet18_v1d:32; input 32 only")
+    parser.add_argument("--rec-train", help="packed training data for the loops and the input pipeline")
+    parser.add_argument("--rec-val", help="packed validation data for the loops")
+    parser.add_argument("--rec-256", help="images packed at a shorter side of 256, for the input pipeline")
+    parser.add_argument("--gluoncv-script", help="GluonCV's scripts/classification/imagenet/train_imagenet.py")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=10, help="timed model-only steps (default 10)")
+    parser.add_argument("--warmup-steps", type=int, default=3)
+    parser.add_argument("--loop-images", type=int, help="images per loop epoch (default 2048, --quick 1024)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each loop, alternating (median; default 3)")
+    parser.add_argument("-j", "--threads", type=int, default=os.cpu_count() or 1, help="data threads in the loops")
+    parser.add_argument("--output-dir", default=".", help="where throughput.md and throughput.json go")
+    parser.add_argument("--model-only", metavar="MODEL:INPUT", help=argparse.SUPPRESS)
+    return parser
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="+", help="MODEL:INPUT pairs, e.g. resnet50_v1d:224")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per model (median reported)")
-    parser.add_argument("--output", default="throughput.json")
-    args = parser.parse_args(argv)
-
-    ceiling = matmul_gflops()
-    rows = []
-    for spec in args.models:
-        name, _, size = spec.partition(":")
-        images_per_sec, multiply_adds = training_images_per_sec(name, int(size or 224), args.batch_size, args.steps)
-        achieved = 3 * 2 * multiply_adds * images_per_sec / 1e9
-        rows.append(dict(model=name, input_size=int(size or 224), batch_size=args.batch_size, steps=args.steps,
-                         images_per_sec=images_per_sec, training_gflops=achieved,
-                         fraction_of_ceiling=achieved / ceiling,
-                         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
-    result = dict(machine=platform.processor() or platform.machine(), cores=os.cpu_count(), mxnet=mx.__version__,
-                  runs=1, matmul_gflops=ceiling, rows=rows)
-    print(f"machine: {result['machine']}, {result['cores']} cores, MXNet {result['mxnet']}; float32 matrix "
-          f"multiply {ceiling:.1f} GFLOP/s")
-    print("| model | input | batch | images/s | training GFLOP/s | of ceiling | peak RSS MB |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for row in rows:
-        print(f"| {row['model']} | {row['input_size']} | {row['batch_size']} | {row['images_per_sec']:.1f} | "
-              f"{row['training_gflops']:.1f} | {row['fraction_of_ceiling']:.2f} | {row['peak_rss_mb']:.0f} |")
-    with open(args.output, "w") as handle:
+    args = build_parser().parse_args(argv)
+    if args.model_only:
+        name, _, size = args.model_only.partition(":")
+        print(json.dumps(model_only(name, int(size), args.batch_size, args.steps, args.warmup_steps)))
+        return 0
+    if bool(args.rec_train) != bool(args.rec_val):
+        raise SystemExit("--rec-train and --rec-val go together")
+    if args.gluoncv_script and not os.path.isfile(args.gluoncv_script):
+        raise SystemExit(f"--gluoncv-script {args.gluoncv_script} does not exist")
+    args.loop_images = args.loop_images or (1024 if args.quick else 2048)
+    workdir = tempfile.mkdtemp(prefix="throughput-")
+    try:
+        data = None
+        if args.rec_train:
+            train, num_train = write_subset(args.rec_train, args.loop_images, os.path.join(workdir, "train"))
+            num_val = max(args.loop_images // 4, args.batch_size)
+            val, _ = write_subset(args.rec_val, num_val, os.path.join(workdir, "val"))
+            data = dict(train=train, val=val, num_train=num_train)
+        ceiling = matmul_gflops()
+        rows = []
+        for spec in args.rows:
+            rows.append(measure_row(spec, args, data, workdir))
+            print(f"measured {spec}", flush=True)
+        result = dict(machine=machine(), matmul_gflops=ceiling, repeats=args.repeats, batch_size=args.batch_size,
+                      loop_images=args.loop_images, threads=args.threads, rows=rows,
+                      pipeline=pipeline_rows(args) if args.rec_train else [])
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    table = markdown(result)
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, "throughput.md"), "w") as handle:
+        handle.write(table + "\n")
+    with open(os.path.join(args.output_dir, "throughput.json"), "w") as handle:
         json.dump(result, handle, indent=2)
+    print(table)
+    compared = [row for row in rows if f"{row['model']}:{row['input_size']}" == COMPARED_ROW and "gluoncv" in row]
+    if compared:
+        print(f"ours / GluonCV images/s on {COMPARED_ROW.replace(':', ' at ')}: {compared[0]['ours_over_gluoncv']:.2f}")
     return 0
 
 

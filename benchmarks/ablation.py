@@ -1,0 +1,283 @@
+"""Re-run the structure of the paper's Tables 4, 5 and 6 on a packed data set, with several seeds per row.
+
+Table 4 (section 3, efficient training): baseline at batch B -> linear scaling to batch L -> + warmup ->
++ zero gamma -> + no bias decay, on ``FAMILY_v1b``. Table 5 (section 4, model tweaks): ``FAMILY_v1``,
+``_v1b``, ``_v1c``, ``_v1d`` with Table 4's last recipe. Table 6 (section 5, refinements) on ``FAMILY_v1d``:
+efficient -> + cosine -> + label smoothing -> + distillation, + mixup, + both. The teacher (``--teacher``,
+trained here once with the cosine + label-smoothing recipe, seed 0) must be a larger network.
+
+Every run is ``train_imagenet.py`` with ``--resume`` in its own folder under ``--work-dir``, named by a hash
+of its full command line: an interrupted grid continues where it stopped (even inside a run) when it is
+started again, and finished runs are never repeated. Rows shared by two tables (Table 4's last is Table 5's
+``_v1b``; Table 5's ``_v1d`` is Table 6's first) run once. Runs go one after the other, never two at once.
+
+    python benchmarks/ablation.py --rec-train rec/train.rec --rec-val rec/val.rec --num-epochs 10 \\
+        --seeds 0 1 2 --work-dir runs/ablation --output-dir benchmarks/results/cifar10
+
+writes ``ablation.md`` (mean +- std of the final validation top-1 and top-5 per row, the difference to the
+row above, the commands), ``ablation.json`` and PNG plots: top-1 per epoch for every row, the learning-rate
+schedules, and the deltas. ``--report-only`` rebuilds them from the finished runs.
+"""
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from utils import checkpoint  # noqa: E402
+from utils.lr_schedule import build_lr_scheduler, linear_scaled_lr  # noqa: E402
+
+TABLE_TITLES = {4: "Table 4: efficient training (section 3)", 5: "Table 5: ResNet tweaks (section 4)",
+                6: "Table 6: training refinements (section 5)"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One row of a table: its label and the flags that make it, on top of the budget's common flags."""
+
+    table: int
+    label: str
+    flags: tuple
+    seeded: bool = True
+
+
+def decay_epochs(num_epochs):
+    """The paper's step decay at epochs 30, 60, 90 of 120, as GluonCV's 10-epoch runs place it: half and 0.8."""
+    return f"{round(num_epochs * 0.5)},{round(num_epochs * 0.8)}"
+
+
+def grid(args, teacher_params):
+    """The rows of the requested tables, in order; Table 6's distillation rows need ``teacher_params``."""
+    family, small, large = args.family, args.batch_size, args.large_batch_size
+    warmup = ("--warmup-epochs", str(args.warmup_epochs))
+    efficient = ("--batch-size", str(large), *warmup, "--last-gamma", "--no-wd")
+    mixup = ("--mixup", "--mixup-off-epoch", str(args.mixup_off_epochs))
+    distill = ("--teacher", args.teacher, "--teacher-params", teacher_params or "TEACHER.params",
+               "--temperature", str(args.temperature))
+    d_efficient = (f"--model={family}_v1d", *efficient)
+    refined = (*d_efficient, "--lr-mode", "cosine", "--label-smoothing")
+    rows = {
+        4: [Row(4, f"baseline {family}_v1b, batch {small}", (f"--model={family}_v1b", "--batch-size", str(small))),
+            Row(4, f"+ linear scaling, batch {large}", (f"--model={family}_v1b", "--batch-size", str(large))),
+            Row(4, "+ LR warmup", (f"--model={family}_v1b", "--batch-size", str(large), *warmup)),
+            Row(4, "+ zero gamma", (f"--model={family}_v1b", "--batch-size", str(large), *warmup, "--last-gamma")),
+            Row(4, "+ no bias decay", (f"--model={family}_v1b", *efficient))],
+        5: [Row(5, f"{family}_v1{variant}", (f"--model={family}_v1{variant}", *efficient))
+            for variant in ("", "b", "c", "d")],
+        6: [Row(6, f"efficient {family}_v1d", d_efficient),
+            Row(6, "+ cosine decay", (*d_efficient, "--lr-mode", "cosine")),
+            Row(6, "+ label smoothing", refined),
+            Row(6, f"+ distillation from {args.teacher}", (*refined, *distill)),
+            Row(6, "+ mixup (no distillation)", (*refined, *mixup)),
+            Row(6, "+ distillation and mixup", (*refined, *distill, *mixup))],
+    }
+    return [row for table in args.tables for row in rows[table]]
+
+
+def common_flags(args):
+    return ["--rec-train", args.rec_train, "--rec-val", args.rec_val, "--input-size", str(args.input_size),
+            "--num-epochs", str(args.num_epochs), "--lr-decay-epoch", decay_epochs(args.num_epochs),
+            "-j", str(args.threads), "--log-interval", "1000", "--save-frequency", "1", "--keep-checkpoints", "1"]
+
+
+def teacher_flags(args):
+    return [f"--model={args.teacher}", "--batch-size", str(args.large_batch_size), "--warmup-epochs",
+            str(args.warmup_epochs), "--last-gamma", "--no-wd", "--lr-mode", "cosine", "--label-smoothing"]
+
+
+def run_dir(args, flags, seed):
+    """The folder of one run: readable start, then a hash of everything that defines the run."""
+    key = json.dumps([os.path.abspath(args.rec_train), *common_flags(args)[2:], *flags, seed])
+    model = next(flag.split("=", 1)[1] for flag in flags if flag.startswith("--model="))
+    return os.path.join(args.work_dir, f"{model}-seed{seed}-{hashlib.sha1(key.encode()).hexdigest()[:10]}")
+
+
+def command(args, flags, seed, save_dir):
+    return [sys.executable, os.path.join(REPO, "train_imagenet.py"), *common_flags(args), *flags, "--seed", str(seed),
+            "--save-dir", save_dir, "--resume"]
+
+
+def finished(save_dir, num_epochs):
+    return len(checkpoint.read_metrics(save_dir)) == num_epochs
+
+
+def run(args, flags, seed):
+    """Train one configuration (or finish it); return its folder. Runs that are done are not repeated."""
+    save_dir = run_dir(args, flags, seed)
+    if finished(save_dir, args.num_epochs):
+        return save_dir
+    argv = command(args, flags, seed, save_dir)
+    os.makedirs(save_dir, exist_ok=True)
+    with open(os.path.join(save_dir, "command.txt"), "w") as handle:
+        handle.write(shlex.join(argv[1:]) + "\n")
+    print(f"{time.strftime('%H:%M:%S')} running {shlex.join(argv[2:])}", flush=True)
+    with open(os.path.join(save_dir, "stdout.txt"), "a") as log:
+        status = subprocess.call(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    if status:
+        raise SystemExit(f"run failed with status {status}; see {save_dir}/stdout.txt (starting the grid again "
+                         "resumes it)")
+    return save_dir
+
+
+def teacher_params(args):
+    """The teacher's final parameters, training it first if needed (one seed: it is a tool, not a row)."""
+    save_dir = run(args, teacher_flags(args), 0) if not args.report_only else run_dir(args, teacher_flags(args), 0)
+    return os.path.join(save_dir, checkpoint.params_path("", args.teacher, args.num_epochs - 1))
+
+
+def summarize(args, rows):
+    """Per row: the seeds' final top-1/top-5 and curves, their mean and std, the delta to the row above."""
+    results, previous = [], {}
+    for row in rows:
+        runs = []
+        for seed in args.seeds:
+            save_dir = run_dir(args, row.flags, seed)
+            if finished(save_dir, args.num_epochs):
+                runs.append(dict(seed=seed, save_dir=save_dir, metrics=checkpoint.read_metrics(save_dir)))
+        entry = dict(table=row.table, label=row.label, flags=list(row.flags), seeds=[r["seed"] for r in runs],
+                     command=shlex.join(["python", "train_imagenet.py", *common_flags(args), *row.flags,
+                                         "--seed", "SEED", "--save-dir", "DIR", "--resume"]), runs=runs)
+        for metric in ("val_top1", "val_top5"):
+            finals = [r["metrics"][-1][metric] for r in runs]
+            entry[metric] = finals
+            entry[f"{metric}_mean"] = statistics.mean(finals) if finals else None
+            entry[f"{metric}_std"] = statistics.stdev(finals) if len(finals) > 1 else None
+        above = previous.get(row.table)
+        entry["delta_top1"] = (entry["val_top1_mean"] - above["val_top1_mean"]
+                               if above and above["val_top1_mean"] is not None and entry["val_top1_mean"] is not None
+                               else None)
+        previous[row.table] = entry
+        results.append(entry)
+    return results
+
+
+def _percent(value, std=None):
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f} ± {100 * std:.2f}" if std is not None else f"{100 * value:.2f}"
+
+
+def markdown(args, results, teacher):
+    lines = [f"Budget: `{args.family}` family at input {args.input_size}, {args.num_epochs} epochs, batch "
+             f"{args.batch_size} (Table 4's baseline) and {args.large_batch_size}, learning rate 0.1 x batch / 256, "
+             f"step decay at epochs {decay_epochs(args.num_epochs)} unless cosine, {args.warmup_epochs} warmup "
+             f"epoch(s), mixup off for the last {args.mixup_off_epochs}; seeds {' '.join(map(str, args.seeds))}; "
+             f"data {args.rec_train}. Teacher: {args.teacher} ({teacher}).", ""]
+    for table in args.tables:
+        lines += [f"### {TABLE_TITLES[table]}", "",
+                  "| row | seeds | val top-1 % (mean ± std) | Δ top-1 vs row above | val top-5 % | per seed top-1 % |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for entry in (e for e in results if e["table"] == table):
+            delta = f"{100 * entry['delta_top1']:+.2f}" if entry["delta_top1"] is not None else "-"
+            lines.append(f"| {entry['label']} | {len(entry['seeds'])} | "
+                         f"{_percent(entry['val_top1_mean'], entry['val_top1_std'])} | {delta} | "
+                         f"{_percent(entry['val_top5_mean'], entry['val_top5_std'])} | "
+                         f"{', '.join(f'{100 * v:.2f}' for v in entry['val_top1'])} |")
+        lines.append("")
+    lines += ["Every run is `python train_imagenet.py COMMON ROW --seed SEED --save-dir DIR --resume` with", "",
+              f"COMMON = `{shlex.join(common_flags(args))}`", "", "and ROW:", ""]
+    lines += [f"- {entry['label']}: `{shlex.join(entry['flags'])}`" for entry in results]
+    return "\n".join(lines) + "\n"
+
+
+def lr_schedule(args, flags, num_images):
+    """Rate per optimizer update of a row, from the same scheduler the trainer builds."""
+    batch = int(flags[flags.index("--batch-size") + 1])
+    batches_per_epoch = -(-num_images // batch)
+    mode = flags[flags.index("--lr-mode") + 1] if "--lr-mode" in flags else "step"
+    warmup = float(flags[flags.index("--warmup-epochs") + 1]) if "--warmup-epochs" in flags else 0
+    scheduler = build_lr_scheduler(mode, linear_scaled_lr(batch), batches_per_epoch, args.num_epochs,
+                                   warmup_epochs=warmup, decay_epochs=[int(e) for e in
+                                                                       decay_epochs(args.num_epochs).split(",")])
+    updates = batches_per_epoch * args.num_epochs
+    return [(update / batches_per_epoch, scheduler(update)) for update in range(1, updates + 1)]
+
+
+def plot(args, results, rows):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from data.records import count_records
+    images = count_records(os.path.splitext(args.rec_train)[0] + ".idx")
+    for table in args.tables:
+        entries = [e for e in results if e["table"] == table and e["runs"]]
+        if not entries:
+            continue
+        figure, axes = plt.subplots(1, 3, figsize=(18, 5))
+        for entry in entries:
+            curves = [[100 * m["val_top1"] for m in run["metrics"]] for run in entry["runs"]]
+            mean = [statistics.mean(values) for values in zip(*curves)]
+            axes[0].plot(range(1, len(mean) + 1), mean, marker="o", label=entry["label"])
+            row = next(r for r in rows if r.table == table and r.label == entry["label"])
+            schedule = lr_schedule(args, row.flags, images)
+            axes[1].plot([epoch for epoch, _ in schedule], [rate for _, rate in schedule], label=entry["label"])
+        axes[0].set(xlabel="epoch", ylabel="validation top-1 % (mean of seeds)", title=TABLE_TITLES[table])
+        axes[0].legend(fontsize=8)
+        axes[1].set(xlabel="epoch", ylabel="learning rate", title="learning-rate schedules")
+        labels = [e["label"] for e in entries]
+        deltas = [100 * (e["delta_top1"] or 0) for e in entries]
+        errors = [100 * (e["val_top1_std"] or 0) for e in entries]
+        axes[2].bar(range(len(labels)), deltas, yerr=errors, capsize=4,
+                    color=["tab:green" if d >= 0 else "tab:red" for d in deltas])
+        axes[2].axhline(0, color="black", linewidth=0.8)
+        axes[2].set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+        axes[2].set(ylabel="Δ top-1 vs row above (points; bar: std of the row)", title="what each step buys")
+        figure.tight_layout()
+        figure.savefig(os.path.join(args.output_dir, f"table{table}.png"), dpi=90)
+        plt.close(figure)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rec-train", required=True)
+    parser.add_argument("--rec-val", required=True)
+    parser.add_argument("--tables", type=int, nargs="+", default=[4, 5, 6], choices=(4, 5, 6))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--family", default="resnet18", help="ResNet depth whose v1/b/c/d variants run")
+    parser.add_argument("--teacher", default="resnet50_v1d", help="Table 6's teacher network")
+    parser.add_argument("--input-size", type=int, default=32)
+    parser.add_argument("--num-epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128, help="Table 4's baseline batch")
+    parser.add_argument("--large-batch-size", type=int, default=512, help="the batch of linear scaling and after")
+    parser.add_argument("--warmup-epochs", type=int, default=1)
+    parser.add_argument("--mixup-off-epochs", type=int, default=2)
+    parser.add_argument("--temperature", type=float, default=20.0)
+    parser.add_argument("-j", "--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--work-dir", default="runs/ablation", help="one folder per run (the cache)")
+    parser.add_argument("--output-dir", default="ablation-results")
+    parser.add_argument("--report-only", action="store_true", help="only tabulate and plot the finished runs")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    os.makedirs(args.output_dir, exist_ok=True)
+    needs_teacher = 6 in args.tables
+    teacher = teacher_params(args) if needs_teacher else None
+    rows = grid(args, teacher)
+    if not args.report_only:
+        for seed in args.seeds:  # seed-major: after one sitting every row has a first figure
+            for row in rows:
+                run(args, row.flags, seed)
+    results = summarize(args, rows)
+    with open(os.path.join(args.output_dir, "ablation.md"), "w") as handle:
+        handle.write(markdown(args, results, teacher))
+    with open(os.path.join(args.output_dir, "ablation.json"), "w") as handle:
+        json.dump(dict(budget=vars(args), rows=[{k: v for k, v in e.items() if k != "runs"} | dict(
+            curves=[[m["val_top1"] for m in r["metrics"]] for r in e["runs"]]) for e in results]), handle, indent=2)
+    plot(args, results, rows)
+    print(markdown(args, results, teacher))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
