@@ -35,15 +35,16 @@ sys.path.insert(0, REPO)
 from utils import checkpoint  # noqa: E402
 from utils.lr_schedule import build_lr_scheduler, linear_scaled_lr  # noqa: E402
 
-TABLE_TITLES = {4: "Table 4: efficient training (section 3)", 5: "Table 5: ResNet tweaks (section 4)",
-                6: "Table 6: training refinements (section 5)"}
+TABLE_TITLES = {"4": "Table 4: efficient training (section 3)", "5": "Table 5: ResNet tweaks (section 4)",
+                "6": "Table 6: training refinements (section 5)",
+                "gluoncv": "GluonCV's budget: baseline and all tricks at one batch size"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Row:
     """One row of a table: its label and the flags that make it, on top of the budget's common flags."""
 
-    table: int
+    table: str
     label: str
     flags: tuple
     seeded: bool = True
@@ -64,20 +65,28 @@ def grid(args, teacher_params):
                "--temperature", str(args.temperature))
     d_efficient = (f"--model={family}_v1d", *efficient)
     refined = (*d_efficient, "--lr-mode", "cosine", "--label-smoothing")
+    v1b, v1d = f"--model={family}_v1b", f"--model={family}_v1d"
+    all_tricks = (v1d, "--batch-size", str(small), *warmup, "--last-gamma", "--no-wd", "--lr-mode", "cosine",
+                  "--label-smoothing", *mixup)
     rows = {
-        4: [Row(4, f"baseline {family}_v1b, batch {small}", (f"--model={family}_v1b", "--batch-size", str(small))),
-            Row(4, f"+ linear scaling, batch {large}", (f"--model={family}_v1b", "--batch-size", str(large))),
-            Row(4, "+ LR warmup", (f"--model={family}_v1b", "--batch-size", str(large), *warmup)),
-            Row(4, "+ zero gamma", (f"--model={family}_v1b", "--batch-size", str(large), *warmup, "--last-gamma")),
-            Row(4, "+ no bias decay", (f"--model={family}_v1b", *efficient))],
-        5: [Row(5, f"{family}_v1{variant}", (f"--model={family}_v1{variant}", *efficient))
-            for variant in ("", "b", "c", "d")],
-        6: [Row(6, f"efficient {family}_v1d", d_efficient),
-            Row(6, "+ cosine decay", (*d_efficient, "--lr-mode", "cosine")),
-            Row(6, "+ label smoothing", refined),
-            Row(6, f"+ distillation from {args.teacher}", (*refined, *distill)),
-            Row(6, "+ mixup (no distillation)", (*refined, *mixup)),
-            Row(6, "+ distillation and mixup", (*refined, *distill, *mixup))],
+        "gluoncv": [
+            Row("gluoncv", f"baseline {family}_v1d, batch {small}", (v1d, "--batch-size", str(small))),
+            Row("gluoncv", "+ all tricks (cosine, warmup, zero gamma, no bias decay, smoothing, mixup)", all_tricks)],
+        "4": [
+            Row("4", f"baseline {family}_v1b, batch {small}", (v1b, "--batch-size", str(small))),
+            Row("4", f"+ linear scaling, batch {large}", (v1b, "--batch-size", str(large))),
+            Row("4", "+ LR warmup", (v1b, "--batch-size", str(large), *warmup)),
+            Row("4", "+ zero gamma", (v1b, "--batch-size", str(large), *warmup, "--last-gamma")),
+            Row("4", "+ no bias decay", (v1b, *efficient))],
+        "5": [Row("5", f"{family}_v1{variant}", (f"--model={family}_v1{variant}", *efficient))
+              for variant in ("", "b", "c", "d")],
+        "6": [
+            Row("6", f"efficient {family}_v1d", d_efficient),
+            Row("6", "+ cosine decay", (*d_efficient, "--lr-mode", "cosine")),
+            Row("6", "+ label smoothing", refined),
+            Row("6", f"+ distillation from {args.teacher}", (*refined, *distill)),
+            Row("6", "+ mixup (no distillation)", (*refined, *mixup)),
+            Row("6", "+ distillation and mixup", (*refined, *distill, *mixup))],
     }
     return [row for table in args.tables for row in rows[table]]
 
@@ -240,7 +249,8 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rec-train", required=True)
     parser.add_argument("--rec-val", required=True)
-    parser.add_argument("--tables", type=int, nargs="+", default=[4, 5, 6], choices=(4, 5, 6))
+    parser.add_argument("--tables", nargs="+", default=["4", "5", "6"], choices=tuple(TABLE_TITLES),
+                        help="gluoncv: the baseline and all-tricks runs of issue 7's GluonCV figures")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--family", default="resnet18", help="ResNet depth whose v1/b/c/d variants run")
     parser.add_argument("--teacher", default="resnet50_v1d", help="Table 6's teacher network")
@@ -261,7 +271,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     os.makedirs(args.output_dir, exist_ok=True)
-    needs_teacher = 6 in args.tables
+    needs_teacher = "6" in args.tables
     teacher = teacher_params(args) if needs_teacher else None
     rows = grid(args, teacher)
     if not args.report_only:

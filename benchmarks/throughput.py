@@ -187,6 +187,12 @@ def measure_row(spec, args, data, workdir):
     row.update(model_only_peak_rss_mb=peak)
     in_loop = data is not None and (not args.quick or spec == COMPARED_ROW)
     if in_loop:
+        # Slow rows train on fewer images, about --loop-seconds per epoch, at least 4 batches.
+        batches = max(4, min(args.loop_images, row["images_per_sec"] * args.loop_seconds) // args.batch_size)
+        data = dict(data, num_train=int(batches * args.batch_size))
+        data["train"], _ = write_subset(data["train"], data["num_train"],
+                                        os.path.join(workdir, f"train-{data['num_train']}"))
+        row["loop_images"] = data["num_train"]
         # Ours and theirs alternate, so that a slow spell of a shared machine does not hit one side alone.
         runs = {"loop": [], "gluoncv": []}
         for _ in range(args.repeats):
@@ -213,7 +219,8 @@ def markdown(result):
     facts = result["machine"]
     lines = [f"Machine: {facts['cpu']}, {facts['cores']} cores; MXNet {facts['mxnet']}; float32 matrix multiply "
              f"{ceiling:.1f} GFLOP/s (the ceiling); batch {result['batch_size']}; model only: median of the timed "
-             f"steps of one run; loops: second of two epochs over {result['loop_images']} images, "
+             f"steps of one run; loops: second of two epochs over up to {result['loop_images']} images (fewer for "
+             f"slow rows: about {result['loop_seconds']:g} s an epoch), "
              f"{result['threads']} data threads, median of {result['repeats']} runs alternating ours and GluonCV's "
              "(all runs in throughput.json).",
              "",
@@ -263,6 +270,8 @@ def build_parser():
     parser.add_argument("--steps", type=int, default=10, help="timed model-only steps (default 10)")
     parser.add_argument("--warmup-steps", type=int, default=3)
     parser.add_argument("--loop-images", type=int, help="images per loop epoch (default 2048, --quick 1024)")
+    parser.add_argument("--loop-seconds", type=float, default=40,
+                        help="slow rows' loops get about this many seconds of images per epoch (default 40)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each loop, alternating (median; default 3)")
     parser.add_argument("-j", "--threads", type=int, default=os.cpu_count() or 1, help="data threads in the loops")
     parser.add_argument("--output-dir", default=".", help="where throughput.md and throughput.json go")
@@ -295,6 +304,7 @@ def main(argv=None):
             rows.append(measure_row(spec, args, data, workdir))
             print(f"measured {spec}", flush=True)
         result = dict(machine=machine(), matmul_gflops=ceiling, repeats=args.repeats, batch_size=args.batch_size,
+                      loop_seconds=args.loop_seconds,
                       loop_images=args.loop_images, threads=args.threads, rows=rows,
                       pipeline=pipeline_rows(args) if args.rec_train else [])
     finally:
