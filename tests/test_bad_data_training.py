@@ -66,6 +66,17 @@ def test_skip_bad_records_trains_on_the_rest_and_counts_them(tiny_set, tmp_path)
     assert os.path.exists(save_dir / "clean" / "train.rec") and not os.path.exists(save_dir / "clean" / "val.rec")
 
 
+def test_a_resumed_run_reuses_the_clean_copy_until_the_source_changes(tiny_set, tmp_path):
+    folder = _copy_with(tiny_set, str(tmp_path / "data"), "train", {7: NOT_AN_IMAGE})
+    save_dir = tmp_path / "run"
+    assert train_imagenet.main(_args(folder, save_dir, "--skip-bad-records", "--num-epochs", "2",
+                                     "--save-frequency", "1")) == 0
+    shutil.rmtree(save_dir / "checkpoints" / "epoch-0001")
+    assert train_imagenet.main(_args(folder, save_dir, "--skip-bad-records", "--num-epochs", "2", "--resume")) == 0
+    assert "Reusing" in (save_dir / "train.log").read_text()
+    assert [record["skipped_records"] for record in checkpoint.read_metrics(str(save_dir))] == [1, 1]
+
+
 def test_a_label_outside_the_classes_is_named(tiny_set, tmp_path, capsys):
     folder = _copy_with(tiny_set, str(tmp_path / "data"), "train", {5: (3, None)})
     assert train_imagenet.main(_args(folder, tmp_path / "run")) == 2
