@@ -10,7 +10,6 @@ import dataclasses
 import logging
 import math
 import os
-import random
 import resource
 import sys
 import time
@@ -20,7 +19,7 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from data.demo import make_demo_dataset
-from data.loaders import InputConfig, epoch_seed, folder_source, record_source
+from data.loaders import InputConfig, folder_source, record_source
 from models import get_model, model_names
 from utils import checkpoint
 from utils.batch_transform import BatchTransform
@@ -34,7 +33,8 @@ from utils.lr_schedule import LR_MODES, build_lr_scheduler, linear_scaled_lr
 from utils.mixup import MixupSchedule
 from utils.precision import DTYPES, build_precision
 from utils.pretrained import cached_gluoncv_params, load_for_finetuning
-from utils.resume import find_resume_point
+from utils.resume import RunState, find_resume_point, restore
+from utils.seeding import epoch_seed, seed_everything
 from utils.weight_decay import apply_no_bias_decay
 
 # The paper's baseline (section 2): ResNet-50, 224x224, 8 devices x 32 = 256 images a batch, 120 epochs,
@@ -617,82 +617,6 @@ def current_lr(trainer, cluster, updates):
     return trainer.learning_rate
 
 
-def seed_everything(seed):
-    random.seed(seed)
-    np.random.seed(seed)
-    mx.random.seed(seed)
-
-
-def random_states(recipe, mxnet_seed):
-    """The generator states a checkpoint keeps: Python's, numpy's, mixup's, and the epoch MXNet was seeded for.
-
-    MXNet offers no way to read its generator's state; it is seeded afresh at every epoch's start instead,
-    so only operators drawing random numbers inside the network (dropout) differ after a mid-epoch resume.
-    """
-    mixup = recipe.batch_transform.mixup
-    return dict(python=random.getstate(), numpy=np.random.get_state(), mxnet_seed=mxnet_seed,
-                mixup=mixup.get_state() if mixup is not None else None)
-
-
-def restore_random_states(recipe, states):
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    if states["mixup"] is not None and recipe.batch_transform.mixup is not None:
-        recipe.batch_transform.mixup.set_state(states["mixup"])
-
-
-class RunState:
-    """Where the run is and how it went: the epoch, the optimizer's update count and the best validation top-1.
-
-    ``save(...)`` writes one checkpoint of the run at this point; only rank 0 of a job calls it.
-    """
-
-    def __init__(self, config, recipe, contexts, cluster, start):
-        self.config, self.recipe, self.contexts, self.cluster = config, recipe, contexts, cluster
-        self.global_batch = total_batch_size(config, contexts) * cluster.num_workers
-        self.best_val_top1, self.best_epoch = start.best_val_top1, start.best_epoch
-
-    def note_validation(self, epoch, val_top1):
-        if self.best_val_top1 is None or val_top1 >= self.best_val_top1:
-            self.best_val_top1, self.best_epoch = val_top1, epoch
-
-    def save(self, epoch, global_step, val_top1=None, batches_done=None, meter=None):
-        """A checkpoint after epoch ``epoch``, or after ``batches_done`` of its batches (then ``meter``)."""
-        mid_epoch = batches_done is not None
-        # In a distributed job the optimizer states live on the servers, which MXNet cannot save.
-        trainer = self.recipe.trainer if self.cluster.num_workers == 1 else None
-        state = dict(epoch=epoch if mid_epoch else epoch + 1, batch=batches_done if mid_epoch else 0,
-                     global_step=global_step, val_top1=val_top1, best_val_top1=self.best_val_top1,
-                     best_epoch=self.best_epoch, epoch_meter=meter.state() if mid_epoch else None,
-                     global_batch=self.global_batch, model=self.config.model,
-                     config=dataclasses.asdict(self.config))
-        folder = checkpoint.save_checkpoint(
-            self.config.save_dir, checkpoint.checkpoint_name(epoch, batches_done), self.recipe.net, trainer,
-            state, random_states(self.recipe, epoch_seed(self.config.seed, epoch)), os.path.basename(
-                checkpoint.params_path("", self.config.model, epoch)))
-        checkpoint.prune_checkpoints(self.config.save_dir, self.config.keep_checkpoints)
-        return folder
-
-
-def restore(start, recipe, contexts, cluster):
-    """Load the parameters, optimizer states and generator states that ``start`` points to."""
-    trainer = recipe.trainer if cluster.num_workers == 1 else None
-    if start.checkpoint:
-        _, states = checkpoint.load_checkpoint(start.checkpoint, recipe.net, trainer, contexts)
-        restore_random_states(recipe, states)
-        logging.info("Resuming from %s: epoch %d, batch %d, %d updates done", start.checkpoint, start.epoch,
-                     start.batch, start.global_step)
-    elif start.params:
-        recipe.net.load_parameters(start.params, ctx=contexts)
-        if start.trainer_states and trainer is not None:
-            trainer.load_states(start.trainer_states)
-        logging.info("Resuming at epoch %d from %s%s", start.epoch, start.params,
-                     f" and {start.trainer_states}" if start.trainer_states else " (fresh optimizer momentum)")
-    if (start.checkpoint or start.params) and trainer is None:
-        logging.warning("Optimizer momentum restarts from zero: a distributed job keeps it on its servers, "
-                        "which MXNet cannot save")
-
-
 def train(config):
     """Run the whole recipe; returns the last epoch's metrics record."""
     contexts = build_contexts(config.num_gpus, config.num_cpu_contexts, config.gpus)
@@ -707,7 +631,7 @@ def train(config):
     start = find_resume_point(config, total_batch_size(config, contexts) * cluster.num_workers, updates_per_epoch)
     recipe = build_recipe(config, data, contexts, cluster, begin_num_update=start.global_step)
     restore(start, recipe, contexts, cluster)
-    run = RunState(config, recipe, contexts, cluster, start)
+    run = RunState(config, recipe, cluster, start, total_batch_size(config, contexts) * cluster.num_workers)
     if cluster.is_chief:
         checkpoint.remove_unfinished_checkpoints(config.save_dir)
         checkpoint.keep_metrics_before(config.save_dir, start.epoch)

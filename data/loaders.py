@@ -10,7 +10,6 @@ resumed run sees the data an uninterrupted one would. A short last validation ba
 import functools
 import math
 import os
-import random
 from dataclasses import dataclass
 
 import mxnet as mx
@@ -21,6 +20,7 @@ from mxnet.gluon.data.vision import ImageFolderDataset, transforms
 from data.clean import clean_records, describe_bad_records
 from data.records import RecordFiles, check_record_files, count_records, read_class_names
 from utils.errors import UserError
+from utils.seeding import epoch_seed, seed_everything
 
 # Section 2: RGB mean and standard deviation of ImageNet, on the [0, 255] scale.
 RGB_MEAN = (123.68, 116.779, 103.939)
@@ -69,11 +69,6 @@ class DataSource:
 def _normalization():
     return dict(mean_r=RGB_MEAN[0], mean_g=RGB_MEAN[1], mean_b=RGB_MEAN[2],
                 std_r=RGB_STD[0], std_g=RGB_STD[1], std_b=RGB_STD[2])
-
-
-def epoch_seed(seed, epoch):
-    """A 31-bit seed for one epoch of one run; runs with neighbouring seeds do not share epochs."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] >> 1)
 
 
 def train_record_iter(rec, idx, config, epoch=0):
@@ -250,10 +245,7 @@ class FolderBatches:
         here for the epoch: the order is exact on resume, the augmentation too when ``num_workers`` is 0
         (worker processes keep the generators they were forked with).
         """
-        seed = epoch_seed(self._seed, epoch)
-        random.seed(seed)
-        np.random.seed(seed)
-        mx.random.seed(seed)
+        seed_everything(epoch_seed(self._seed, epoch))
         for index, batch in enumerate(self):
             if index >= start_batch:
                 yield batch

@@ -1,4 +1,5 @@
-"""Where a run starts: from scratch, from its newest checkpoint (``--resume``), or from GluonCV-style files.
+"""Where a run starts (from scratch, its newest checkpoint with ``--resume``, or GluonCV-style files), and
+what its checkpoints hold (``RunState.save``) so that it can start there again.
 
 A resumed run must compute what the uninterrupted one would have, so it refuses to continue under
 settings that change the mathematics (another network, rate, schedule, batch, seed, trick); data paths,
@@ -6,10 +7,15 @@ devices and logging may differ, since data sets move between machines and jobs m
 """
 import dataclasses
 import json
+import logging
 import os
+import random
+
+import numpy as np
 
 from utils import checkpoint
 from utils.errors import UserError
+from utils.seeding import epoch_seed
 
 # Settings a resumed run may change without changing what it computes.
 FREE_TO_CHANGE = frozenset({
@@ -76,3 +82,72 @@ def find_resume_point(config, global_batch, updates_per_epoch):
     return ResumePoint(epoch=state["epoch"], batch=state["batch"], global_step=state["global_step"],
                        checkpoint=folder, best_val_top1=state["best_val_top1"], best_epoch=state["best_epoch"],
                        epoch_meter=state.get("epoch_meter"))
+
+
+def random_states(recipe, mxnet_seed):
+    """The generator states a checkpoint keeps: Python's, numpy's, mixup's, and the epoch MXNet was seeded for.
+
+    MXNet offers no way to read its generator's state; it is seeded afresh at every epoch's start instead,
+    so only operators drawing random numbers inside the network (dropout) differ after a mid-epoch resume.
+    """
+    mixup = recipe.batch_transform.mixup
+    return dict(python=random.getstate(), numpy=np.random.get_state(), mxnet_seed=mxnet_seed,
+                mixup=mixup.get_state() if mixup is not None else None)
+
+
+def restore_random_states(recipe, states):
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    if states["mixup"] is not None and recipe.batch_transform.mixup is not None:
+        recipe.batch_transform.mixup.set_state(states["mixup"])
+
+
+class RunState:
+    """Where the run is and how it went: the epoch, the optimizer's update count and the best validation top-1.
+
+    ``save(...)`` writes one checkpoint of the run at this point; only rank 0 of a job calls it.
+    """
+
+    def __init__(self, config, recipe, cluster, start, global_batch):
+        self.config, self.recipe, self.cluster, self.global_batch = config, recipe, cluster, global_batch
+        self.best_val_top1, self.best_epoch = start.best_val_top1, start.best_epoch
+
+    def note_validation(self, epoch, val_top1):
+        if self.best_val_top1 is None or val_top1 >= self.best_val_top1:
+            self.best_val_top1, self.best_epoch = val_top1, epoch
+
+    def save(self, epoch, global_step, val_top1=None, batches_done=None, meter=None):
+        """A checkpoint after epoch ``epoch``, or after ``batches_done`` of its batches (then ``meter``)."""
+        mid_epoch = batches_done is not None
+        # In a distributed job the optimizer states live on the servers, which MXNet cannot save.
+        trainer = self.recipe.trainer if self.cluster.num_workers == 1 else None
+        state = dict(epoch=epoch if mid_epoch else epoch + 1, batch=batches_done if mid_epoch else 0,
+                     global_step=global_step, val_top1=val_top1, best_val_top1=self.best_val_top1,
+                     best_epoch=self.best_epoch, epoch_meter=meter.state() if mid_epoch else None,
+                     global_batch=self.global_batch, model=self.config.model,
+                     config=dataclasses.asdict(self.config))
+        folder = checkpoint.save_checkpoint(
+            self.config.save_dir, checkpoint.checkpoint_name(epoch, batches_done), self.recipe.net, trainer,
+            state, random_states(self.recipe, epoch_seed(self.config.seed, epoch)), os.path.basename(
+                checkpoint.params_path("", self.config.model, epoch)))
+        checkpoint.prune_checkpoints(self.config.save_dir, self.config.keep_checkpoints)
+        return folder
+
+
+def restore(start, recipe, contexts, cluster):
+    """Load the parameters, optimizer states and generator states that ``start`` points to."""
+    trainer = recipe.trainer if cluster.num_workers == 1 else None
+    if start.checkpoint:
+        _, states = checkpoint.load_checkpoint(start.checkpoint, recipe.net, trainer, contexts)
+        restore_random_states(recipe, states)
+        logging.info("Resuming from %s: epoch %d, batch %d, %d updates done", start.checkpoint, start.epoch,
+                     start.batch, start.global_step)
+    elif start.params:
+        recipe.net.load_parameters(start.params, ctx=contexts)
+        if start.trainer_states and trainer is not None:
+            trainer.load_states(start.trainer_states)
+        logging.info("Resuming at epoch %d from %s%s", start.epoch, start.params,
+                     f" and {start.trainer_states}" if start.trainer_states else " (fresh optimizer momentum)")
+    if (start.checkpoint or start.params) and trainer is None:
+        logging.warning("Optimizer momentum restarts from zero: a distributed job keeps it on its servers, "
+                        "which MXNet cannot save")
