@@ -21,9 +21,13 @@ RANDOM_STATES = "random.pkl"
 STATE = "state.json"
 
 
-def params_path(save_dir, model, epoch):
+def params_name(model, epoch):
     """``<model>-<epoch>.params``: loads with ``get_model(model, classes=...).load_parameters``."""
-    return os.path.join(save_dir, f"{model}-{epoch:04d}.params")
+    return f"{model}-{epoch:04d}.params"
+
+
+def params_path(save_dir, model, epoch):
+    return os.path.join(save_dir, params_name(model, epoch))
 
 
 def export_prefix(save_dir, model):
@@ -163,8 +167,7 @@ def list_checkpoints(save_dir):
         path = os.path.join(folder, name)
         if name.startswith(".") or not os.path.isfile(os.path.join(path, STATE)):
             continue
-        with open(os.path.join(path, STATE)) as handle:
-            found.append((path, json.load(handle)))
+        found.append((path, read_checkpoint_state(path)))
     return sorted(found, key=lambda item: item[1]["global_step"])
 
 

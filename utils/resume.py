@@ -15,7 +15,6 @@ import numpy as np
 
 from utils import checkpoint
 from utils.errors import UserError
-from utils.seeding import epoch_seed
 
 # Settings a resumed run may change without changing what it computes.
 FREE_TO_CHANGE = frozenset({
@@ -84,14 +83,15 @@ def find_resume_point(config, global_batch, updates_per_epoch):
                        epoch_meter=state.get("epoch_meter"))
 
 
-def random_states(recipe, mxnet_seed):
-    """The generator states a checkpoint keeps: Python's, numpy's, mixup's, and the epoch MXNet was seeded for.
+def random_states(recipe):
+    """The generator states a checkpoint keeps: Python's, numpy's and mixup's.
 
-    MXNet offers no way to read its generator's state; it is seeded afresh at every epoch's start instead,
-    so only operators drawing random numbers inside the network (dropout) differ after a mid-epoch resume.
+    MXNet offers no way to read its generator's state; it is seeded afresh from (seed, epoch) at every
+    epoch's start instead, so only operators drawing random numbers inside the network (dropout) differ
+    after a mid-epoch resume.
     """
     mixup = recipe.batch_transform.mixup
-    return dict(python=random.getstate(), numpy=np.random.get_state(), mxnet_seed=mxnet_seed,
+    return dict(python=random.getstate(), numpy=np.random.get_state(),
                 mixup=mixup.get_state() if mixup is not None else None)
 
 
@@ -128,8 +128,7 @@ class RunState:
                      config=dataclasses.asdict(self.config))
         folder = checkpoint.save_checkpoint(
             self.config.save_dir, checkpoint.checkpoint_name(epoch, batches_done), self.recipe.net, trainer,
-            state, random_states(self.recipe, epoch_seed(self.config.seed, epoch)), os.path.basename(
-                checkpoint.params_path("", self.config.model, epoch)))
+            state, random_states(self.recipe), checkpoint.params_name(self.config.model, epoch))
         checkpoint.prune_checkpoints(self.config.save_dir, self.config.keep_checkpoints)
         return folder
 
