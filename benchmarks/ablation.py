@@ -3,8 +3,9 @@
 Table 4 (section 3, efficient training): baseline at batch B -> linear scaling to batch L -> + warmup ->
 + zero gamma -> + no bias decay, on ``FAMILY_v1b``. Table 5 (section 4, model tweaks): ``FAMILY_v1``,
 ``_v1b``, ``_v1c``, ``_v1d`` with Table 4's last recipe. Table 6 (section 5, refinements) on ``FAMILY_v1d``:
-efficient -> + cosine -> + label smoothing -> + distillation, + mixup, + both. The teacher (``--teacher``,
-trained here once with the cosine + label-smoothing recipe, seed 0) must be a larger network.
+efficient -> + cosine -> + label smoothing -> + distillation, + mixup, + both. The teacher (``--teacher``) is
+trained here once with the cosine + label-smoothing recipe (seed 0), or taken from ``--teacher-params``; it
+must be stronger than the student (the paper's: a deeper network; here it may also be one trained on more data).
 
 Every run is ``train_imagenet.py`` with ``--resume`` in its own folder under ``--work-dir``, named by a hash
 of its full command line: an interrupted grid continues where it stopped (even inside a run) when it is
@@ -138,6 +139,11 @@ def run(args, flags, seed):
 
 def teacher_params(args):
     """The teacher's final parameters, training it first if needed (one seed: it is a tool, not a row)."""
+    if args.teacher_params:
+        if not os.path.isfile(args.teacher_params):
+            raise SystemExit(f"--teacher-params {args.teacher_params} does not exist; give the .params file of a "
+                             f"trained {args.teacher}, or leave it out to train the teacher here")
+        return os.path.abspath(args.teacher_params)
     save_dir = run(args, teacher_flags(args), 0) if not args.report_only else run_dir(args, teacher_flags(args), 0)
     return os.path.join(save_dir, checkpoint.params_path("", args.teacher, args.num_epochs - 1))
 
@@ -254,6 +260,7 @@ def build_parser():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--family", default="resnet18", help="ResNet depth whose v1/b/c/d variants run")
     parser.add_argument("--teacher", default="resnet50_v1d", help="Table 6's teacher network")
+    parser.add_argument("--teacher-params", help="a trained --teacher's .params file, instead of training one here")
     parser.add_argument("--input-size", type=int, default=32)
     parser.add_argument("--num-epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=128, help="Table 4's baseline batch")

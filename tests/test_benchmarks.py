@@ -1,0 +1,66 @@
+"""The ablation grid's bookkeeping: which runs are shared, cached and summed up (no training here)."""
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+
+import ablation  # noqa: E402
+
+
+def parse(tmp_path, *extra):
+    return ablation.build_parser().parse_args(["--rec-train", "/data/train.rec", "--rec-val", "/data/val.rec",
+                                               "--work-dir", str(tmp_path / "runs"),
+                                               "--output-dir", str(tmp_path / "out"), *extra])
+
+
+def write_finished_run(args, row, seed, top1_per_epoch):
+    save_dir = ablation.run_dir(args, row.flags, seed)
+    os.makedirs(save_dir)
+    with open(os.path.join(save_dir, "metrics.jsonl"), "w") as handle:
+        for epoch, top1 in enumerate(top1_per_epoch):
+            handle.write(json.dumps(dict(epoch=epoch, val_top1=top1, val_top5=0.9)) + "\n")
+
+
+def test_rows_shared_by_two_tables_are_one_run(tmp_path):
+    args = parse(tmp_path, "--tables", "4", "5", "6")
+    rows = {(row.table, row.label): row for row in ablation.grid(args, "teacher.params")}
+    assert (ablation.run_dir(args, rows["4", "+ no bias decay"].flags, 0)
+            == ablation.run_dir(args, rows["5", "resnet18_v1b"].flags, 0))
+    assert (ablation.run_dir(args, rows["5", "resnet18_v1d"].flags, 0)
+            == ablation.run_dir(args, rows["6", "efficient resnet18_v1d"].flags, 0))
+    assert len({ablation.run_dir(args, row.flags, 0) for row in rows.values()}) == 13
+
+
+def test_run_folders_keep_their_names(tmp_path):
+    # A finished run is found again by its folder's name; a change to the hashed command would retrain it.
+    args = parse(tmp_path, "--tables", "gluoncv")
+    baseline = ablation.grid(args, None)[0]
+    assert os.path.basename(ablation.run_dir(args, baseline.flags, 0)) == "resnet18_v1d-seed0-c1e63fd581"
+
+
+def test_summary_gives_mean_std_and_delta_of_finished_seeds(tmp_path):
+    args = parse(tmp_path, "--tables", "gluoncv", "--num-epochs", "2")
+    baseline, tricks = ablation.grid(args, None)
+    for seed, final in zip((0, 1, 2), (0.50, 0.54, 0.52)):
+        write_finished_run(args, baseline, seed, [0.3, final])
+    for seed, final in zip((0, 1), (0.60, 0.64)):
+        write_finished_run(args, tricks, seed, [0.4, final])
+    write_finished_run(args, tricks, 2, [0.4])  # unfinished: one of two epochs
+
+    first, second = ablation.summarize(args, [baseline, tricks])
+    assert first["seeds"] == [0, 1, 2] and second["seeds"] == [0, 1]
+    assert first["val_top1_mean"] == pytest.approx(0.52)
+    assert first["val_top1_std"] == pytest.approx(0.02)
+    assert second["delta_top1"] == pytest.approx(0.62 - 0.52)
+    table = ablation.markdown(args, [first, second], None)
+    assert "| 3 | 52.00 ± 2.00 | - |" in table
+    assert "| 2 | 62.00 ± 2.83 | +10.00 |" in table
+
+
+def test_missing_teacher_params_is_refused_in_one_line(tmp_path):
+    args = parse(tmp_path, "--tables", "6", "--teacher-params", str(tmp_path / "nothing.params"))
+    with pytest.raises(SystemExit, match="nothing.params does not exist; give the .params file of a trained"):
+        ablation.teacher_params(args)
