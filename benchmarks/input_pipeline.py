@@ -8,7 +8,6 @@ drops them, so the figure says how many decoding threads keep how many accelerat
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -18,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.loaders import EpochBatches, InputConfig, train_record_iter  # noqa: E402
 from data.records import RecordFiles  # noqa: E402
+from machine import describe  # noqa: E402
 
 
 def images_per_sec(rec, input_size, threads, batch_size, batches, warmup_batches=5):
@@ -45,9 +45,10 @@ def main(argv=None):
     rows = [dict(input_size=size, threads=threads,
                  images_per_sec=images_per_sec(args.rec_train, size, threads, args.batch_size, args.batches))
             for size in args.input_size for threads in args.threads]
-    result = dict(machine=platform.processor() or platform.machine(), cores=os.cpu_count(), mxnet=mx.__version__,
-                  rec=args.rec_train, batch_size=args.batch_size, batches=args.batches, runs=1, rows=rows)
-    print(f"{args.rec_train}: {result['cores']} cores, MXNet {result['mxnet']}, batch {args.batch_size}, "
+    result = dict(machine=describe(mxnet=mx.__version__), rec=args.rec_train, batch_size=args.batch_size,
+                  batches=args.batches, runs=1, rows=rows)
+    facts = result["machine"]
+    print(f"{args.rec_train}: {facts['cpu']}, {facts['cores']} cores, MXNet {facts['mxnet']}, batch {args.batch_size}, "
           f"{args.batches} batches after 5 of warm-up, 1 run")
     print("| input | threads | images/s | images/s per thread |")
     print("| --- | --- | --- | --- |")

@@ -42,6 +42,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from input_pipeline import images_per_sec as pipeline_images_per_sec  # noqa: E402
+from machine import describe  # noqa: E402
 from models import get_model  # noqa: E402
 from models.complexity import count_multiply_adds  # noqa: E402
 
@@ -76,16 +77,6 @@ time.time = synchronized_clock
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 '''
-
-
-def machine():
-    """The CPU model (lscpu), core count and MXNet version that every figure is stated with."""
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = re.search(r"^Model name:\s*(.+)$", lscpu, re.M).group(1).strip()
-    except (OSError, subprocess.CalledProcessError, AttributeError):
-        model = "unknown CPU"
-    return dict(cpu=model, cores=os.cpu_count(), mxnet=mx.__version__)
 
 
 def matmul_gflops(size=2048, repeats=10):
@@ -324,10 +315,9 @@ def main(argv=None):
         for spec in args.rows:
             rows.append(measure_row(spec, args, data, workdir))
             print(f"measured {spec}", flush=True)
-        result = dict(machine=machine(), matmul_gflops=ceiling, repeats=args.repeats, batch_size=args.batch_size,
-                      loop_seconds=args.loop_seconds,
-                      loop_images=args.loop_images, threads=args.threads, rows=rows,
-                      pipeline=pipeline_rows(args) if args.rec_train else [])
+        result = dict(machine=describe(mxnet=mx.__version__), matmul_gflops=ceiling, repeats=args.repeats,
+                      batch_size=args.batch_size, loop_seconds=args.loop_seconds, loop_images=args.loop_images,
+                      threads=args.threads, rows=rows, pipeline=pipeline_rows(args) if args.rec_train else [])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     table = markdown(result)

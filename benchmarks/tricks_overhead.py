@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -25,6 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_imagenet  # noqa: E402
 from models import get_model  # noqa: E402
 from utils.devices import build_contexts  # noqa: E402
+
+from machine import describe  # noqa: E402
 
 TRICKS = ["--warmup-epochs", "1", "--last-gamma", "--no-wd", "--lr-mode", "cosine", "--label-smoothing",
           "--mixup"]
@@ -98,9 +99,8 @@ def main(argv=None):
                 speeds[name].append(run())
 
     baseline = statistics.median(speeds["baseline"])
-    result = dict(machine=platform.processor() or platform.machine(), cores=os.cpu_count(),
-                  mxnet=mx.__version__, model=args.model, input_size=args.input_size, batch_size=args.batch_size,
-                  batches=args.batches, rounds=args.rounds,
+    result = dict(machine=describe(mxnet=mx.__version__), model=args.model, input_size=args.input_size,
+                  batch_size=args.batch_size, batches=args.batches, rounds=args.rounds,
                   images_per_sec={name: statistics.median(values) for name, values in speeds.items()},
                   all_runs=speeds)
     print(f"| configuration | images/s (median of {args.rounds}) | ratio to baseline |")
