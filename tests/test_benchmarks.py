@@ -64,3 +64,23 @@ def test_missing_teacher_params_is_refused_in_one_line(tmp_path):
     args = parse(tmp_path, "--tables", "6", "--teacher-params", str(tmp_path / "nothing.params"))
     with pytest.raises(SystemExit, match="nothing.params does not exist; give the .params file of a trained"):
         ablation.teacher_params(args)
+
+
+def test_loop_ratio_is_the_median_of_back_to_back_pairs():
+    import throughput
+    ours = [dict(images_per_sec=v) for v in (100.0, 60.0, 90.0)]
+    theirs = [dict(images_per_sec=v) for v in (80.0, 50.0, 100.0)]
+    assert throughput.paired_ratios(ours, theirs) == pytest.approx([1.25, 1.2, 0.9])
+
+
+def test_gluoncv_runs_with_resnet18_v1d_and_a_clock_that_waits(tmp_path):
+    # GluonCV's epoch clock must wait for MXNet's queued work, as ours does, for the two to be compared.
+    import subprocess
+    import throughput
+    wrapper, target = tmp_path / "run_gluoncv.py", tmp_path / "their_script.py"
+    wrapper.write_text(throughput.GLUONCV_WRAPPER)
+    target.write_text("import sys, time\nfrom gluoncv.model_zoo import get_model\n"
+                      "print(time.time.__name__, get_model('resnet18_v1d', classes=7).fc._units, sys.argv[1:])\n")
+    output = subprocess.run([sys.executable, str(wrapper), str(target), "--flag", "1"], capture_output=True,
+                            text=True, check=True).stdout
+    assert output.split("\n")[-2] == "synchronized_clock 7 ['--flag', '1']"
