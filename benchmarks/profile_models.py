@@ -28,11 +28,9 @@ def build_network(side, name, classes):
         sys.path.insert(0, REPO)
         from models import get_model
         return get_model(name, classes=classes)
-    from gluoncv.model_zoo import get_model, model_zoo
-    from gluoncv.model_zoo.resnetv1b import BasicBlockV1b, ResNetV1b
-    if name == "resnet18_v1d" and name not in model_zoo._models:
-        # GluonCV 0.10.5 lacks it; this is its definition of the other v1d depths at depth 18.
-        return ResNetV1b(BasicBlockV1b, [2, 2, 2, 2], deep_stem=True, avg_down=True, classes=classes)
+    from gluoncv.model_zoo import get_model
+    from gluoncv_side import register_resnet18_v1d
+    register_resnet18_v1d()
     return get_model(name, classes=classes)
 
 

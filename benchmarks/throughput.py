@@ -11,9 +11,9 @@ row's own):
     ``ResNetV1b(BasicBlockV1b, [2, 2, 2, 2], deep_stem=True, avg_down=True)``; both get 1000 classes, as
     GluonCV's script hard-codes. Its epoch clock reads ``time.time()`` without waiting for MXNet's queued
     work, so up to the last batch's backward pass and update fall outside the epoch it reports (a large
-    share of an epoch of few batches); the wrapper that runs it makes ``time.time()`` wait for that work
-    first (``waitall``), as our loop does before it reads the clock, so that both epochs end at the same
-    point. The loop rows' ratio is the median of the ratios of each pair of runs (ours, then theirs).
+    share of an epoch of few batches); ``gluoncv_side.py``, which runs it, makes ``time.time()`` wait for
+    that work first (``waitall``), as our loop does before it reads the clock, so that both epochs end at
+    the same point. The loop rows' ratio is the median of the ratios of each pair of runs (ours, then theirs).
 Beside each figure: training GFLOP/s (3 x 2 x forward multiply-adds x images/s: the forward pass and a
 backward of about twice its cost) as a fraction of the float32 matrix-multiply GFLOP/s that MXNet reaches on
 all cores, measured in the same run. Then the input pipeline alone: the training ``ImageRecordIter`` with
@@ -50,33 +50,7 @@ ROWS = ("resnet50_v1d:224", "resnet50_v1d:64", "resnet18_v1d:32", "resnet18_v1d:
         "inceptionv3:299")
 COMPARED_ROW = "resnet18_v1d:32"
 CLASSES = 1000
-GLUONCV_WRAPPER = '''import runpy
-import sys
-import time
-
-import mxnet as mx
-from gluoncv.model_zoo import model_zoo
-from gluoncv.model_zoo.resnetv1b import BasicBlockV1b, ResNetV1b
-
-
-def resnet18_v1d(pretrained=False, ctx=None, root=None, **kwargs):
-    return ResNetV1b(BasicBlockV1b, [2, 2, 2, 2], deep_stem=True, avg_down=True, name_prefix="resnetv1d_",
-                     **kwargs)
-
-
-model_zoo._models.setdefault("resnet18_v1d", resnet18_v1d)
-_clock = time.time
-
-
-def synchronized_clock():
-    mx.nd.waitall()
-    return _clock()
-
-
-time.time = synchronized_clock
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-'''
+GLUONCV_SIDE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gluoncv_side.py")
 
 
 def matmul_gflops(size=2048, repeats=10):
@@ -163,10 +137,7 @@ def our_loop(name, input_size, batch_size, threads, data, workdir):
 
 def gluoncv_loop(script, name, input_size, batch_size, threads, data, workdir):
     run_dir = tempfile.mkdtemp(prefix="gluoncv-", dir=workdir)
-    wrapper = os.path.join(run_dir, "run_gluoncv.py")
-    with open(wrapper, "w") as handle:
-        handle.write(GLUONCV_WRAPPER)
-    argv = [sys.executable, wrapper, os.path.abspath(script), *loop_args(name, input_size, batch_size, threads),
+    argv = [sys.executable, GLUONCV_SIDE, os.path.abspath(script), *loop_args(name, input_size, batch_size, threads),
             "--use-rec", "--rec-train", data["train"], "--rec-train-idx", data["train"][:-4] + ".idx",
             "--rec-val", data["val"], "--rec-val-idx", data["val"][:-4] + ".idx",
             "--num-training-samples", str(data["num_train"]), "--save-dir", os.path.join(run_dir, "params"),
