@@ -11,6 +11,10 @@ import os
 import sys
 import time
 
+from utils.cpu_threads import use_physical_cores
+
+use_physical_cores()  # before MXNet loads: it sizes its CPU thread pool once, at import
+
 from data.loaders import InputConfig, validation_source
 from models.inference import add_network_arguments, check_network_arguments, default_classes_file, load_network
 from models.inference import read_class_list

@@ -8,6 +8,10 @@ import argparse
 import os
 import sys
 
+from utils.cpu_threads import use_physical_cores
+
+use_physical_cores()  # before MXNet loads: it sizes its CPU thread pool once, at import
+
 import mxnet as mx
 
 from data.loaders import InputConfig, validation_transform

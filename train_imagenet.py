@@ -14,6 +14,10 @@ import resource
 import sys
 import time
 
+from utils.cpu_threads import describe_cpu_threads, use_physical_cores
+
+use_physical_cores()  # before MXNet loads: it sizes its CPU thread pool once, at import
+
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
@@ -641,6 +645,7 @@ def train(config):
                  cluster.num_workers, len(contexts), config.batch_size,
                  effective_lr(config, contexts, cluster.num_workers),
                  "given" if config.lr is not None else "linear scaling", describe_tricks(config))
+    logging.info("CPU operator threads: %s", describe_cpu_threads())
     record = {}
     with StopRequests() as stop:
         for epoch in range(start.epoch, config.num_epochs):

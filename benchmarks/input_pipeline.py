@@ -11,9 +11,13 @@ import os
 import sys
 import time
 
-import mxnet as mx
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from utils.cpu_threads import use_physical_cores  # noqa: E402
+
+use_physical_cores()  # before MXNet loads, as in train_imagenet.py
+
+import mxnet as mx  # noqa: E402
 
 from data.loaders import EpochBatches, InputConfig, train_record_iter  # noqa: E402
 from data.records import RecordFiles  # noqa: E402

@@ -20,12 +20,17 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from utils.cpu_threads import use_physical_cores  # noqa: E402
+
+use_physical_cores()  # before MXNet loads in the children (they inherit it): both sides get the same threads
+
 SIDES = ("ours", "gluoncv")
 
 
 def build_network(side, name, classes):
     if side == "ours":
-        sys.path.insert(0, REPO)
         from models import get_model
         return get_model(name, classes=classes)
     from gluoncv.model_zoo import get_model

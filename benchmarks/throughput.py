@@ -16,10 +16,14 @@ row's own):
     the same point. The loop rows' ratio is the median of the ratios of each pair of runs (ours, then theirs).
 Beside each figure: training GFLOP/s (3 x 2 x forward multiply-adds x images/s: the forward pass and a
 backward of about twice its cost) as a fraction of the float32 matrix-multiply GFLOP/s that MXNet reaches on
-all cores, measured in the same run. Then the input pipeline alone: the training ``ImageRecordIter`` with
-the paper's augmentation, per thread count and input size, from ``--rec-train`` and ``--rec-256`` (images
-packed at a shorter side of 256). Writes ``throughput.md`` and ``throughput.json`` into ``--output-dir``;
-with GluonCV's script the last line printed is the ratio ours / GluonCV's on resnet18_v1d at 32.
+all cores, measured in the same run. MXNet's CPU operators get one thread per physical core, as in
+``train_imagenet.py`` (``utils/cpu_threads.py``: MXNet's own default is half the logical CPUs on x86, half
+the cores of a machine without hyperthreading); GluonCV's script runs with MXNet's default, as its users get
+it, or with the same threads as ours under ``--gluoncv-threads ours``, which compares the loops alone.
+Then the input pipeline alone: the training ``ImageRecordIter`` with the paper's augmentation, per thread
+count and input size, from ``--rec-train`` and ``--rec-256`` (images packed at a shorter side of 256).
+Writes ``throughput.md`` and ``throughput.json`` into ``--output-dir``; with GluonCV's script the last line
+printed is the ratio ours / GluonCV's on resnet18_v1d at 32.
 
     python benchmarks/throughput.py --quick --rec-train rec/train.rec --rec-val rec/val.rec \\
         --gluoncv-script gluon-cv/scripts/classification/imagenet/train_imagenet.py
@@ -35,11 +39,17 @@ import sys
 import tempfile
 import time
 
-import mxnet as mx
-from mxnet import autograd, gluon
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from utils.cpu_threads import THREADS_VARIABLE, describe_cpu_threads, use_physical_cores  # noqa: E402
+
+# Set before MXNet loads, as train_imagenet.py does: the ceiling and the model-only rows (children inherit
+# it) then use the same threads as our loop. None when the user's own setting was kept.
+THREADS_SET_HERE = use_physical_cores()
+
+import mxnet as mx  # noqa: E402
+from mxnet import autograd, gluon  # noqa: E402
 
 from input_pipeline import images_per_sec as pipeline_images_per_sec  # noqa: E402
 from machine import describe  # noqa: E402
@@ -54,7 +64,7 @@ GLUONCV_SIDE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gluoncv
 
 
 def matmul_gflops(size=2048, repeats=10):
-    """Float32 matrix-multiply GFLOP/s through MXNet on all cores: the ceiling a convolution network can approach.
+    """Float32 matrix-multiply GFLOP/s through MXNet, on our CPU threads: the ceiling a network can approach.
 
     Measured with ``FullyConnected``, which runs on the same oneDNN kernels as the convolutions; ``nd.dot``
     goes through OpenBLAS instead and was seen 6.5 times slower here (16 against 105 GFLOP/s).
@@ -92,10 +102,10 @@ def model_only(name, input_size, batch_size, steps, warmup_steps):
     return dict(images_per_sec=batch_size / statistics.median(seconds), multiply_adds=multiply_adds)
 
 
-def run_measured(argv, cwd):
+def run_measured(argv, cwd, env=None):
     """Run ``argv``; return its output and peak resident memory in MB (of that process alone)."""
     with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         log.seek(0)
@@ -135,14 +145,22 @@ def our_loop(name, input_size, batch_size, threads, data, workdir):
     return dict(images_per_sec=second_epoch["samples_per_sec"], peak_rss_mb=peak)
 
 
-def gluoncv_loop(script, name, input_size, batch_size, threads, data, workdir):
+def gluoncv_environment(cpu_threads):
+    """GluonCV's script's environment: MXNet's default CPU threads, as its users get, or the same as ours."""
+    env = dict(os.environ)
+    if cpu_threads == "default" and THREADS_SET_HERE is not None:
+        del env[THREADS_VARIABLE]
+    return env
+
+
+def gluoncv_loop(script, name, input_size, batch_size, threads, data, workdir, cpu_threads):
     run_dir = tempfile.mkdtemp(prefix="gluoncv-", dir=workdir)
     argv = [sys.executable, GLUONCV_SIDE, os.path.abspath(script), *loop_args(name, input_size, batch_size, threads),
             "--use-rec", "--rec-train", data["train"], "--rec-train-idx", data["train"][:-4] + ".idx",
             "--rec-val", data["val"], "--rec-val-idx", data["val"][:-4] + ".idx",
             "--num-training-samples", str(data["num_train"]), "--save-dir", os.path.join(run_dir, "params"),
             "--log-interval", "1000"]
-    output, peak = run_measured(argv, run_dir)
+    output, peak = run_measured(argv, run_dir, gluoncv_environment(cpu_threads))
     seconds = re.findall(r"\[Epoch 1\] speed: \d+ samples/sec\ttime cost: ([0-9.]+)", output)
     if not seconds:
         raise SystemExit(f"no '[Epoch 1] speed' line in GluonCV's output:\n{output[-3000:]}")
@@ -184,7 +202,8 @@ def measure_row(spec, args, data, workdir):
             runs["loop"].append(our_loop(name, input_size, args.batch_size, args.threads, data, workdir))
             if args.gluoncv_script:
                 runs["gluoncv"].append(gluoncv_loop(args.gluoncv_script, name, input_size, args.batch_size,
-                                                    args.threads, data, workdir))
+                                                    args.threads, data, workdir,
+                                                    args.gluoncv_threads))
         for side, measured in runs.items():
             if measured:
                 speeds = [run["images_per_sec"] for run in measured]
@@ -207,7 +226,9 @@ def markdown(result):
              f"{ceiling:.1f} GFLOP/s (the ceiling); batch {result['batch_size']}; model only: median of the timed "
              f"steps of one run; loops: second of two epochs over up to {result['loop_images']} images (fewer for "
              f"slow rows: about {result['loop_seconds']:g} s an epoch), "
-             f"{result['threads']} data threads, median of {result['repeats']} runs alternating ours and GluonCV's "
+             f"{result['threads']} data threads; MXNet CPU operator threads: ours and model only "
+             f"{result['cpu_threads']}, GluonCV's {result['gluoncv_cpu_threads']}; "
+             f"median of {result['repeats']} runs alternating ours and GluonCV's "
              "(all runs in throughput.json); GluonCV's epoch clock waits for queued work as ours does; "
              "ours / GluonCV: median (range) of the ratios of each pair of runs.",
              "",
@@ -254,6 +275,9 @@ def build_parser():
     parser.add_argument("--rec-val", help="packed validation data for the loops")
     parser.add_argument("--rec-256", help="images packed at a shorter side of 256, for the input pipeline")
     parser.add_argument("--gluoncv-script", help="GluonCV's scripts/classification/imagenet/train_imagenet.py")
+    parser.add_argument("--gluoncv-threads", choices=("default", "ours"), default="default",
+                        help="MXNet CPU threads of GluonCV's script: MXNet's default (half the logical CPUs on x86, "
+                             "what its users get) or the same as our loop's (compares the loops alone)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10, help="timed model-only steps (default 10)")
     parser.add_argument("--warmup-steps", type=int, default=3)
@@ -291,7 +315,9 @@ def main(argv=None):
             print(f"measured {spec}", flush=True)
         result = dict(machine=describe(mxnet=mx.__version__), matmul_gflops=ceiling, repeats=args.repeats,
                       batch_size=args.batch_size, loop_seconds=args.loop_seconds, loop_images=args.loop_images,
-                      threads=args.threads, rows=rows, pipeline=pipeline_rows(args) if args.rec_train else [])
+                      threads=args.threads, cpu_threads=describe_cpu_threads(),
+                      gluoncv_cpu_threads=describe_cpu_threads(gluoncv_environment(args.gluoncv_threads)),
+                      rows=rows, pipeline=pipeline_rows(args) if args.rec_train else [])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     table = markdown(result)

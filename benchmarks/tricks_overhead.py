@@ -17,9 +17,13 @@ import sys
 import tempfile
 from itertools import islice
 
-import mxnet as mx
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from utils.cpu_threads import use_physical_cores  # noqa: E402
+
+use_physical_cores()  # before MXNet loads, as in train_imagenet.py
+
+import mxnet as mx  # noqa: E402
 
 import train_imagenet  # noqa: E402
 from models import get_model  # noqa: E402

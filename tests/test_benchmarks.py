@@ -83,3 +83,13 @@ def test_gluoncv_runs_with_resnet18_v1d_and_a_clock_that_waits(tmp_path):
     output = subprocess.run([sys.executable, throughput.GLUONCV_SIDE, str(target), "--flag", "1"],
                             capture_output=True, text=True, check=True).stdout
     assert output.split("\n")[-2] == "synchronized_clock 7 ['--flag', '1']"
+
+
+def test_gluoncv_gets_mxnets_default_threads_unless_asked_for_ours(monkeypatch):
+    import throughput
+    monkeypatch.setenv("MXNET_OMP_MAX_THREADS", "2")
+    monkeypatch.setattr(throughput, "THREADS_SET_HERE", 2)  # the benchmark set it, not the user
+    assert "MXNET_OMP_MAX_THREADS" not in throughput.gluoncv_environment("default")
+    assert throughput.gluoncv_environment("ours")["MXNET_OMP_MAX_THREADS"] == "2"
+    monkeypatch.setattr(throughput, "THREADS_SET_HERE", None)  # the user's own setting is everyone's
+    assert throughput.gluoncv_environment("default")["MXNET_OMP_MAX_THREADS"] == "2"
