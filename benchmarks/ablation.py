@@ -181,11 +181,13 @@ def _percent(value, std=None):
 
 
 def markdown(args, results, teacher):
-    lines = [f"Budget: `{args.family}` family at input {args.input_size}, {args.num_epochs} epochs, batch "
-             f"{args.batch_size} (Table 4's baseline) and {args.large_batch_size}, learning rate 0.1 x batch / 256, "
-             f"step decay at epochs {decay_epochs(args.num_epochs)} unless cosine, {args.warmup_epochs} warmup "
-             f"epoch(s), mixup off for the last {args.mixup_off_epochs}; seeds {' '.join(map(str, args.seeds))}; "
-             f"data {args.rec_train}. Teacher: {args.teacher} ({teacher}).", ""]
+    batches = (f"batch {args.batch_size} (Table 4's baseline) and {args.large_batch_size}"
+               if {"4", "5", "6"} & set(args.tables) else f"batch {args.batch_size}")
+    lines = [f"Budget: `{args.family}` family at input {args.input_size}, {args.num_epochs} epochs, {batches}, "
+             f"learning rate 0.1 x batch / 256, step decay at epochs {decay_epochs(args.num_epochs)} unless cosine, "
+             f"{args.warmup_epochs} warmup epoch(s), mixup off for the last {args.mixup_off_epochs}; seeds "
+             f"{' '.join(map(str, args.seeds))}; data {args.rec_train}"
+             + (f". Teacher: {args.teacher} ({teacher})." if "6" in args.tables else "."), ""]
     for table in args.tables:
         lines += [f"### {TABLE_TITLES[table]}", "",
                   "| row | seeds | val top-1 % (mean ± std) | Δ top-1 vs row above | val top-5 % | per seed top-1 % |",
@@ -230,12 +232,15 @@ def plot(args, results, rows):
         figure, axes = plt.subplots(1, 3, figsize=(18, 5))
         for entry in entries:
             curves = [[100 * m["val_top1"] for m in run["metrics"]] for run in entry["runs"]]
-            mean = [statistics.mean(values) for values in zip(*curves)]
-            axes[0].plot(range(1, len(mean) + 1), mean, marker="o", label=entry["label"])
+            epochs = range(1, len(curves[0]) + 1)
+            line, = axes[0].plot(epochs, [statistics.mean(values) for values in zip(*curves)], marker="o",
+                                 label=entry["label"])
+            axes[0].fill_between(epochs, [min(values) for values in zip(*curves)],
+                                 [max(values) for values in zip(*curves)], color=line.get_color(), alpha=0.15)
             row = next(r for r in rows if r.table == table and r.label == entry["label"])
             schedule = lr_schedule(args, row.flags, images)
             axes[1].plot([epoch for epoch, _ in schedule], [rate for _, rate in schedule], label=entry["label"])
-        axes[0].set(xlabel="epoch", ylabel="validation top-1 % (mean of seeds)", title=TABLE_TITLES[table])
+        axes[0].set(xlabel="epoch", ylabel="val top-1 % (mean; band: seeds)", title=TABLE_TITLES[table])
         axes[0].legend(fontsize=8)
         axes[1].set(xlabel="epoch", ylabel="learning rate", title="learning-rate schedules")
         labels = [e["label"] for e in entries]
@@ -245,7 +250,7 @@ def plot(args, results, rows):
                     color=["tab:green" if d >= 0 else "tab:red" for d in deltas])
         axes[2].axhline(0, color="black", linewidth=0.8)
         axes[2].set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
-        axes[2].set(ylabel="Δ top-1 vs row above (points; bar: std of the row)", title="what each step buys")
+        axes[2].set(ylabel="Δ top-1 vs row above (points)", title="what each step buys (error bar: the row's std)")
         figure.tight_layout()
         figure.savefig(os.path.join(args.output_dir, f"table{table}.png"), dpi=90)
         plt.close(figure)

@@ -58,6 +58,8 @@ def test_summary_gives_mean_std_and_delta_of_finished_seeds(tmp_path):
     table = ablation.markdown(args, [first, second], None)
     assert "| 3 | 52.00 ± 2.00 | - |" in table
     assert "| 2 | 62.00 ± 2.83 | +10.00 |" in table
+    # A table that uses one batch and no teacher says nothing of a second batch or a teacher.
+    assert ", batch 128, learning rate" in table and "Teacher" not in table
 
 
 def test_missing_teacher_params_is_refused_in_one_line(tmp_path):
