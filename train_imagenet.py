@@ -30,7 +30,7 @@ from utils.batch_transform import BatchTransform
 from utils.devices import build_contexts, split_batch
 from utils.distributed import DIST_KVSTORES, Cluster, join_cluster, weights_fingerprint
 from utils.distillation import CrossEntropyLoss, DistillationLoss, check_params_fit
-from utils.errors import Interrupted, UserError, command_line_entry
+from utils.errors import Diverged, Interrupted, UserError, command_line_entry
 from utils.interrupt import StopRequests
 from utils.label_smoothing import SMOOTHING_STYLES
 from utils.lr_schedule import LR_MODES, build_lr_scheduler, linear_scaled_lr
@@ -442,8 +442,8 @@ def check_labels(labels, num_classes, find_bad_records=None):
 def check_finite_loss(loss_sum, epoch, batch, config):
     """Stop at the first NaN or infinite loss: every later step would only spread it through the weights."""
     if not math.isfinite(loss_sum):
-        raise UserError(f"the training loss became {loss_sum} at epoch {epoch}, batch {batch}; lower --lr or "
-                        f"lengthen --warmup-epochs (files already in {config.save_dir} are untouched)")
+        raise Diverged(f"the training loss became {loss_sum} at epoch {epoch}, batch {batch}; lower --lr or "
+                       f"lengthen --warmup-epochs (files already in {config.save_dir} are untouched)")
 
 
 def _progress(batches, total, enabled):

@@ -9,8 +9,10 @@ must be stronger than the student (the paper's: a deeper network; here it may al
 
 Every run is ``train_imagenet.py`` with ``--resume`` in its own folder under ``--work-dir``, named by a hash
 of its full command line: an interrupted grid continues where it stopped (even inside a run) when it is
-started again, and finished runs are never repeated. Rows shared by two tables (Table 4's last is Table 5's
-``_v1b``; Table 5's ``_v1d`` is Table 6's first) run once. Runs go one after the other, never two at once.
+started again, and finished runs are never repeated. A run whose loss diverges (``train_imagenet.py``
+exits with 3) is a result, kept as ``diverged.txt`` in its folder and shown as such in its row. Rows shared
+by two tables (Table 4's last is Table 5's ``_v1b``; Table 5's ``_v1d`` is Table 6's first) run once. Runs go
+one after the other, never two at once.
 
     python benchmarks/ablation.py --rec-train rec/train.rec --rec-val rec/val.rec --num-epochs 10 \\
         --seeds 0 1 2 --work-dir runs/ablation --output-dir benchmarks/results/cifar10
@@ -34,6 +36,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from utils import checkpoint  # noqa: E402
+from utils.errors import Diverged  # noqa: E402
 from utils.lr_schedule import build_lr_scheduler, linear_scaled_lr  # noqa: E402
 
 TABLE_TITLES = {"4": "Table 4: efficient training (section 3)", "5": "Table 5: ResNet tweaks (section 4)",
@@ -115,14 +118,21 @@ def command(args, flags, seed, save_dir):
             "--save-dir", save_dir, "--resume"]
 
 
+DIVERGED_MARKER = "diverged.txt"  # in a run's folder: its loss stopped being finite, a result, not a failure
+
+
 def finished(save_dir, num_epochs):
     return len(checkpoint.read_metrics(save_dir)) == num_epochs
+
+
+def diverged(save_dir):
+    return os.path.isfile(os.path.join(save_dir, DIVERGED_MARKER))
 
 
 def run(args, flags, seed):
     """Train one configuration (or finish it); return its folder. Runs that are done are not repeated."""
     save_dir = run_dir(args, flags, seed)
-    if finished(save_dir, args.num_epochs):
+    if finished(save_dir, args.num_epochs) or diverged(save_dir):
         return save_dir
     argv = command(args, flags, seed, save_dir)
     os.makedirs(save_dir, exist_ok=True)
@@ -131,6 +141,13 @@ def run(args, flags, seed):
     print(f"{time.strftime('%H:%M:%S')} running {shlex.join(argv[2:])}", flush=True)
     with open(os.path.join(save_dir, "stdout.txt"), "a") as log:
         status = subprocess.call(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    if status == Diverged.exit_status:
+        with open(os.path.join(save_dir, "stdout.txt")) as log:
+            reason = [line for line in log if line.startswith("error: ")][-1:] or ["error: the loss diverged\n"]
+        with open(os.path.join(save_dir, DIVERGED_MARKER), "w") as handle:
+            handle.write(reason[0])
+        print(f"{time.strftime('%H:%M:%S')} diverged: {reason[0].strip()}", flush=True)
+        return save_dir
     if status:
         raise SystemExit(f"run failed with status {status}; see {save_dir}/stdout.txt (starting the grid again "
                          "resumes it)")
@@ -152,12 +169,15 @@ def summarize(args, rows):
     """Per row: the seeds' final top-1/top-5 and curves, their mean and std, the delta to the row above."""
     results, previous = [], {}
     for row in rows:
-        runs = []
+        runs, diverged_seeds = [], []
         for seed in args.seeds:
             save_dir = run_dir(args, row.flags, seed)
             if finished(save_dir, args.num_epochs):
                 runs.append(dict(seed=seed, save_dir=save_dir, metrics=checkpoint.read_metrics(save_dir)))
+            elif diverged(save_dir):
+                diverged_seeds.append(seed)
         entry = dict(table=row.table, label=row.label, flags=list(row.flags), seeds=[r["seed"] for r in runs],
+                     diverged_seeds=diverged_seeds,
                      command=shlex.join(["python", "train_imagenet.py", *common_flags(args), *row.flags,
                                          "--seed", "SEED", "--save-dir", "DIR", "--resume"]), runs=runs)
         for metric in ("val_top1", "val_top5"):
@@ -194,10 +214,11 @@ def markdown(args, results, teacher):
                   "| --- | --- | --- | --- | --- | --- |"]
         for entry in (e for e in results if e["table"] == table):
             delta = f"{100 * entry['delta_top1']:+.2f}" if entry["delta_top1"] is not None else "-"
+            per_seed = [f"{100 * value:.2f}" for value in entry["val_top1"]]
+            per_seed += [f"diverged (seed {seed})" for seed in entry["diverged_seeds"]]
             lines.append(f"| {entry['label']} | {len(entry['seeds'])} | "
                          f"{_percent(entry['val_top1_mean'], entry['val_top1_std'])} | {delta} | "
-                         f"{_percent(entry['val_top5_mean'], entry['val_top5_std'])} | "
-                         f"{', '.join(f'{100 * v:.2f}' for v in entry['val_top1'])} |")
+                         f"{_percent(entry['val_top5_mean'], entry['val_top5_std'])} | {', '.join(per_seed)} |")
         lines.append("")
     lines += ["Every run is `python train_imagenet.py COMMON ROW --seed SEED --save-dir DIR --resume` with", "",
               f"COMMON = `{shlex.join(common_flags(args))}`", "", "and ROW:", ""]

@@ -95,3 +95,23 @@ def test_gluoncv_gets_mxnets_default_threads_unless_asked_for_ours(monkeypatch):
     assert throughput.gluoncv_environment("ours")["MXNET_OMP_MAX_THREADS"] == "2"
     monkeypatch.setattr(throughput, "THREADS_SET_HERE", None)  # the user's own setting is everyone's
     assert throughput.gluoncv_environment("default")["MXNET_OMP_MAX_THREADS"] == "2"
+
+
+def test_a_diverged_run_is_a_result_of_the_grid_not_a_failure(tmp_path, monkeypatch):
+    args = parse(tmp_path, "--tables", "gluoncv", "--seeds", "0", "1", "--num-epochs", "2")
+    baseline, _ = ablation.grid(args, None)
+    calls = []
+
+    def diverging_training(argv, cwd, stdout, stderr):
+        calls.append(argv)
+        stdout.write("error: the training loss became nan at epoch 0, batch 3; lower --lr\n")
+        return 3
+
+    monkeypatch.setattr(ablation.subprocess, "call", diverging_training)
+    save_dir = ablation.run(args, baseline.flags, 0)
+    assert open(os.path.join(save_dir, ablation.DIVERGED_MARKER)).read().startswith("error: the training loss became")
+    assert ablation.run(args, baseline.flags, 0) == save_dir and len(calls) == 1  # not retried
+    write_finished_run(args, baseline, 1, [0.3, 0.5])
+    entry = ablation.summarize(args, [baseline])[0]
+    assert entry["seeds"] == [1] and entry["diverged_seeds"] == [0]
+    assert "| 50.00, diverged (seed 0) |" in ablation.markdown(args, [entry], None)

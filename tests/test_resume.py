@@ -222,7 +222,7 @@ def test_a_diverging_run_leaves_the_last_good_checkpoint_untouched(tiny_set, tmp
               for name in os.listdir(folder)}
     params = os.path.join(folder, "epoch-0000", "resnet18_v1d-0000.params")
     argv = tiny_args(tiny_set, save_dir, "--lr", "1e30", "--resume-epoch", "1", "--resume-params", params)
-    assert train_imagenet.main(argv) == 2
+    assert train_imagenet.main(argv) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the training loss became nan at epoch 1, batch" in err[0], err
     assert sorted(os.listdir(folder)) == sorted(before) == ["epoch-0000", "epoch-0001"]

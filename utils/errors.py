@@ -10,6 +10,16 @@ class UserError(Exception):
     """
 
 
+class Diverged(UserError):
+    """The training loss stopped being finite: going on would only spread it through the weights.
+
+    Exit status 3 (not UserError's 2), so that a scheduler or a grid of runs can tell a run that diverged, which
+    retrying will not help, from bad input or a preemption.
+    """
+
+    exit_status = 3
+
+
 class Interrupted(Exception):
     """The run stopped on a signal after saving its state; the message says how to continue it.
 
@@ -23,14 +33,15 @@ class Interrupted(Exception):
 
 
 def command_line_entry(main):
-    """Wrap a script's ``main(argv)``: a UserError becomes one line on stderr and exit status 2, success 0."""
+    """Wrap a script's ``main(argv)``: a UserError becomes one line on stderr and exit status 2 (Diverged: 3),
+    success 0."""
     @functools.wraps(main)
     def entry(argv=None):
         try:
             main(argv)
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
-            return 2
+            return error.exit_status if isinstance(error, Diverged) else 2
         except Interrupted as stop:
             print(f"stopped: {stop}", file=sys.stderr)
             return stop.exit_status
