@@ -7,7 +7,7 @@ the 1x1 projection; the identity pool ours keeps at stride 1 for GluonCV's param
 and their parameter counts are printed beside the figures so that a reader can check them against ours
 (``python -m models resnet50_v1d --classes 1000``). Each row is measured as ``throughput.py`` measures the
 model alone: Nesterov SGD training steps on a batch in memory, the median of ``--steps`` timed steps after
-``--warmup-steps``, on all cores.
+``--warmup-steps``, on one thread per physical core, as MXNet's operators get in our scripts.
 
     python benchmarks/pytorch_reference.py --output-dir benchmarks/results/throughput
 """
@@ -15,12 +15,17 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 import torch
 from torch import nn
 
 from machine import describe
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from utils.cpu_threads import physical_cores  # noqa: E402  (plain Python: no MXNet needed)
 
 ROWS = ("resnet50_v1d:224", "resnet50_v1d:64", "resnet18_v1d:32", "resnet18_v1d:64")
 DEPTHS = {"resnet18_v1d": ("basic", (2, 2, 2, 2)), "resnet50_v1d": ("bottleneck", (3, 4, 6, 3))}
@@ -102,7 +107,7 @@ def main(argv=None):
     parser.add_argument("--warmup-steps", type=int, default=3)
     parser.add_argument("--output-dir", default=".", help="where pytorch.md and pytorch.json go")
     args = parser.parse_args(argv)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(physical_cores() or os.cpu_count() or 1)
     rows = []
     for spec in args.rows:
         name, _, size = spec.partition(":")

@@ -6,8 +6,11 @@ import sys
 class UserError(Exception):
     """Bad input from the user: the message says what was wrong and what to do about it.
 
-    Entry points wrapped by :func:`command_line_entry` print ``error: <message>`` on stderr and exit with 2.
+    Entry points wrapped by :func:`command_line_entry` print ``error: <message>`` on stderr and exit with
+    ``exit_status``.
     """
+
+    exit_status = 2
 
 
 class Diverged(UserError):
@@ -33,15 +36,14 @@ class Interrupted(Exception):
 
 
 def command_line_entry(main):
-    """Wrap a script's ``main(argv)``: a UserError becomes one line on stderr and exit status 2 (Diverged: 3),
-    success 0."""
+    """Wrap a script's ``main(argv)``: a UserError becomes one line on stderr and its exit status, success 0."""
     @functools.wraps(main)
     def entry(argv=None):
         try:
             main(argv)
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
-            return error.exit_status if isinstance(error, Diverged) else 2
+            return error.exit_status
         except Interrupted as stop:
             print(f"stopped: {stop}", file=sys.stderr)
             return stop.exit_status
