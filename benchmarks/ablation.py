@@ -1,8 +1,10 @@
 """Re-run the structure of the paper's Tables 4, 5 and 6 on a packed data set, with several seeds per row.
 
 Table 4 (section 3, efficient training): baseline at batch B -> linear scaling to batch L -> + warmup ->
-+ zero gamma -> + no bias decay, on ``FAMILY_v1b``. Table 5 (section 4, model tweaks): ``FAMILY_v1``,
-``_v1b``, ``_v1c``, ``_v1d`` with Table 4's last recipe. Table 6 (section 5, refinements) on ``FAMILY_v1d``:
++ zero gamma -> + no bias decay, on ``FAMILY_v1b``. Table 5 (section 4, model tweaks): ``TWEAKS_FAMILY_v1``,
+``_v1b``, ``_v1c``, ``_v1d`` with Table 4's last recipe, on a bottleneck ResNet (``--tweaks-family``, the paper's
+ResNet-50 or the smaller resnet26), since ResNet-B's tweak does not exist in basic blocks. Table 6 (section 5,
+refinements) on ``FAMILY_v1d``:
 efficient -> + cosine -> + label smoothing -> + distillation, + mixup, + both. The teacher (``--teacher``) is
 trained here once with the cosine + label-smoothing recipe (seed 0), or taken from ``--teacher-params``; it
 must be stronger than the student (the paper's: a deeper network; here it may also be one trained on more data).
@@ -10,9 +12,8 @@ must be stronger than the student (the paper's: a deeper network; here it may al
 Every run is ``train_imagenet.py`` with ``--resume`` in its own folder under ``--work-dir``, named by a hash
 of its full command line: an interrupted grid continues where it stopped (even inside a run) when it is
 started again, and finished runs are never repeated. A run whose loss diverges (``train_imagenet.py``
-exits with 3) is a result, kept as ``diverged.txt`` in its folder and shown as such in its row. Rows shared
-by two tables (Table 4's last is Table 5's ``_v1b``; Table 5's ``_v1d`` is Table 6's first) run once. Runs go
-one after the other, never two at once.
+exits with 3) is a result, kept as ``diverged.txt`` in its folder and shown as such in its row. A row shared
+by two tables runs once. Runs go one after the other, never two at once.
 
     python benchmarks/ablation.py --rec-train rec/train.rec --rec-val rec/val.rec --num-epochs 10 \\
         --seeds 0 1 2 --work-dir runs/ablation --output-dir benchmarks/results/cifar10
@@ -35,6 +36,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from models.resnet import DEPTHS, Bottleneck  # noqa: E402
 from utils import checkpoint  # noqa: E402
 from utils.errors import Diverged  # noqa: E402
 from utils.lr_schedule import build_lr_scheduler, linear_scaled_lr  # noqa: E402
@@ -82,7 +84,7 @@ def grid(args, teacher_params):
             Row("4", "+ LR warmup", (v1b, "--batch-size", str(large), *warmup)),
             Row("4", "+ zero gamma", (v1b, "--batch-size", str(large), *warmup, "--last-gamma")),
             Row("4", "+ no bias decay", (v1b, *efficient))],
-        "5": [Row("5", f"{family}_v1{variant}", (f"--model={family}_v1{variant}", *efficient))
+        "5": [Row("5", f"{args.tweaks_family}_v1{variant}", (f"--model={args.tweaks_family}_v1{variant}", *efficient))
               for variant in ("", "b", "c", "d")],
         "6": [
             Row("6", f"efficient {family}_v1d", d_efficient),
@@ -203,7 +205,8 @@ def _percent(value, std=None):
 def markdown(args, results, teacher):
     batches = (f"batch {args.batch_size} (Table 4's baseline) and {args.large_batch_size}"
                if {"4", "5", "6"} & set(args.tables) else f"batch {args.batch_size}")
-    lines = [f"Budget: `{args.family}` family at input {args.input_size}, {args.num_epochs} epochs, {batches}, "
+    families = f"`{args.family}`" + (f" (`{args.tweaks_family}` in Table 5)" if "5" in args.tables else "")
+    lines = [f"Budget: {families} at input {args.input_size}, {args.num_epochs} epochs, {batches}, "
              f"learning rate 0.1 x batch / 256, step decay at epochs {decay_epochs(args.num_epochs)} unless cosine, "
              f"{args.warmup_epochs} warmup epoch(s), mixup off for the last {args.mixup_off_epochs}; seeds "
              f"{' '.join(map(str, args.seeds))}; data {args.rec_train}"
@@ -284,7 +287,9 @@ def build_parser():
     parser.add_argument("--tables", nargs="+", default=["4", "5", "6"], choices=tuple(TABLE_TITLES),
                         help="gluoncv: the baseline and all-tricks runs of issue 7's GluonCV figures")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--family", default="resnet18", help="ResNet depth whose v1/b/c/d variants run")
+    parser.add_argument("--family", default="resnet18", help="the ResNet of Tables 4 and 6 (v1b and v1d)")
+    parser.add_argument("--tweaks-family", default="resnet50",
+                        help="the ResNet of Table 5, whose v1/b/c/d variants run: a bottleneck depth (26, 50, ...)")
     parser.add_argument("--teacher", default="resnet50_v1d", help="Table 6's teacher network")
     parser.add_argument("--teacher-params", help="a trained --teacher's .params file, instead of training one here")
     parser.add_argument("--input-size", type=int, default=32)
@@ -301,8 +306,22 @@ def build_parser():
     return parser
 
 
+def check_tweaks_family(family):
+    """Table 5 needs bottleneck blocks: ResNet-B moves a stride from their first 1x1 conv to their 3x3."""
+    depth = family.removeprefix("resnet")
+    if not depth.isdigit() or int(depth) not in DEPTHS:
+        raise SystemExit(f"--tweaks-family {family} is not a ResNet depth; give one of "
+                         f"{', '.join(f'resnet{d}' for d in DEPTHS)}")
+    if DEPTHS[int(depth)][0] is not Bottleneck:
+        bottlenecks = ", ".join(f"resnet{d}" for d, (block, _) in DEPTHS.items() if block is Bottleneck)
+        raise SystemExit(f"--tweaks-family {family} has basic blocks, where ResNet-B has no 1x1 stride to move "
+                         f"and would equal ResNet; give a bottleneck depth: {bottlenecks}")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if "5" in args.tables:
+        check_tweaks_family(args.tweaks_family)
     os.makedirs(args.output_dir, exist_ok=True)
     needs_teacher = "6" in args.tables
     teacher = teacher_params(args) if needs_teacher else None

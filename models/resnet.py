@@ -167,6 +167,9 @@ class ResNetV1(HybridBlock):
 
 DEPTHS = {
     18: (BasicBlock, [2, 2, 2, 2]),
+    # The smallest bottleneck ResNet (as in timm's resnet26): ResNet-50's blocks, two per stage. It is the
+    # cheapest network on which all three tweaks act; on basic blocks ResNet-B has no 1x1 stride to move.
+    26: (Bottleneck, [2, 2, 2, 2]),
     34: (BasicBlock, [3, 4, 6, 3]),
     50: (Bottleneck, [3, 4, 6, 3]),
     101: (Bottleneck, [3, 4, 23, 3]),
