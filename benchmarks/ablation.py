@@ -2,9 +2,9 @@
 
 Table 4 (section 3, efficient training): baseline at batch B -> linear scaling to batch L -> + warmup ->
 + zero gamma -> + no bias decay, on ``FAMILY_v1b``. Table 5 (section 4, model tweaks): ``TWEAKS_FAMILY_v1``,
-``_v1b``, ``_v1c``, ``_v1d`` with Table 4's last recipe, on a bottleneck ResNet (``--tweaks-family``, the paper's
-ResNet-50 or the smaller resnet26), since ResNet-B's tweak does not exist in basic blocks. Table 6 (section 5,
-refinements) on ``FAMILY_v1d``:
+``_v1b``, ``_v1c``, ``_v1d`` with Table 4's last recipe (``--tweaks-family``, by default ``--family``; the
+paper's is ResNet-50: on basic blocks, as in resnet18, ResNet-B is the same network as ResNet, so its row only
+shows how far two runs of one network differ). Table 6 (section 5, refinements) on ``FAMILY_v1d``:
 efficient -> + cosine -> + label smoothing -> + distillation, + mixup, + both. The teacher (``--teacher``) is
 trained here once with the cosine + label-smoothing recipe (seed 0), or taken from ``--teacher-params``; it
 must be stronger than the student (the paper's: a deeper network; here it may also be one trained on more data).
@@ -84,7 +84,7 @@ def grid(args, teacher_params):
             Row("4", "+ LR warmup", (v1b, "--batch-size", str(large), *warmup)),
             Row("4", "+ zero gamma", (v1b, "--batch-size", str(large), *warmup, "--last-gamma")),
             Row("4", "+ no bias decay", (v1b, *efficient))],
-        "5": [Row("5", f"{args.tweaks_family}_v1{variant}", (f"--model={args.tweaks_family}_v1{variant}", *efficient))
+        "5": [Row("5", f"{tweaks_family(args)}_v1{variant}", (f"--model={tweaks_family(args)}_v1{variant}", *efficient))
               for variant in ("", "b", "c", "d")],
         "6": [
             Row("6", f"efficient {family}_v1d", d_efficient),
@@ -205,7 +205,8 @@ def _percent(value, std=None):
 def markdown(args, results, teacher):
     batches = (f"batch {args.batch_size} (Table 4's baseline) and {args.large_batch_size}"
                if {"4", "5", "6"} & set(args.tables) else f"batch {args.batch_size}")
-    families = f"`{args.family}`" + (f" (`{args.tweaks_family}` in Table 5)" if "5" in args.tables else "")
+    families = f"`{args.family}`" + (f" (`{tweaks_family(args)}` in Table 5)"
+                                     if "5" in args.tables and tweaks_family(args) != args.family else "")
     lines = [f"Budget: {families} at input {args.input_size}, {args.num_epochs} epochs, {batches}, "
              f"learning rate 0.1 x batch / 256, step decay at epochs {decay_epochs(args.num_epochs)} unless cosine, "
              f"{args.warmup_epochs} warmup epoch(s), mixup off for the last {args.mixup_off_epochs}; seeds "
@@ -223,6 +224,11 @@ def markdown(args, results, teacher):
                          f"{_percent(entry['val_top1_mean'], entry['val_top1_std'])} | {delta} | "
                          f"{_percent(entry['val_top5_mean'], entry['val_top5_std'])} | {', '.join(per_seed)} |")
         lines.append("")
+        if table == "5" and not has_bottlenecks(tweaks_family(args)):
+            family = tweaks_family(args)
+            lines += [f"`{family}` has basic blocks, where ResNet-B has no 1x1 stride to move: "
+                      f"`{family}_v1b` is the same network as `{family}_v1`, and the "
+                      "difference of their rows is that of two runs of one network.", ""]
     lines += ["Every run is `python train_imagenet.py COMMON ROW --seed SEED --save-dir DIR --resume` with", "",
               f"COMMON = `{shlex.join(common_flags(args))}`", "", "and ROW:", ""]
     lines += [f"- {entry['label']}: `{shlex.join(entry['flags'])}`" for entry in results]
@@ -288,8 +294,9 @@ def build_parser():
                         help="gluoncv: the baseline and all-tricks runs of issue 7's GluonCV figures")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--family", default="resnet18", help="the ResNet of Tables 4 and 6 (v1b and v1d)")
-    parser.add_argument("--tweaks-family", default="resnet50",
-                        help="the ResNet of Table 5, whose v1/b/c/d variants run: a bottleneck depth (26, 50, ...)")
+    parser.add_argument("--tweaks-family", choices=[f"resnet{depth}" for depth in DEPTHS],
+                        help="the ResNet of Table 5, whose v1/b/c/d variants run (default: --family); ResNet-B "
+                             "acts on bottleneck depths only (26, 50, ...)")
     parser.add_argument("--teacher", default="resnet50_v1d", help="Table 6's teacher network")
     parser.add_argument("--teacher-params", help="a trained --teacher's .params file, instead of training one here")
     parser.add_argument("--input-size", type=int, default=32)
@@ -306,22 +313,16 @@ def build_parser():
     return parser
 
 
-def check_tweaks_family(family):
-    """Table 5 needs bottleneck blocks: ResNet-B moves a stride from their first 1x1 conv to their 3x3."""
-    depth = family.removeprefix("resnet")
-    if not depth.isdigit() or int(depth) not in DEPTHS:
-        raise SystemExit(f"--tweaks-family {family} is not a ResNet depth; give one of "
-                         f"{', '.join(f'resnet{d}' for d in DEPTHS)}")
-    if DEPTHS[int(depth)][0] is not Bottleneck:
-        bottlenecks = ", ".join(f"resnet{d}" for d, (block, _) in DEPTHS.items() if block is Bottleneck)
-        raise SystemExit(f"--tweaks-family {family} has basic blocks, where ResNet-B has no 1x1 stride to move "
-                         f"and would equal ResNet; give a bottleneck depth: {bottlenecks}")
+def tweaks_family(args):
+    return args.tweaks_family or args.family
+
+
+def has_bottlenecks(family):
+    return DEPTHS[int(family.removeprefix("resnet"))][0] is Bottleneck
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if "5" in args.tables:
-        check_tweaks_family(args.tweaks_family)
     os.makedirs(args.output_dir, exist_ok=True)
     needs_teacher = "6" in args.tables
     teacher = teacher_params(args) if needs_teacher else None

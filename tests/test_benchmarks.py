@@ -25,26 +25,24 @@ def write_finished_run(args, row, seed, top1_per_epoch):
 
 
 def test_rows_shared_by_two_tables_are_one_run(tmp_path):
-    args = parse(tmp_path, "--tables", "4", "5", "6", "--family", "resnet26", "--tweaks-family", "resnet26")
+    args = parse(tmp_path, "--tables", "4", "5", "6")
     rows = {(row.table, row.label): row for row in ablation.grid(args, "teacher.params")}
     assert (ablation.run_dir(args, rows["4", "+ no bias decay"].flags, 0)
-            == ablation.run_dir(args, rows["5", "resnet26_v1b"].flags, 0))
-    assert (ablation.run_dir(args, rows["5", "resnet26_v1d"].flags, 0)
-            == ablation.run_dir(args, rows["6", "efficient resnet26_v1d"].flags, 0))
+            == ablation.run_dir(args, rows["5", "resnet18_v1b"].flags, 0))
+    assert (ablation.run_dir(args, rows["5", "resnet18_v1d"].flags, 0)
+            == ablation.run_dir(args, rows["6", "efficient resnet18_v1d"].flags, 0))
     assert len({ablation.run_dir(args, row.flags, 0) for row in rows.values()}) == 13
 
 
-def test_table_5_runs_its_own_family_and_refuses_basic_blocks(tmp_path):
+def test_table_5_can_run_a_bottleneck_family_and_says_when_b_is_no_tweak(tmp_path):
     args = parse(tmp_path, "--tables", "4", "5", "6", "--tweaks-family", "resnet26")
     rows = ablation.grid(args, "teacher.params")
     assert [row.label for row in rows if row.table == "5"] == [f"resnet26_v1{v}" for v in ("", "b", "c", "d")]
     assert len({ablation.run_dir(args, row.flags, 0) for row in rows}) == 15
-    with pytest.raises(SystemExit, match="resnet18 has basic blocks, where ResNet-B has no 1x1 stride to move"):
-        ablation.main(["--rec-train", "a.rec", "--rec-val", "b.rec", "--tables", "5", "--tweaks-family", "resnet18",
-                       "--output-dir", str(tmp_path / "out")])
-    assert not (tmp_path / "out").exists()
-    with pytest.raises(SystemExit, match="--tweaks-family resnet27 is not a ResNet depth"):
-        ablation.check_tweaks_family("resnet27")
+    results = ablation.summarize(args, rows)
+    assert "same network" not in ablation.markdown(args, results, "teacher.params")
+    args.tweaks_family = None
+    assert "`resnet18_v1b` is the same network as `resnet18_v1`" in ablation.markdown(args, results, "t.params")
 
 
 def test_run_folders_keep_their_names(tmp_path):
