@@ -53,7 +53,7 @@ class Row:
     table: str
     label: str
     flags: tuple
-    seeded: bool = True
+    compared_to: str = None  # the label of the row its delta is taken against, if not the row above
 
 
 def decay_epochs(num_epochs):
@@ -91,7 +91,7 @@ def grid(args, teacher_params):
             Row("6", "+ cosine decay", (*d_efficient, "--lr-mode", "cosine")),
             Row("6", "+ label smoothing", refined),
             Row("6", f"+ distillation from {args.teacher}", (*refined, *distill)),
-            Row("6", "+ mixup (no distillation)", (*refined, *mixup)),
+            Row("6", "+ mixup (no distillation)", (*refined, *mixup), compared_to="+ label smoothing"),
             Row("6", "+ distillation and mixup", (*refined, *distill, *mixup))],
     }
     return [row for table in args.tables for row in rows[table]]
@@ -169,7 +169,7 @@ def teacher_params(args):
 
 def summarize(args, rows):
     """Per row: the seeds' final top-1/top-5 and curves, their mean and std, the delta to the row above."""
-    results, previous = [], {}
+    results, previous, labelled = [], {}, {}
     for row in rows:
         runs, diverged_seeds = [], []
         for seed in args.seeds:
@@ -179,7 +179,7 @@ def summarize(args, rows):
             elif diverged(save_dir):
                 diverged_seeds.append(seed)
         entry = dict(table=row.table, label=row.label, flags=list(row.flags), seeds=[r["seed"] for r in runs],
-                     diverged_seeds=diverged_seeds,
+                     diverged_seeds=diverged_seeds, compared_to=row.compared_to,
                      command=shlex.join(["python", "train_imagenet.py", *common_flags(args), *row.flags,
                                          "--seed", "SEED", "--save-dir", "DIR", "--resume"]), runs=runs)
         for metric in ("val_top1", "val_top5"):
@@ -187,11 +187,11 @@ def summarize(args, rows):
             entry[metric] = finals
             entry[f"{metric}_mean"] = statistics.mean(finals) if finals else None
             entry[f"{metric}_std"] = statistics.stdev(finals) if len(finals) > 1 else None
-        above = previous.get(row.table)
+        above = labelled[row.table, row.compared_to] if row.compared_to else previous.get(row.table)
         entry["delta_top1"] = (entry["val_top1_mean"] - above["val_top1_mean"]
                                if above and above["val_top1_mean"] is not None and entry["val_top1_mean"] is not None
                                else None)
-        previous[row.table] = entry
+        previous[row.table] = labelled[row.table, row.label] = entry
         results.append(entry)
     return results
 
@@ -218,6 +218,8 @@ def markdown(args, results, teacher):
                   "| --- | --- | --- | --- | --- | --- |"]
         for entry in (e for e in results if e["table"] == table):
             delta = f"{100 * entry['delta_top1']:+.2f}" if entry["delta_top1"] is not None else "-"
+            if entry["compared_to"]:
+                delta += f" (vs {entry['compared_to']})"
             per_seed = [f"{100 * value:.2f}" for value in entry["val_top1"]]
             per_seed += [f"diverged (seed {seed})" for seed in entry["diverged_seeds"]]
             lines.append(f"| {entry['label']} | {len(entry['seeds'])} | "
@@ -273,7 +275,7 @@ def plot(args, results, rows):
         axes[0].set(xlabel="epoch", ylabel="val top-1 % (mean; band: seeds)", title=TABLE_TITLES[table])
         axes[0].legend(fontsize=8)
         axes[1].set(xlabel="epoch", ylabel="learning rate", title="learning-rate schedules")
-        labels = [e["label"] for e in entries]
+        labels = [e["label"] + (f"\n(vs {e['compared_to']})" if e["compared_to"] else "") for e in entries]
         deltas = [100 * (e["delta_top1"] or 0) for e in entries]
         errors = [100 * (e["val_top1_std"] or 0) for e in entries]
         axes[2].bar(range(len(labels)), deltas, yerr=errors, capsize=4,

@@ -73,6 +73,19 @@ def test_summary_gives_mean_std_and_delta_of_finished_seeds(tmp_path):
     assert ", batch 128, learning rate" in table and "Teacher" not in table
 
 
+def test_mixup_without_distillation_is_compared_to_label_smoothing_not_to_the_row_above(tmp_path):
+    args = parse(tmp_path, "--tables", "6", "--num-epochs", "1", "--seeds", "0")
+    rows = {row.label: row for row in ablation.grid(args, "teacher.params")}
+    smoothing, distillation, mixup = (rows[label] for label in (
+        "+ label smoothing", "+ distillation from resnet50_v1d", "+ mixup (no distillation)"))
+    for row, top1 in ((smoothing, 0.40), (distillation, 0.48), (mixup, 0.43)):
+        write_finished_run(args, row, 0, [top1])
+    entries = {e["label"]: e for e in ablation.summarize(args, list(rows.values()))}
+    assert entries["+ distillation from resnet50_v1d"]["delta_top1"] == pytest.approx(0.08)
+    assert entries["+ mixup (no distillation)"]["delta_top1"] == pytest.approx(0.03)
+    assert "| +3.00 (vs + label smoothing) |" in ablation.markdown(args, list(entries.values()), "teacher.params")
+
+
 def test_missing_teacher_params_is_refused_in_one_line(tmp_path):
     args = parse(tmp_path, "--tables", "6", "--teacher-params", str(tmp_path / "nothing.params"))
     with pytest.raises(SystemExit, match="nothing.params does not exist; give the .params file of a trained"):
