@@ -4,7 +4,7 @@ Table 4 (section 3, efficient training): baseline at batch B -> linear scaling t
 + zero gamma -> + no bias decay, on ``FAMILY_v1b``. Table 5 (section 4, model tweaks): ``TWEAKS_FAMILY_v1``,
 ``_v1b``, ``_v1c``, ``_v1d`` with Table 4's last recipe (``--tweaks-family``, by default ``--family``; the
 paper's is ResNet-50: on basic blocks, as in resnet18, ResNet-B is the same network as ResNet, so its row only
-shows how far two runs of one network differ). Table 6 (section 5, refinements) on ``FAMILY_v1d``:
+shows how far two runs of one configuration differ). Table 6 (section 5, refinements) on ``FAMILY_v1d``:
 efficient -> + cosine -> + label smoothing -> + distillation, + mixup, + both. The teacher (``--teacher``) is
 trained here once with the cosine + label-smoothing recipe (seed 0), or taken from ``--teacher-params``; it
 must be stronger than the student (the paper's: a deeper network; here it may also be one trained on more data).
@@ -229,8 +229,8 @@ def markdown(args, results, teacher):
         if table == "5" and not has_bottlenecks(tweaks_family(args)):
             family = tweaks_family(args)
             lines += [f"`{family}` has basic blocks, where ResNet-B has no 1x1 stride to move: "
-                      f"`{family}_v1b` is the same network as `{family}_v1`, and the "
-                      "difference of their rows is that of two runs of one network.", ""]
+                      f"`{family}_v1b` is the same network as `{family}_v1`, trained here with the same "
+                      "seeds: the difference of their rows is how far two runs of one configuration differ.", ""]
     lines += ["Every run is `python train_imagenet.py COMMON ROW --seed SEED --save-dir DIR --resume` with", "",
               f"COMMON = `{shlex.join(common_flags(args))}`", "", "and ROW:", ""]
     lines += [f"- {entry['label']}: `{shlex.join(entry['flags'])}`" for entry in results]
