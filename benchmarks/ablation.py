@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shlex
 import statistics
@@ -191,6 +192,11 @@ def summarize(args, rows):
         entry["delta_top1"] = (entry["val_top1_mean"] - above["val_top1_mean"]
                                if above and above["val_top1_mean"] is not None and entry["val_top1_mean"] is not None
                                else None)
+        # Standard error of a difference of two independent means: a delta well beyond it is not seed noise.
+        entry["delta_top1_se"] = (math.sqrt(entry["val_top1_std"] ** 2 / len(entry["val_top1"])
+                                            + above["val_top1_std"] ** 2 / len(above["val_top1"]))
+                                  if entry["delta_top1"] is not None and entry["val_top1_std"] is not None
+                                  and above["val_top1_std"] is not None else None)
         previous[row.table] = labelled[row.table, row.label] = entry
         results.append(entry)
     return results
@@ -214,10 +220,13 @@ def markdown(args, results, teacher):
              + (f". Teacher: {args.teacher} ({teacher})." if "6" in args.tables else "."), ""]
     for table in args.tables:
         lines += [f"### {TABLE_TITLES[table]}", "",
-                  "| row | seeds | val top-1 % (mean ± std) | Δ top-1 vs row above | val top-5 % | per seed top-1 % |",
+                  "| row | seeds | val top-1 % (mean ± std) | Δ top-1 vs row above (± standard error) | val top-5 % "
+                  "| per seed top-1 % |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for entry in (e for e in results if e["table"] == table):
             delta = f"{100 * entry['delta_top1']:+.2f}" if entry["delta_top1"] is not None else "-"
+            if entry["delta_top1_se"] is not None:
+                delta += f" ± {100 * entry['delta_top1_se']:.2f}"
             if entry["compared_to"]:
                 delta += f" (vs {entry['compared_to']})"
             per_seed = [f"{100 * value:.2f}" for value in entry["val_top1"]]
@@ -277,12 +286,12 @@ def plot(args, results, rows):
         axes[1].set(xlabel="epoch", ylabel="learning rate", title="learning-rate schedules")
         labels = [e["label"] + (f"\n(vs {e['compared_to']})" if e["compared_to"] else "") for e in entries]
         deltas = [100 * (e["delta_top1"] or 0) for e in entries]
-        errors = [100 * (e["val_top1_std"] or 0) for e in entries]
+        errors = [100 * (e["delta_top1_se"] or 0) for e in entries]
         axes[2].bar(range(len(labels)), deltas, yerr=errors, capsize=4,
                     color=["tab:green" if d >= 0 else "tab:red" for d in deltas])
         axes[2].axhline(0, color="black", linewidth=0.8)
         axes[2].set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
-        axes[2].set(ylabel="Δ top-1 vs row above (points)", title="what each step buys (error bar: the row's std)")
+        axes[2].set(ylabel="Δ top-1 vs row above (points)", title="what each step buys (error bar: its standard error)")
         figure.tight_layout()
         figure.savefig(os.path.join(args.output_dir, f"table{table}.png"), dpi=90)
         plt.close(figure)

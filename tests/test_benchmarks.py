@@ -68,7 +68,9 @@ def test_summary_gives_mean_std_and_delta_of_finished_seeds(tmp_path):
     assert second["delta_top1"] == pytest.approx(0.62 - 0.52)
     table = ablation.markdown(args, [first, second], None)
     assert "| 3 | 52.00 ± 2.00 | - |" in table
-    assert "| 2 | 62.00 ± 2.83 | +10.00 |" in table
+    # Standard error of the delta: sqrt(0.02^2 / 3 + 0.0283^2 / 2) = 0.0231.
+    assert second["delta_top1_se"] == pytest.approx(0.0231, abs=1e-4)
+    assert "| 2 | 62.00 ± 2.83 | +10.00 ± 2.31 |" in table
     # A table that uses one batch and no teacher says nothing of a second batch or a teacher.
     assert ", batch 128, learning rate" in table and "Teacher" not in table
 
