@@ -17,6 +17,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,7 +81,10 @@ def run_child(side, spec, args):
     env = dict(os.environ, MXNET_EXEC_BULK_EXEC_TRAIN="0", MXNET_EXEC_BULK_EXEC_INFERENCE="0")
     argv = [sys.executable, os.path.abspath(__file__), "--child", side, spec, "--batch-size", str(args.batch_size),
             "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps)]
-    output = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+    # MXNet's profiler also dumps a large trace, profile.json, into the working directory at exit: keep it out
+    # of the user's folder (and away from our own profile.json).
+    with tempfile.TemporaryDirectory() as scratch:
+        output = subprocess.run(argv, env=env, cwd=scratch, capture_output=True, text=True, check=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
