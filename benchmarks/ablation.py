@@ -304,8 +304,10 @@ def build_parser():
     parser.add_argument("--tables", nargs="+", default=["4", "5", "6"], choices=tuple(TABLE_TITLES),
                         help="gluoncv: the baseline and all-tricks runs of issue 7's GluonCV figures")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--family", default="resnet18", help="the ResNet of Tables 4 and 6 (v1b and v1d)")
-    parser.add_argument("--tweaks-family", choices=[f"resnet{depth}" for depth in DEPTHS],
+    families = [f"resnet{depth}" for depth in DEPTHS]
+    parser.add_argument("--family", default="resnet18", choices=families,
+                        help="the ResNet of Tables 4 and 6 (v1b and v1d)")
+    parser.add_argument("--tweaks-family", choices=families,
                         help="the ResNet of Table 5, whose v1/b/c/d variants run (default: --family); ResNet-B "
                              "acts on bottleneck depths only (26, 50, ...)")
     parser.add_argument("--teacher", default="resnet50_v1d", help="Table 6's teacher network")

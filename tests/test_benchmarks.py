@@ -45,6 +45,13 @@ def test_table_5_can_run_a_bottleneck_family_and_says_when_b_is_no_tweak(tmp_pat
     assert "`resnet18_v1b` is the same network as `resnet18_v1`" in ablation.markdown(args, results, "t.params")
 
 
+@pytest.mark.parametrize("flag", ["--family", "--tweaks-family"])
+def test_a_family_that_is_no_resnet_depth_is_refused_before_any_run(tmp_path, capsys, flag):
+    with pytest.raises(SystemExit):
+        parse(tmp_path, flag, "resnet19")
+    assert f"argument {flag}: invalid choice: 'resnet19' (choose from 'resnet18', 'resnet26'" in capsys.readouterr().err
+
+
 def test_run_folders_keep_their_names(tmp_path):
     # A finished run is found again by its folder's name; a change to the hashed command would retrain it.
     args = parse(tmp_path, "--tables", "gluoncv")
