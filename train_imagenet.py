@@ -535,13 +535,23 @@ class StopRequested(Exception):
         self.meter = meter
 
 
+def train_step(recipe, images, targets):
+    """Forward, backward and one update on a batch already split over the devices; returns outputs and losses."""
+    with autograd.record():
+        outputs = [recipe.net(x) for x in images]
+        losses = [recipe.loss_fn(output, target, x) for output, target, x in zip(outputs, targets, images)]
+        # Inside the recording: AMP's loss scaling multiplies the losses, which must be part of the graph.
+        recipe.precision.backward(losses, recipe.trainer)
+    recipe.trainer.step(recipe.step_batch)
+    return outputs, losses
+
+
 def train_one_epoch(epoch, recipe, data, contexts, config, start_batch=0, meter=None, stop=None):
     """One pass over the training data (from batch ``start_batch``); returns the epoch's loss, top-1, speed.
 
     Under mixup the top-1 counts a prediction right when it names the dominant label of its mixed pair.
     When ``stop`` (a StopRequests) has seen a signal, StopRequested is raised after the current step.
     """
-    net, trainer = recipe.net, recipe.trainer
     batch_size = total_batch_size(config, contexts)
     meter = meter or EpochMeter()
     speed = SpeedLog(epoch, start_batch, batch_size, config.log_interval)
@@ -552,11 +562,7 @@ def train_one_epoch(epoch, recipe, data, contexts, config, start_batch=0, meter=
         check_labels(batch.label[0], data.num_classes, data.find_bad_records)
         images, targets, metric_labels = recipe.batch_transform(
             split_batch(batch.data[0], contexts), split_batch(batch.label[0], contexts), epoch)
-        with autograd.record():
-            outputs = [net(x) for x in images]
-            losses = [recipe.loss_fn(output, target, x) for output, target, x in zip(outputs, targets, images)]
-        recipe.precision.backward(losses, trainer)
-        trainer.step(recipe.step_batch)
+        outputs, losses = train_step(recipe, images, targets)
         meter.accuracy.update(metric_labels, outputs)
         meter.mean_loss.update(None, losses)
         meter.batches += 1

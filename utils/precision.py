@@ -2,7 +2,7 @@
 
 FP16 goes through MXNet's automatic mixed precision (``mx.contrib.amp``): operators that are safe in FP16
 run in FP16 while the parameters stay FP32, and the loss is scaled dynamically so that small gradients do
-not underflow; a step whose gradients overflow is skipped and the scale lowered.
+not underflow; a step whose gradients overflow is skipped and the scale halved.
 """
 from mxnet import autograd
 
@@ -14,8 +14,6 @@ DTYPES = ("float32", "float16")
 class Float32:
     """Plain FP32 training."""
 
-    dtype = "float32"
-
     def prepare_trainer(self, trainer):
         return trainer
 
@@ -24,17 +22,15 @@ class Float32:
 
 
 class Float16:
-    """FP16 through AMP with dynamic loss scaling; GPU only (MXNet 1.9.1 has no FP16 GEMM on CPU)."""
+    """Dynamic loss scaling with AMP's ``LossScaler``: scaled losses, and a step skipped when a gradient overflows.
 
-    dtype = "float16"
+    Construct it through ``build_precision``, which casts the operators to FP16 (GPU only); by itself it only
+    scales losses and skips overflowed steps, which works on any device.
+    """
 
-    def __init__(self, contexts):
-        if any(context.device_type != "gpu" for context in contexts):
-            raise UserError("--dtype float16 needs GPUs (MXNet 1.9.1 has no FP16 matrix multiply on CPU); "
-                            "use --num-gpus N with the CUDA build, or --dtype float32")
+    def __init__(self):
         from mxnet.contrib import amp
         self._amp = amp
-        amp.init(target_dtype="float16")
 
     def prepare_trainer(self, trainer):
         self._amp.init_trainer(trainer)
@@ -47,6 +43,11 @@ class Float16:
 
 def build_precision(dtype, contexts):
     """The precision policy for ``dtype``; call it before the network is built (AMP patches operators)."""
-    if dtype == "float16":
-        return Float16(contexts)
-    return Float32()
+    if dtype != "float16":
+        return Float32()
+    if any(context.device_type != "gpu" for context in contexts):
+        raise UserError("--dtype float16 needs GPUs (MXNet 1.9.1 has no FP16 matrix multiply on CPU); "
+                        "use --num-gpus N with the CUDA build, or --dtype float32")
+    from mxnet.contrib import amp
+    amp.init(target_dtype="float16")
+    return Float16()
