@@ -413,8 +413,11 @@ def build_trainer(config, net, contexts, batches_per_epoch, precision, cluster=N
                                   decay_epochs=config.lr_decay_epoch)
     optimizer_params = dict(learning_rate=schedule.base_lr, momentum=config.momentum, wd=config.wd,
                             lr_scheduler=schedule, begin_num_update=begin_num_update)
+    update_on_kvstore = cluster.update_on_kvstore
+    if update_on_kvstore is None:
+        update_on_kvstore = precision.update_on_kvstore
     trainer = gluon.Trainer(net.collect_params(), "nag", optimizer_params, kvstore=cluster.kvstore,
-                            update_on_kvstore=cluster.update_on_kvstore)
+                            update_on_kvstore=update_on_kvstore)
     return precision.prepare_trainer(trainer)
 
 

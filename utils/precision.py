@@ -14,6 +14,9 @@ DTYPES = ("float32", "float16")
 class Float32:
     """Plain FP32 training."""
 
+    # Where the optimizer runs is left to MXNet: both places give the same update.
+    update_on_kvstore = None
+
     def prepare_trainer(self, trainer):
         return trainer
 
@@ -27,6 +30,11 @@ class Float16:
     Construct it through ``build_precision``, which casts the operators to FP16 (GPU only); by itself it only
     scales losses and skips overflowed steps, which works on any device.
     """
+
+    # AMP checks the reduced gradients for inf and NaN in ``Trainer._update``, before it updates. On the
+    # kvstore the optimizer runs inside the gradient reduction, before that check, and would apply an
+    # overflowed step (scaling overflows on purpose now and then), so the devices update their own weights.
+    update_on_kvstore = False
 
     def __init__(self):
         from mxnet.contrib import amp

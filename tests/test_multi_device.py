@@ -1,0 +1,68 @@
+"""Several devices train the recipe that one device trains: FP16's skipped steps, no bias decay on the servers,
+validation of the network that is saved."""
+import json
+import pickle
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet.contrib.amp import amp
+
+import train_imagenet
+from models import get_model
+from tests.conftest import tiny_args
+from utils import checkpoint
+from utils.batch_transform import BatchTransform
+from utils.devices import build_contexts, split_batch
+from utils.distillation import CrossEntropyLoss
+from utils.precision import Float16
+
+
+def _config(argv):
+    return train_imagenet.resolve_config(train_imagenet.build_parser().parse_args(argv))
+
+
+def _weights_and_momenta(trainer, tmp_path):
+    """Every trainable weight on every device, and the optimizer's momenta wherever the trainer keeps them."""
+    weights = {(param.name, str(ctx)): param.data(ctx).asnumpy() for param in trainer._params
+               if param.grad_req != "null" for ctx in param.list_ctx()}
+    trainer.save_states(str(tmp_path / "states"))
+    with open(tmp_path / "states", "rb") as handle:
+        momenta, _ = pickle.loads(handle.read())
+    return weights, {index: state.asnumpy() for index, state in momenta.items()}
+
+
+def test_an_overflowed_fp16_step_on_two_devices_is_skipped_and_halves_the_scale(tiny_set, tmp_path, monkeypatch):
+    # amp.init casts operators to FP16, which needs a GPU; init_trainer only asserts that it ran. With both
+    # flags set it attaches a fresh LossScaler, as it does to every trainer after the first.
+    monkeypatch.setattr(amp, "_amp_initialized", True)
+    monkeypatch.setattr(amp, "_amp_loss_scale_initialized", True)
+    config = _config(tiny_args(tiny_set, tmp_path, "--num-cpu-contexts", "2", "--batch-size", "4"))
+    contexts = build_contexts(num_cpu_contexts=2)
+    precision = Float16()
+    net = train_imagenet.build_network(config, 3, contexts)
+    trainer = train_imagenet.build_trainer(config, net, contexts, 6, precision)
+    recipe = train_imagenet.Recipe(net, trainer, CrossEntropyLoss(), BatchTransform(3), precision, step_batch=8)
+    rng = np.random.RandomState(0)
+    images = mx.nd.array(rng.normal(size=(8, 3, 24, 24)))
+    labels = split_batch(mx.nd.array([0, 1, 2, 0, 1, 2, 0, 1]), contexts)
+
+    train_imagenet.train_step(recipe, split_batch(images, contexts), labels)
+    scale = trainer._amp_loss_scaler.loss_scale
+    weights, momenta = _weights_and_momenta(trainer, tmp_path)
+    assert momenta and all(np.abs(m).max() > 0 for m in momenta.values())
+
+    overflowing = images.copy()
+    overflowing[5, 0, 0, 0] = np.inf  # device 1's slice: only the reduced gradient carries it to device 0
+    train_imagenet.train_step(recipe, split_batch(overflowing, contexts), labels)
+    skipped_weights, skipped_momenta = _weights_and_momenta(trainer, tmp_path)
+    for key, value in weights.items():
+        np.testing.assert_array_equal(skipped_weights[key], value, err_msg=str(key))
+    for index, value in momenta.items():
+        np.testing.assert_array_equal(skipped_momenta[index], value, err_msg=str(index))
+
+    train_imagenet.train_step(recipe, split_batch(images, contexts), labels)
+    assert trainer._amp_loss_scaler.loss_scale == scale / 2
+    updated, _ = _weights_and_momenta(trainer, tmp_path)
+    assert all(np.isfinite(value).all() for value in updated.values())
+    assert sum(not np.array_equal(updated[key], value) for key, value in weights.items()) == len(weights)
