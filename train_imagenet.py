@@ -39,7 +39,7 @@ from utils.precision import DTYPES, build_precision
 from utils.pretrained import cached_gluoncv_params, load_for_finetuning
 from utils.resume import RunState, find_resume_point, restore
 from utils.seeding import epoch_seed, seed_everything
-from utils.weight_decay import apply_no_bias_decay
+from utils.weight_decay import apply_no_bias_decay, keep_multipliers_by_index
 
 # The paper's baseline (section 2): ResNet-50, 224x224, 8 devices x 32 = 256 images a batch, 120 epochs,
 # rate divided by 10 at epochs 30, 60 and 90.
@@ -418,6 +418,7 @@ def build_trainer(config, net, contexts, batches_per_epoch, precision, cluster=N
         update_on_kvstore = precision.update_on_kvstore
     trainer = gluon.Trainer(net.collect_params(), "nag", optimizer_params, kvstore=cluster.kvstore,
                             update_on_kvstore=update_on_kvstore)
+    keep_multipliers_by_index(trainer.optimizer)
     return precision.prepare_trainer(trainer)
 
 

@@ -66,3 +66,22 @@ def test_an_overflowed_fp16_step_on_two_devices_is_skipped_and_halves_the_scale(
     updated, _ = _weights_and_momenta(trainer, tmp_path)
     assert all(np.isfinite(value).all() for value in updated.values())
     assert sum(not np.array_equal(updated[key], value) for key, value in weights.items()) == len(weights)
+
+
+def test_no_bias_decay_survives_the_trip_to_the_parameter_servers(tiny_set):
+    """A dist kvstore pickles the optimizer to its servers; ``Optimizer.__getstate__`` drops ``param_dict``."""
+    config = _config(tiny_args(tiny_set, "unused", "--no-wd", "--wd", "0.003"))
+    contexts = build_contexts()
+    net = train_imagenet.build_network(config, 3, contexts)
+    trainer = train_imagenet.build_trainer(config, net, contexts, 6, train_imagenet.build_precision("float32", contexts))
+    served = pickle.loads(pickle.dumps(trainer.optimizer))
+    assert served.param_dict == {}
+    names = [param.name for param in trainer._params]
+    indices = list(range(len(names)))
+    decays = served._get_wds(indices)
+    assert decays == trainer.optimizer._get_wds(indices)
+    decayed = {name for name, decay in zip(names, decays) if decay}
+    assert decayed and all(name.endswith("weight") and ("conv" in name or "dense" in name) for name in decayed)
+    # 22 convolutions (3 in the deep stem, 16 in the blocks, 3 on shortcuts) and the classifier.
+    assert set(decays) == {0.0, 0.003} and len(decayed) == 23
+    assert served._get_lrs(indices) == [pytest.approx(0.02)] * len(names)

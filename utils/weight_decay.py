@@ -19,3 +19,15 @@ def apply_no_bias_decay(net):
         if param.name not in decayed:
             param.wd_mult = 0.0
     return sorted(key for key, param in net._collect_params_with_prefix().items() if param.name in decayed)
+
+
+def keep_multipliers_by_index(optimizer):
+    """Copy every parameter's ``wd_mult`` and ``lr_mult`` into the optimizer's own per-index tables.
+
+    The optimizer reads them from ``param_dict``, which ``Optimizer.__getstate__`` drops: a distributed
+    kvstore pickles the optimizer to its servers, which would then decay every bias and BatchNorm parameter
+    that ``--no-wd`` exempts. Per-index entries survive pickling, and ``_get_wds`` and ``_get_lrs`` fall back
+    on them when ``param_dict`` is empty, so the servers apply the same multipliers as a single device.
+    """
+    optimizer.set_wd_mult({index: param.wd_mult for index, param in optimizer.param_dict.items()})
+    optimizer.set_lr_mult({index: param.lr_mult for index, param in optimizer.param_dict.items()})
