@@ -27,7 +27,7 @@ from data.loaders import InputConfig, folder_source, record_source
 from models import get_model, model_names
 from utils import checkpoint
 from utils.batch_transform import BatchTransform
-from utils.devices import build_contexts, split_batch
+from utils.devices import average_running_statistics, build_contexts, split_batch
 from utils.distributed import DIST_KVSTORES, Cluster, join_cluster, weights_fingerprint
 from utils.distillation import CrossEntropyLoss, DistillationLoss, check_params_fit
 from utils.errors import Diverged, Interrupted, UserError, command_line_entry
@@ -575,6 +575,7 @@ def train_one_epoch(epoch, recipe, data, contexts, config, start_batch=0, meter=
         if stop is not None and stop.requested and batch_number < data.batches_per_epoch:
             meter.seconds += time.time() - tic
             raise StopRequested(batch_number, meter)
+    average_running_statistics(recipe.net)
     mx.nd.waitall()
     meter.seconds += time.time() - tic
     return meter.summary(batch_size)

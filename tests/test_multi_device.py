@@ -85,3 +85,40 @@ def test_no_bias_decay_survives_the_trip_to_the_parameter_servers(tiny_set):
     # 22 convolutions (3 in the deep stem, 16 in the blocks, 3 on shortcuts) and the classifier.
     assert set(decays) == {0.0, 0.003} and len(decayed) == 23
     assert served._get_lrs(indices) == [pytest.approx(0.02)] * len(names)
+
+
+def _bn_statistics(net, ctx):
+    return {param.name: param.data(ctx).asnumpy() for param in net.collect_params().values()
+            if param.grad_req == "null"}
+
+
+def test_validation_on_two_devices_measures_the_network_that_is_saved(tiny_set, tmp_path):
+    config = _config(tiny_args(tiny_set, tmp_path, "--num-cpu-contexts", "2", "--batch-size", "8"))
+    contexts = build_contexts(num_cpu_contexts=2)
+    data = train_imagenet.build_data(config, contexts)
+    recipe = train_imagenet.build_recipe(config, data, contexts)
+    train_imagenet.train_one_epoch(0, recipe, data, contexts, config)
+    first, second = (_bn_statistics(recipe.net, ctx) for ctx in contexts)
+    for name, value in first.items():
+        np.testing.assert_array_equal(second[name], value, err_msg=name)
+
+    recipe.net.save_parameters(str(tmp_path / "saved.params"))
+    saved = get_model("resnet18_v1d", classes=3)
+    saved.load_parameters(str(tmp_path / "saved.params"))
+    images = mx.nd.array(np.random.RandomState(0).normal(size=(4, 3, 24, 24)))
+    for ctx in contexts:
+        np.testing.assert_allclose(recipe.net(images.as_in_context(ctx)).asnumpy(), saved(images).asnumpy(),
+                                   rtol=1e-5, atol=1e-5, err_msg=str(ctx))
+
+
+def test_metrics_of_a_two_device_run_are_those_of_its_saved_file(tiny_set, tmp_path):
+    save_dir = tmp_path / "run"
+    assert train_imagenet.main(tiny_args(tiny_set, save_dir, "--num-cpu-contexts", "2", "--batch-size", "8",
+                                         "--num-epochs", "1")) == 0
+    with open(checkpoint.metrics_path(str(save_dir))) as handle:
+        logged = json.loads(handle.readline())
+    config = _config(tiny_args(tiny_set, tmp_path / "eval", "--batch-size", "8"))
+    net = get_model("resnet18_v1d", classes=3)
+    net.load_parameters(checkpoint.params_path(str(save_dir), "resnet18_v1d", 0))
+    measured = train_imagenet.evaluate(net, train_imagenet.build_data(config, build_contexts()), [mx.cpu()])
+    assert (logged["val_top1"], logged["val_top5"]) == (measured["val_top1"], measured["val_top5"])

@@ -29,3 +29,16 @@ def split_batch(array, contexts):
         raise UserError(f"a batch of {array.shape[0]} does not split evenly over {len(contexts)} devices; "
                         "use a batch size that is a multiple of the number of devices")
     return mx.gluon.utils.split_and_load(array, contexts, batch_axis=0, even_split=True)
+
+
+def average_running_statistics(net):
+    """Give every device the mean of the devices' BatchNorm running statistics: what ``save_parameters`` writes.
+
+    Each device accumulates BatchNorm's running mean and variance over its own slice of every batch; averaged,
+    a validation on any device measures the network that is saved. The mean of per-slice variances leaves
+    out the spread of the slices' means, as the saved file does.
+    """
+    for param in net.collect_params().values():
+        copies = param.list_data()
+        if param.grad_req == "null" and len(copies) > 1:
+            param.set_data(mx.nd.add_n(*(copy.as_in_context(copies[0].context) for copy in copies)) / len(copies))
