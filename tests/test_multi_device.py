@@ -15,7 +15,7 @@ from utils import checkpoint
 from utils.batch_transform import BatchTransform
 from utils.devices import build_contexts, split_batch
 from utils.distillation import CrossEntropyLoss
-from utils.precision import Float16
+from utils.precision import Float16, build_precision
 
 
 def _config(argv):
@@ -73,7 +73,7 @@ def test_no_bias_decay_survives_the_trip_to_the_parameter_servers(tiny_set):
     config = _config(tiny_args(tiny_set, "unused", "--no-wd", "--wd", "0.003"))
     contexts = build_contexts()
     net = train_imagenet.build_network(config, 3, contexts)
-    trainer = train_imagenet.build_trainer(config, net, contexts, 6, train_imagenet.build_precision("float32", contexts))
+    trainer = train_imagenet.build_trainer(config, net, contexts, 6, build_precision("float32", contexts))
     served = pickle.loads(pickle.dumps(trainer.optimizer))
     assert served.param_dict == {}
     names = [param.name for param in trainer._params]
@@ -101,6 +101,10 @@ def test_validation_on_two_devices_measures_the_network_that_is_saved(tiny_set, 
     first, second = (_bn_statistics(recipe.net, ctx) for ctx in contexts)
     for name, value in first.items():
         np.testing.assert_array_equal(second[name], value, err_msg=name)
+    # Averaged in place: the trainer, which updates on the kvstore here, keeps its kvstore and the momenta of
+    # its 68 trainable parameters (23 convolution and dense weights, the dense bias, 22 BatchNorms x 2).
+    _, momenta = _weights_and_momenta(recipe.trainer, tmp_path)
+    assert len(momenta) == 68 and all(np.abs(m).max() > 0 for m in momenta.values())
 
     recipe.net.save_parameters(str(tmp_path / "saved.params"))
     saved = get_model("resnet18_v1d", classes=3)

@@ -41,4 +41,8 @@ def average_running_statistics(net):
     for param in net.collect_params().values():
         copies = param.list_data()
         if param.grad_req == "null" and len(copies) > 1:
-            param.set_data(mx.nd.add_n(*(copy.as_in_context(copies[0].context) for copy in copies)) / len(copies))
+            mean = mx.nd.add_n(*(copy.as_in_context(copies[0].context) for copy in copies)) / len(copies)
+            # In place: Parameter.set_data would make a trainer that updates on the kvstore start a new
+            # kvstore, and its optimizer's momenta with it.
+            for copy in copies:
+                mean.copyto(copy)
