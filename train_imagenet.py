@@ -25,6 +25,7 @@ from mxnet import autograd, gluon
 from data.demo import make_demo_dataset
 from data.loaders import InputConfig, folder_source, record_source
 from models import get_model, model_names
+from models.registry import min_input_size
 from utils import checkpoint
 from utils.batch_transform import BatchTransform
 from utils.devices import average_running_statistics, build_contexts, split_batch
@@ -224,13 +225,51 @@ def build_parser():
     return parser
 
 
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The finite values a numeric flag may take, from ``low`` to ``high`` (None: unbounded), said as in a message."""
+
+    low: float = None
+    high: float = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value):
+        above = self.low is None or value > self.low or (value == self.low and not self.low_open)
+        below = self.high is None or value < self.high or (value == self.high and not self.high_open)
+        return math.isfinite(value) and above and below
+
+    def __str__(self):
+        if self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+        if self.low_open:
+            return "positive" if self.low == 0 else f"more than {self.low}"
+        return "0 or more" if self.low == 0 else f"at least {self.low}"
+
+
+# Every numeric flag of build_parser and its valid values, checked before anything runs: out of bounds, MXNet
+# would stop with a traceback from deep inside (a scheduler, a loader, a seed) or quietly train something else.
+FLAG_BOUNDS = dict(
+    num_classes=Bounds(2),  # label smoothing gives each wrong class eps / (K - 1)
+    input_size=Bounds(1), crop_ratio=Bounds(0, 1, low_open=True), num_data_workers=Bounds(1),
+    batch_size=Bounds(1), num_epochs=Bounds(1), lr=Bounds(0, low_open=True), lr_base=Bounds(0, low_open=True),
+    lr_base_size=Bounds(1), momentum=Bounds(0, 1, high_open=True), wd=Bounds(0),
+    lr_decay=Bounds(0, 1, low_open=True), warmup_epochs=Bounds(0), warmup_lr=Bounds(0),
+    label_smoothing=Bounds(0, 1, high_open=True), mixup_alpha=Bounds(0, low_open=True), mixup_off_epoch=Bounds(0),
+    temperature=Bounds(0, low_open=True), hard_weight=Bounds(0, 1),
+    num_gpus=Bounds(0), num_cpu_contexts=Bounds(1),
+    save_frequency=Bounds(0), keep_checkpoints=Bounds(0), resume_epoch=Bounds(0), log_interval=Bounds(1),
+    seed=Bounds(0, 2**32 - 1),  # numpy's generator refuses other seeds
+)
+
+
 def _parse_epochs(text):
     try:
         epochs = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise UserError(f"--lr-decay-epoch {text!r} is not a comma-separated list of epochs, e.g. 30,60,90") from None
-    if list(epochs) != sorted(set(epochs)):
-        raise UserError(f"--lr-decay-epoch {text!r} must list increasing epochs, e.g. 30,60,90")
+    if list(epochs) != sorted(set(epochs)) or min(epochs, default=0) < 0:
+        raise UserError(f"--lr-decay-epoch {text!r} must list increasing epochs, each 0 or more, e.g. 30,60,90")
     return epochs
 
 
@@ -244,6 +283,74 @@ def _parse_gpu_ids(text):
     if len(set(ids)) != len(ids) or min(ids) < 0:
         raise UserError(f"--gpus {text!r} must list distinct non-negative GPU ids")
     return ids
+
+
+def _check_numbers(values):
+    """Each numeric flag within its bounds, then the epoch counts within the run."""
+    for name, bounds in FLAG_BOUNDS.items():
+        if values[name] is not None and values[name] not in bounds:
+            raise UserError(f"--{name.replace('_', '-')} must be {bounds}, got {values[name]}")
+    num_epochs = values["num_epochs"]
+    if values["warmup_epochs"] >= num_epochs:
+        raise UserError(f"--warmup-epochs {values['warmup_epochs']:g} leaves no epoch after warmup of "
+                        f"--num-epochs {num_epochs}")
+    if values["mixup"] and values["mixup_off_epoch"] >= num_epochs:
+        raise UserError(f"--mixup-off-epoch {values['mixup_off_epoch']} turns mixup off for all --num-epochs "
+                        f"{num_epochs}; give fewer than {num_epochs} epochs without mixup")
+    if values["resume_epoch"] >= num_epochs:
+        raise UserError(f"--resume-epoch {values['resume_epoch']} is not an epoch of --num-epochs {num_epochs}")
+
+
+def _check_networks(values):
+    """Registered networks (the teacher may be an export) that accept --input-size; weight files that exist."""
+    names = model_names()
+    if values["model"] not in names:
+        raise UserError(f"unknown model {values['model']!r}; known models: {', '.join(names)}")
+    teacher = values["teacher"]
+    if teacher and teacher not in names:
+        if not teacher.endswith("-symbol.json"):
+            raise UserError(f"unknown --teacher {teacher!r}; give an exported PREFIX-symbol.json or one of the "
+                            f"known models: {', '.join(names)}")
+        if not os.path.isfile(teacher):
+            raise UserError(f"--teacher {teacher} does not exist")
+    for flag in ("model", "teacher"):
+        smallest = min_input_size(values[flag]) if values[flag] in names else 1
+        if values["input_size"] < smallest:
+            raise UserError(f"--input-size {values['input_size']} is too small for --{flag} {values[flag]}, which "
+                            f"needs at least {smallest}; use --input-size {smallest} or more")
+    if values["teacher_params"] and not teacher:
+        raise UserError("--teacher-params needs --teacher, the network the file belongs to")
+    for flag in ("teacher_params", "pretrained_params"):
+        if values[flag] and not os.path.isfile(values[flag]):
+            raise UserError(f"--{flag.replace('_', '-')} {values[flag]} does not exist")
+
+
+def _check_distribution(values):
+    """What a dist_* kvstore needs: packed records, clean beforehand, in float32."""
+    kvstore = values["kvstore"]
+    if kvstore in DIST_KVSTORES and not values["rec_train"]:
+        raise UserError(f"--kvstore {kvstore} gives each worker a shard of --rec-train; give "
+                        "--rec-train/--rec-val (pack images with `python -m data.pack`)")
+    if values["skip_bad_records"] and (values["data_dir"] or kvstore in DIST_KVSTORES):
+        raise UserError("--skip-bad-records reads packed .rec files on one machine; for --data-dir pack the "
+                        "images (`python -m data.pack` skips unreadable files), for several machines clean the "
+                        ".rec once with `python -m data.clean TRAIN.rec --out CLEAN` and train on CLEAN.rec")
+    if kvstore in DIST_KVSTORES and values["dtype"] != "float32":
+        # AMP's dynamic loss scaling changes the gradient scale, which MXNet refuses once the optimizer
+        # runs on the servers (Trainer._check_and_rescale_grad).
+        raise UserError(f"--dtype {values['dtype']} is not supported with --kvstore {kvstore}; "
+                        "train distributed in float32")
+
+
+def _check_resume(values):
+    """One way to resume, with the files it names."""
+    if values["resume"] and values["resume_params"]:
+        raise UserError("give either --resume (newest checkpoint in --save-dir) or --resume-params, not both")
+    if (values["resume_epoch"] or values["resume_states"]) and not values["resume_params"]:
+        raise UserError("--resume-epoch and --resume-states need --resume-params, the parameters to start from")
+    for flag in ("resume_params", "resume_states"):
+        if values[flag] and not os.path.isfile(values[flag]):
+            raise UserError(f"--{flag.replace('_', '-')} {values[flag]} does not exist")
 
 
 def resolve_config(args):
@@ -260,47 +367,8 @@ def resolve_config(args):
     values["lr_decay_epoch"] = _parse_epochs(values["lr_decay_epoch"])
     values["gpus"] = _parse_gpu_ids(values["gpus"])
     values["logging_file"] = values["logging_file"] or os.path.join(values["save_dir"], "train.log")
-    for name in ("batch_size", "num_epochs", "input_size", "log_interval"):
-        if values[name] < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {values[name]}")
-    if values["model"] not in model_names():
-        raise UserError(f"unknown model {values['model']!r}; known models: {', '.join(model_names())}")
-    if not 0 <= values["label_smoothing"] < 1:
-        raise UserError(f"--label-smoothing must be in [0, 1), got {values['label_smoothing']}")
-    if values["mixup"] and values["mixup_alpha"] <= 0:
-        raise UserError(f"--mixup-alpha must be positive, got {values['mixup_alpha']}")
-    if values["teacher_params"] and not values["teacher"]:
-        raise UserError("--teacher-params needs --teacher, the network the file belongs to")
-    for flag in ("teacher_params", "pretrained_params"):
-        if values[flag] and not os.path.isfile(values[flag]):
-            raise UserError(f"--{flag.replace('_', '-')} {values[flag]} does not exist")
-    if values["kvstore"] in DIST_KVSTORES and not args.rec_train:
-        raise UserError(f"--kvstore {values['kvstore']} gives each worker a shard of --rec-train; give "
-                        "--rec-train/--rec-val (pack images with `python -m data.pack`)")
-    if values["skip_bad_records"] and (values["data_dir"] or values["kvstore"] in DIST_KVSTORES):
-        raise UserError("--skip-bad-records reads packed .rec files on one machine; for --data-dir pack the "
-                        "images (`python -m data.pack` skips unreadable files), for several machines clean the "
-                        ".rec once with `python -m data.clean TRAIN.rec --out CLEAN` and train on CLEAN.rec")
-    if values["kvstore"] in DIST_KVSTORES and values["dtype"] != "float32":
-        # AMP's dynamic loss scaling changes the gradient scale, which MXNet refuses once the optimizer
-        # runs on the servers (Trainer._check_and_rescale_grad).
-        raise UserError(f"--dtype {values['dtype']} is not supported with --kvstore {values['kvstore']}; "
-                        "train distributed in float32")
-    if values["resume"] and values["resume_params"]:
-        raise UserError("give either --resume (newest checkpoint in --save-dir) or --resume-params, not both")
-    if (values["resume_epoch"] or values["resume_states"]) and not values["resume_params"]:
-        raise UserError("--resume-epoch and --resume-states need --resume-params, the parameters to start from")
-    for flag in ("resume_params", "resume_states"):
-        if values[flag] and not os.path.isfile(values[flag]):
-            raise UserError(f"--{flag.replace('_', '-')} {values[flag]} does not exist")
-    if not 0 <= values["resume_epoch"] < values["num_epochs"]:
-        raise UserError(f"--resume-epoch {values['resume_epoch']} is not an epoch of --num-epochs "
-                        f"{values['num_epochs']}")
-    if values["save_frequency"] < 0 or values["keep_checkpoints"] < 0:
-        raise UserError("--save-frequency and --keep-checkpoints must be 0 or more")
-    if values["warmup_epochs"] >= values["num_epochs"]:
-        raise UserError(f"--warmup-epochs {values['warmup_epochs']:g} leaves no epoch after warmup of "
-                        f"--num-epochs {values['num_epochs']}")
+    for check in (_check_numbers, _check_networks, _check_distribution, _check_resume):
+        check(values)
     return TrainConfig(**values)
 
 
@@ -347,7 +415,7 @@ def build_data(config, contexts, cluster=None):
                                crop_ratio=config.crop_ratio, num_workers=config.num_data_workers,
                                seed=config.seed, num_parts=cluster.num_workers, part_index=cluster.rank)
     if config.data_dir:
-        return folder_source(config.data_dir, input_config)
+        return folder_source(config.data_dir, input_config, num_classes=config.num_classes)
     rec_train, rec_val = config.rec_train, config.rec_val
     if config.uses_demo:
         logging.info("No data given: using the built-in demo data set in %s", config.demo_dir)

@@ -180,6 +180,23 @@ def _default_index(rec, idx):
     return idx or RecordFiles.from_rec_path(rec).idx
 
 
+def check_num_classes(num_classes, class_names, where):
+    """``--num-classes`` may only repeat the number of classes the data lists (``where`` names the list).
+
+    Another number would change label smoothing's ``eps / (K - 1)`` or leave labels outside the classes.
+    """
+    if num_classes is not None and class_names is not None and num_classes != len(class_names):
+        raise UserError(f"--num-classes {num_classes} disagrees with the {len(class_names)} classes of {where}; "
+                        "drop --num-classes, which is only for .rec files without a class list")
+
+
+def check_one_batch(num_images, config, where):
+    """Every step trains on a full batch, so this worker's share of the training set must hold one."""
+    if num_images < config.batch_size:
+        raise UserError(f"{where} has {num_images} training images, fewer than one batch of {config.batch_size} "
+                        "(--batch-size x devices); lower --batch-size")
+
+
 def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_classes=None, clean_dir=None,
                   log=print):
     """Training and validation data from packed ``.rec``/``.idx`` files, checked before MXNet opens them.
@@ -191,10 +208,11 @@ def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_
     check_record_files(rec_train, idx_train)
     check_record_files(rec_val, idx_val)
     class_names = read_class_names(rec_train)
+    classes_path = RecordFiles.from_rec_path(rec_train).classes
+    check_num_classes(num_classes, class_names, classes_path)
     if num_classes is None:
         if class_names is None:
-            expected = RecordFiles.from_rec_path(rec_train).classes
-            raise UserError(f"no class list beside {rec_train} (expected {expected}, written by "
+            raise UserError(f"no class list beside {rec_train} (expected {classes_path}, written by "
                             "`python -m data.pack`); pass --num-classes")
         num_classes = len(class_names)
     skipped = 0
@@ -204,13 +222,16 @@ def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_
         rec_val, idx_val, skipped_val = clean_records(rec_val, idx_val, num_classes,
                                                       os.path.join(clean_dir, "val"), log)
         skipped = skipped_train + skipped_val
-    else:
-        check_validation_records(rec_val, idx_val, num_classes)
     num_records = count_records(idx_train)
     num_train = num_records // config.num_parts
     if num_train == 0:
         raise UserError(f"{rec_train} has {num_records} records, too few for a shard of each of "
                         f"{config.num_parts} workers; use fewer workers or more data")
+    check_one_batch(num_train, config, rec_train if config.num_parts == 1 else
+                    f"worker {config.part_index}'s shard of {rec_train} ({config.num_parts} workers)")
+    if not clean_dir:
+        # After the quick checks: decoding the whole validation set is the slow one.
+        check_validation_records(rec_val, idx_val, num_classes)
     num_val = count_records(idx_val)
     batches_per_epoch = math.ceil(num_train / config.batch_size)
     find_bad_records = functools.partial(describe_bad_records, [(rec_train, idx_train), (rec_val, idx_val)],
@@ -281,8 +302,11 @@ def _folder_transforms(config):
     return train, validation_transform(config)
 
 
-def folder_source(data_dir, config):
-    """Training and validation data from ``data_dir/train/<class>/*`` and ``data_dir/val/<class>/*``."""
+def folder_source(data_dir, config, num_classes=None):
+    """Training and validation data from ``data_dir/train/<class>/*`` and ``data_dir/val/<class>/*``.
+
+    ``num_classes`` (``--num-classes``), when given, must be the number of class folders.
+    """
     splits = {}
     for split in ("train", "val"):
         path = os.path.join(data_dir, split)
@@ -294,9 +318,8 @@ def folder_source(data_dir, config):
             raise UserError(f"no images found in {path}; expected {path}/<class>/<image files>")
     if splits["train"].synsets != splits["val"].synsets:
         raise UserError(f"the class folders of {data_dir}/train and {data_dir}/val differ; they must match")
-    if len(splits["train"]) < config.batch_size:
-        raise UserError(f"{data_dir}/train has {len(splits['train'])} images, fewer than one batch of "
-                        f"{config.batch_size}; lower --batch-size")
+    check_num_classes(num_classes, splits["train"].synsets, f"{data_dir}/train")
+    check_one_batch(len(splits["train"]), config, f"{data_dir}/train")
     train_transform, val_transform = _folder_transforms(config)
     return DataSource(train=FolderBatches(splits["train"], train_transform, config, training=True),
                       val=FolderBatches(splits["val"], val_transform, config, training=False),

@@ -1,6 +1,14 @@
 """One registry of model builders: ``get_model(name, **kwargs)`` is the only way the scripts build a network."""
+import fnmatch
 
 _BUILDERS = {}
+
+# The smallest square input of each family, found by running the networks (tests/test_flag_values.py runs
+# each family's smallest member at its minimum and one pixel below). Padded convolutions take any size, but
+# ResNet-D average-pools 2x2 in the shortcut of the last stage, which needs 2x2 there: 17 pixels, halved
+# (rounding up) four times; Inception-v3's unpadded strided convolutions and poolings need 75.
+_MIN_INPUT_SIZES = (("resnet*_v1", 1), ("resnet*_v1b", 1), ("resnet*_v1c", 1), ("resnet*_v1d", 17),
+                    ("mobilenet[0-9]*", 1), ("mobilenetv2_*", 1), ("inceptionv3", 75))
 
 
 def register_model(builder, name=None):
@@ -23,3 +31,11 @@ def get_model(name, **kwargs):
         from utils.errors import UserError
         raise UserError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
     return _BUILDERS[name](**kwargs)
+
+
+def min_input_size(name):
+    """The smallest input height and width the network registered as ``name`` accepts."""
+    for pattern, size in _MIN_INPUT_SIZES:
+        if fnmatch.fnmatchcase(name, pattern):
+            return size
+    raise KeyError(f"no smallest input size is known for model {name!r}; add its family to _MIN_INPUT_SIZES")

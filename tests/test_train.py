@@ -152,7 +152,7 @@ def test_unwritable_save_dir_fails_before_training(tiny_set, tmp_path, capsys):
 
 
 def test_label_outside_the_classes_stops_training(tiny_set, tmp_path, capsys):
-    _fails_with(capsys, tiny_args(tiny_set, tmp_path, "--num-classes", "2"), "outside [0, 2)")
+    _fails_with(capsys, tiny_args(tiny_set, tmp_path, "--num-classes", "2"), "--num-classes 2 disagrees with the 3")
 
 
 def test_gpu_only_requests_fail_clearly_on_cpu(tiny_set, tmp_path, capsys):

@@ -7,6 +7,7 @@ global batch (per-device batch x devices x workers).
 import dataclasses
 import hashlib
 import importlib.util
+import os
 
 import mxnet as mx
 
@@ -61,6 +62,11 @@ class Cluster:
         return batches_per_epoch * (self.num_workers if self.is_async else 1)
 
 
+ONE_MACHINE_KVSTORES = ("device", "local")
+# What tools/launch.py sets for each process; ps-lite without them fails with a C++ traceback.
+PS_LITE_VARIABLES = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER", "DMLC_NUM_WORKER")
+
+
 def join_cluster(kvstore_type):
     """Create the kvstore (joining the job for a ``dist_*`` type) and return this process's ``Cluster``."""
     if kvstore_type == "horovod":
@@ -69,9 +75,19 @@ def join_cluster(kvstore_type):
                             "which is not installed; use --kvstore dist_sync with tools/launch.py")
         raise UserError("--kvstore horovod is not supported by this script yet; use --kvstore dist_sync with "
                         "tools/launch.py")
+    if kvstore_type not in ONE_MACHINE_KVSTORES + DIST_KVSTORES:
+        # MXNet 1.9.1 takes any other name for a local kvstore, so a typo would pass unnoticed.
+        known = ", ".join(ONE_MACHINE_KVSTORES + DIST_KVSTORES + ("horovod",))
+        raise UserError(f"unknown --kvstore {kvstore_type!r}; use one of {known}")
     if kvstore_type not in DIST_KVSTORES:
         # One process: Gluon's Trainer creates the kvstore from its name, as before.
         return Cluster(kvstore_type)
+    missing = [name for name in PS_LITE_VARIABLES if not os.environ.get(name)]
+    if missing:
+        raise UserError(f"--kvstore {kvstore_type} runs as one worker of a job that tools/launch.py starts, but "
+                        f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set; launch it with "
+                        "`python tools/launch.py -n WORKERS -s SERVERS --launcher local|ssh [-H HOSTFILE] python "
+                        f"train_imagenet.py ... --kvstore {kvstore_type}`, or use --kvstore device on one machine")
     kvstore = mx.kv.create(kvstore_type)
     return Cluster(kvstore, rank=kvstore.rank, num_workers=kvstore.num_workers)
 
