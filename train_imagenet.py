@@ -614,6 +614,11 @@ def train_step(recipe, images, targets):
         losses = [recipe.loss_fn(output, target, x) for output, target, x in zip(outputs, targets, images)]
         # Inside the recording: AMP's loss scaling multiplies the losses, which must be part of the graph.
         recipe.precision.backward(losses, recipe.trainer)
+    if not recipe.trainer._kv_initialized:
+        # The first step broadcasts device 0's parameters, BatchNorm's running statistics among them, and a
+        # static-memory graph's writes to those are not ordered before that read: without the wait, every
+        # device of a multi-device run went on from the statistics before the first batch.
+        mx.nd.waitall()
     recipe.trainer.step(recipe.step_batch)
     return outputs, losses
 
@@ -641,10 +646,12 @@ def train_one_epoch(epoch, recipe, data, contexts, config, start_batch=0, meter=
         check_finite_loss(meter.mean_loss.sum_metric, epoch, batch_number, config)
         speed(batch_number, meter)
         if stop is not None and stop.requested and batch_number < data.batches_per_epoch:
+            mx.nd.waitall()  # the checkpoint reads running statistics that a static-memory graph writes unordered
             meter.seconds += time.time() - tic
             raise StopRequested(batch_number, meter)
-    average_running_statistics(recipe.net)
+    # Wait first: a static-memory graph's writes to the running statistics are not ordered before a later read.
     mx.nd.waitall()
+    average_running_statistics(recipe.net)
     meter.seconds += time.time() - tic
     return meter.summary(batch_size)
 

@@ -10,12 +10,14 @@ from mxnet.contrib.amp import amp
 
 import train_imagenet
 from models import get_model
+from tests import topology_run
 from tests.conftest import tiny_args
 from utils import checkpoint
 from utils.batch_transform import BatchTransform
 from utils.devices import build_contexts, split_batch
 from utils.distillation import CrossEntropyLoss
 from utils.precision import Float16, build_precision
+from utils.seeding import seed_everything
 
 
 def _config(argv):
@@ -88,7 +90,7 @@ def test_no_bias_decay_survives_the_trip_to_the_parameter_servers(tiny_set):
 
 
 def _bn_statistics(net, ctx):
-    return {param.name: param.data(ctx).asnumpy() for param in net.collect_params().values()
+    return {name: param.data(ctx).asnumpy() for name, param in net._collect_params_with_prefix().items()
             if param.grad_req == "null"}
 
 
@@ -126,3 +128,23 @@ def test_metrics_of_a_two_device_run_are_those_of_its_saved_file(tiny_set, tmp_p
     net.load_parameters(checkpoint.params_path(str(save_dir), "resnet18_v1d", 0))
     measured = train_imagenet.evaluate(net, train_imagenet.build_data(config, build_contexts()), [mx.cpu()])
     assert (logged["val_top1"], logged["val_top5"]) == (measured["val_top1"], measured["val_top5"])
+
+
+def test_the_first_step_keeps_the_running_statistics_of_the_first_batch(tiny_set, tmp_path):
+    """The first step broadcasts device 0's parameters; it must read what the first batch wrote to BatchNorm."""
+    statistics = {}
+    for count in (1, 2):
+        config = _config(tiny_args(tiny_set, tmp_path, "--num-cpu-contexts", str(count),
+                                   "--batch-size", str(8 // count)))
+        contexts = build_contexts(num_cpu_contexts=count)
+        seed_everything(0)
+        data = topology_run.fixed_batches(config, contexts)
+        recipe = train_imagenet.build_recipe(config, data, contexts)
+        batch = next(data.train.epoch(0))
+        train_imagenet.train_step(recipe, split_batch(batch.data[0], contexts), split_batch(batch.label[0], contexts))
+        mx.nd.waitall()
+        statistics[count] = _bn_statistics(recipe.net, contexts[-1])
+    for name, value in statistics[1].items():
+        # Every device's slice is the same half batch as the other's, so one device's statistics are the whole's.
+        np.testing.assert_allclose(statistics[2][name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+    assert max(np.abs(value).max() for name, value in statistics[2].items() if name.endswith("running_mean")) > 0.1

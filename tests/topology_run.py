@@ -1,0 +1,81 @@
+"""``train_imagenet.py`` on fixed in-memory batches, so that every topology trains on the same global batches.
+
+    python -m tests.topology_run TRAIN_IMAGENET_FLAGS...     (also as the worker command of tools/launch.py)
+
+Only the data changes: the network, trainer, loss, tricks, loop, checkpoints and export are the script's own.
+Each global batch is one half of random images twice over, ``[h, h]``. A process reads its share of it
+(all of it in one process, ``h`` for each of two dist_sync workers) and splits that over its devices, so
+every device of every topology trains on ``h``. BatchNorm normalizes with the statistics of each device's
+slice (the paper's choice, and MXNet's); with equal slices those statistics are those of the whole batch, so
+the update is the same function of the global batch on every topology, and any difference is the recipe's.
+"""
+import sys
+
+import train_imagenet  # first: it sets MXNet's CPU threads before MXNet loads
+import mxnet as mx
+import numpy as np
+
+from data.loaders import DataSource
+from models import get_model
+from utils.distributed import Cluster
+
+NUM_CLASSES = 4
+BATCHES_PER_EPOCH = 3
+DATA_SEED = 1234
+VALIDATION_EPOCH = 1000  # an epoch number that training never reaches: the validation batch is a batch of its own
+
+
+class FixedBatches:
+    """``BATCHES_PER_EPOCH`` batches an epoch, each this process's share of ``[h, h]`` with ``h`` drawn per batch.
+
+    An image is its class's pattern plus noise, so that the network learns from the first step and six steps
+    stay far from the chaotic regime in which float32 rounding alone would part the topologies.
+    """
+
+    def __init__(self, process_batch, rank, input_size):
+        self.process_batch, self.rank, self.input_size = process_batch, rank, input_size
+        self.patterns = np.random.RandomState(DATA_SEED).normal(size=(NUM_CLASSES, 3, input_size, input_size))
+
+    def global_batch(self, epoch, index, num_workers):
+        half = self.process_batch * num_workers // 2
+        rng = np.random.RandomState([DATA_SEED, epoch, index])
+        labels = rng.randint(NUM_CLASSES, size=half)
+        images = (self.patterns[labels] + rng.normal(size=(half, 3, self.input_size, self.input_size))) / 2
+        return np.concatenate([images, images]), np.concatenate([labels, labels])
+
+    def share(self, epoch, index, num_workers):
+        images, labels = self.global_batch(epoch, index, num_workers)
+        mine = slice(self.rank * self.process_batch, (self.rank + 1) * self.process_batch)
+        return mx.io.DataBatch([mx.nd.array(images[mine])], [mx.nd.array(labels[mine])], pad=0)
+
+
+def fixed_batches(config, contexts, cluster=None):
+    """Stands in for ``train_imagenet.build_data``: the same global batches whatever the devices and workers."""
+    cluster = cluster or Cluster(config.kvstore)
+    source = FixedBatches(train_imagenet.total_batch_size(config, contexts), cluster.rank, config.input_size)
+
+    class Train:
+        def epoch(self, epoch, start_batch=0):
+            for index in range(start_batch, BATCHES_PER_EPOCH):
+                yield source.share(epoch, index, cluster.num_workers)
+
+    validation = [source.share(VALIDATION_EPOCH, 0, cluster.num_workers)]
+    return DataSource(train=Train(), val=validation, num_classes=NUM_CLASSES,
+                      class_names=[f"class{index}" for index in range(NUM_CLASSES)],
+                      num_train=source.process_batch * BATCHES_PER_EPOCH, num_val=source.process_batch,
+                      batches_per_epoch=BATCHES_PER_EPOCH)
+
+
+def get_model_with_global_statistics(name, **kwargs):
+    """Stands in for ``train_imagenet.get_model``: BatchNorm normalizes with its (initial) running statistics."""
+    return get_model(name, norm_kwargs={"use_global_stats": True}, **kwargs)
+
+
+def main(argv=None):
+    train_imagenet.build_data = fixed_batches
+    train_imagenet.get_model = get_model_with_global_statistics
+    return train_imagenet.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
