@@ -1,20 +1,12 @@
-"""Several workers on MXNet's parameter server, on loopback: tools/launch.py and train_imagenet.py --kvstore dist_*.
-
-Every process the launcher starts inherits a unique marker variable, so a scan of /proc/*/environ finds any
-process a test left behind, scheduler and servers included.
-"""
+"""Several workers on MXNet's parameter server, on loopback: tools/launch.py and train_imagenet.py --kvstore dist_*."""
 import importlib.util
 import json
 import os
-import queue
 import re
 import shlex
 import signal
-import subprocess
 import sys
-import threading
 import time
-import uuid
 from types import SimpleNamespace
 
 import pytest
@@ -22,12 +14,9 @@ import pytest
 import train_imagenet
 from models import get_model
 from tests.conftest import tiny_args
+from tests.launch_job import LAUNCHER, Job, local_launch_args
 from utils import checkpoint
 from utils.distributed import Cluster, weights_fingerprint
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAUNCHER = os.path.join(REPO, "tools", "launch.py")
-MARKER_VARIABLE = "BAG_OF_TRICKS_TEST_MARKER"
 
 
 def _load_launcher():
@@ -38,81 +27,6 @@ def _load_launcher():
 
 
 launch = _load_launcher()
-
-
-class Job:
-    """``tools/launch.py`` running in the background, its merged output collected line by line."""
-
-    def __init__(self, launcher_args, worker_command):
-        self.marker = uuid.uuid4().hex
-        env = {**os.environ, MARKER_VARIABLE: self.marker, "PYTHONUNBUFFERED": "1"}
-        self.popen = subprocess.Popen([sys.executable, LAUNCHER, *launcher_args, *worker_command], cwd=REPO,
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                      start_new_session=True)
-        self.lines, self._queue = [], queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.popen.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def wait_for_line(self, pattern, timeout):
-        """The first output line matching ``pattern`` (earlier lines included), within ``timeout`` seconds."""
-        regex = re.compile(pattern)
-        deadline = time.time() + timeout
-        for line in self.lines:
-            if regex.search(line):
-                return line
-        while time.time() < deadline:
-            try:
-                line = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if line is None:
-                break
-            self.lines.append(line)
-            if regex.search(line):
-                return line
-        raise AssertionError(f"no line matching {pattern!r} in:\n" + "\n".join(self.lines))
-
-    def wait(self, timeout):
-        """The launcher's exit code and whole output; kills everything the job started if it overruns."""
-        try:
-            code = self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill_leftovers()
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            raise
-        while (line := self._queue.get(timeout=10)) is not None:
-            self.lines.append(line)
-        return code, "\n".join(self.lines)
-
-    def leftovers(self):
-        """Pids of processes still carrying this job's marker."""
-        needle = f"{MARKER_VARIABLE}={self.marker}".encode()
-        pids = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as handle:
-                    if needle in handle.read().split(b"\0"):
-                        pids.append(int(entry))
-            except OSError:
-                continue
-        return pids
-
-    def kill_leftovers(self):
-        for pid in self.leftovers():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def _local(num_workers=2, num_servers=1):
-    return ["-n", str(num_workers), "-s", str(num_servers), "--launcher", "local"]
 
 
 def _train_command(tiny_set, save_dir, *extra):
@@ -130,7 +44,7 @@ def _fingerprints(output):
 
 def test_two_workers_train_in_step_and_rank_zero_alone_writes(tiny_set, tmp_path):
     save_dir = tmp_path / "run"
-    job = Job(_local(), _train_command(tiny_set, save_dir))
+    job = Job(local_launch_args(), _train_command(tiny_set, save_dir))
     code, output = job.wait(timeout=120)
     assert code == 0, output
     assert "[worker 0]" in output and "[worker 1]" in output
@@ -159,7 +73,8 @@ def test_two_workers_train_in_step_and_rank_zero_alone_writes(tiny_set, tmp_path
 
 
 def test_a_killed_worker_stops_the_whole_job(tiny_set, tmp_path):
-    job = Job(_local(), _train_command(tiny_set, tmp_path / "run", "--num-epochs", "200", "--log-interval", "1"))
+    job = Job(local_launch_args(),
+              _train_command(tiny_set, tmp_path / "run", "--num-epochs", "200", "--log-interval", "1"))
     try:
         started = job.wait_for_line(r"launch: started worker 1 \(pid \d+\)", 30)
         pid = int(re.search(r"pid (\d+)", started).group(1))
@@ -176,7 +91,8 @@ def test_a_killed_worker_stops_the_whole_job(tiny_set, tmp_path):
 
 
 def test_launcher_stops_everything_on_sigterm():
-    job = Job(_local(num_workers=2, num_servers=1), [sys.executable, "-c", "import time; time.sleep(120)"])
+    job = Job(local_launch_args(num_workers=2, num_servers=1),
+              [sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         job.wait_for_line(r"launch: started worker 1", 30)
         time.sleep(1)

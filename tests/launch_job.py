@@ -1,0 +1,93 @@
+"""``tools/launch.py`` run from a test: a whole ps-lite job on loopback, its output, and what it left behind.
+
+Every process the launcher starts inherits a unique marker variable, so a scan of /proc/*/environ finds any
+process a test left behind, scheduler and servers included.
+"""
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAUNCHER = os.path.join(REPO, "tools", "launch.py")
+MARKER_VARIABLE = "BAG_OF_TRICKS_TEST_MARKER"
+
+
+class Job:
+    """``tools/launch.py`` running in the background, its merged output collected line by line."""
+
+    def __init__(self, launcher_args, worker_command):
+        self.marker = uuid.uuid4().hex
+        env = {**os.environ, MARKER_VARIABLE: self.marker, "PYTHONUNBUFFERED": "1"}
+        self.popen = subprocess.Popen([sys.executable, LAUNCHER, *launcher_args, *worker_command], cwd=REPO,
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      start_new_session=True)
+        self.lines, self._queue = [], queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.popen.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for_line(self, pattern, timeout):
+        """The first output line matching ``pattern`` (earlier lines included), within ``timeout`` seconds."""
+        regex = re.compile(pattern)
+        deadline = time.time() + timeout
+        for line in self.lines:
+            if regex.search(line):
+                return line
+        while time.time() < deadline:
+            try:
+                line = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            self.lines.append(line)
+            if regex.search(line):
+                return line
+        raise AssertionError(f"no line matching {pattern!r} in:\n" + "\n".join(self.lines))
+
+    def wait(self, timeout):
+        """The launcher's exit code and whole output; kills everything the job started if it overruns."""
+        try:
+            code = self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_leftovers()
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            raise
+        while (line := self._queue.get(timeout=10)) is not None:
+            self.lines.append(line)
+        return code, "\n".join(self.lines)
+
+    def leftovers(self):
+        """Pids of processes still carrying this job's marker."""
+        needle = f"{MARKER_VARIABLE}={self.marker}".encode()
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as handle:
+                    if needle in handle.read().split(b"\0"):
+                        pids.append(int(entry))
+            except OSError:
+                continue
+        return pids
+
+    def kill_leftovers(self):
+        for pid in self.leftovers():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def local_launch_args(num_workers=2, num_servers=1):
+    return ["-n", str(num_workers), "-s", str(num_servers), "--launcher", "local"]

@@ -1,0 +1,151 @@
+"""Every trick trains the same on one device, two devices and two dist_sync workers, and visibly changes training.
+
+Each row of ``ROWS`` trains ``train_imagenet.py`` for 2 epochs of 3 steps on the fixed batches of
+``tests/topology_run.py`` (the same global batch of 8 images of 24x24 everywhere, BatchNorm with fixed statistics;
+see there why) on three topologies: one CPU context with batch 8; two CPU contexts of 4 through the ``device``
+kvstore; two ``dist_sync`` workers of 4 and one server on 127.0.0.1 (``tools/launch.py``). The saved weights,
+the optimizer's momenta where the worker keeps them and the logged rates must agree within ``TOLERANCE``; and
+each row must move the weights away from the row it adds a flag to by far more, on every topology, so that a
+flag ignored on any one of them fails.
+"""
+import json
+import os
+import pickle
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+import train_imagenet
+from models import get_model
+from tests import topology_run
+from tests.conftest import tiny_args
+from tests.launch_job import Job, local_launch_args
+from utils import checkpoint
+
+# Largest absolute difference allowed between topologies: float32 sums in another order, over 6 steps at rate 0.1
+# (the largest seen, 7e-5, is a BatchNorm shift of the baseline row, whose gradient sums cancelling terms).
+TOLERANCE = 2e-4
+# A flag must move some weight by at least this much more than the topologies differ.
+EFFECT = 50 * TOLERANCE
+TEACHER = "resnet18_v1b"
+
+# name: (flags, the row whose flags these extend)
+ROWS = {
+    "baseline": ([], None),
+    "--wd 0.05": (["--wd", "0.05"], "baseline"),
+    "--no-wd": (["--wd", "0.05", "--no-wd"], "--wd 0.05"),
+    "--momentum 0.5": (["--momentum", "0.5"], "baseline"),
+    "--last-gamma": (["--last-gamma"], "baseline"),
+    "--warmup-epochs 1 --lr-mode cosine": (["--warmup-epochs", "1", "--lr-mode", "cosine"], "baseline"),
+    "--label-smoothing (paper)": (["--label-smoothing", "0.1"], "baseline"),
+    "--label-smoothing (gluoncv)": (["--label-smoothing", "0.1", "--label-smoothing-style", "gluoncv"],
+                                    "--label-smoothing (paper)"),
+    "--mixup": (["--mixup", "--mixup-alpha", "1.0"], "baseline"),
+    "--teacher": (["--teacher", TEACHER, "--temperature", "2"], "baseline"),
+}
+TOPOLOGIES = {
+    "1 device": ["--batch-size", "8"],
+    "2 devices": ["--batch-size", "4", "--num-cpu-contexts", "2"],
+    "2 dist_sync workers": ["--batch-size", "4", "--kvstore", "dist_sync"],
+}
+COMMON = ["--num-epochs", "2", "--lr-base-size", "8", "--save-frequency", "1", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def teacher_params(tmp_path_factory):
+    teacher = get_model(TEACHER, classes=topology_run.NUM_CLASSES)
+    mx.random.seed(5)
+    teacher.initialize(mx.init.Xavier())
+    teacher(mx.nd.zeros((1, 3, 24, 24)))
+    path = str(tmp_path_factory.mktemp("teacher") / "teacher.params")
+    teacher.save_parameters(path)
+    return path
+
+
+def _argv(tiny_set, save_dir, row, topology, teacher_params):
+    argv = tiny_args(tiny_set, save_dir, *COMMON, *ROWS[row][0], *TOPOLOGIES[topology])
+    # The rate comes from linear scaling of the global batch: 0.1 x 8 / --lr-base-size 8.
+    argv.remove("--lr")
+    argv.remove("0.02")
+    return argv + (["--teacher-params", teacher_params] if "--teacher" in ROWS[row][0] else [])
+
+
+def _train(argv, topology, monkeypatch):
+    if topology.startswith("2 dist_sync"):
+        job = Job(local_launch_args(num_workers=2, num_servers=1),
+                  [sys.executable, "-m", "tests.topology_run", *argv])
+        code, output = job.wait(timeout=180)
+        assert code == 0 and job.leftovers() == [], output
+    else:
+        with monkeypatch.context() as patch:
+            patch.setattr(train_imagenet, "build_data", topology_run.fixed_batches)
+            patch.setattr(train_imagenet, "get_model", topology_run.get_model_with_global_statistics)
+            assert train_imagenet.main(argv) == 0
+
+
+def _outcome(save_dir):
+    """The saved weights, the last checkpoint's momenta (None where they live on the servers) and the rates."""
+    weights = {key: value.asnumpy() for key, value in
+               mx.nd.load(checkpoint.params_path(save_dir, "resnet18_v1d", 1)).items()}
+    states = os.path.join(checkpoint.checkpoints_dir(save_dir), "epoch-0001", checkpoint.TRAINER_STATES)
+    momenta = None
+    if os.path.exists(states):
+        with open(states, "rb") as handle:
+            momenta = {index: state.asnumpy() for index, state in pickle.loads(handle.read())[0].items()}
+    with open(checkpoint.metrics_path(save_dir)) as handle:
+        rates = [json.loads(line)["lr"] for line in handle]
+    return weights, momenta, rates
+
+
+def _largest_difference(first, second):
+    assert first.keys() == second.keys()
+    return max(float(np.abs(first[key] - second[key]).max()) for key in first)
+
+
+class Outcomes:
+    """Each (row, topology) trained once, when a test first asks for it."""
+
+    def __init__(self, tiny_set, teacher_params, tmp_path_factory):
+        self.tiny_set, self.teacher_params, self.tmp_path_factory = tiny_set, teacher_params, tmp_path_factory
+        self.monkeypatch = pytest.MonkeyPatch()
+        self.results = {}
+
+    def __getitem__(self, key):
+        if key not in self.results:
+            row, topology = key
+            save_dir = str(self.tmp_path_factory.mktemp("topology"))
+            _train(_argv(self.tiny_set, save_dir, row, topology, self.teacher_params), topology, self.monkeypatch)
+            self.results[key] = _outcome(save_dir)
+        return self.results[key]
+
+
+@pytest.fixture(scope="module")
+def outcomes(tiny_set, teacher_params, tmp_path_factory):
+    return Outcomes(tiny_set, teacher_params, tmp_path_factory)
+
+
+@pytest.mark.parametrize("row", ROWS)
+def test_a_trick_trains_the_same_on_every_topology(row, outcomes):
+    weights, momenta, rates = outcomes[row, "1 device"]
+    differences = {}
+    for topology in list(TOPOLOGIES)[1:]:
+        other_weights, other_momenta, other_rates = outcomes[row, topology]
+        differences[topology] = _largest_difference(other_weights, weights)
+        if other_momenta is not None:
+            differences[f"{topology}, momenta"] = _largest_difference(other_momenta, momenta)
+        assert other_rates == pytest.approx(rates), topology
+    print(f"\n{row}: largest difference to 1 device: " +
+          ", ".join(f"{name} {value:.2g}" for name, value in differences.items()))
+    assert max(differences.values()) < TOLERANCE, differences
+    assert outcomes[row, "2 dist_sync workers"][1] is None  # its momenta live on the server
+
+
+@pytest.mark.parametrize("row", [row for row, (_, reference) in ROWS.items() if reference])
+def test_a_trick_changes_training_on_every_topology(row, outcomes):
+    reference = ROWS[row][1]
+    for topology in TOPOLOGIES:
+        moved = _largest_difference(outcomes[row, topology][0], outcomes[reference, topology][0])
+        print(f"\n{row} vs {reference} on {topology}: largest weight change {moved:.3g}")
+        assert moved > EFFECT, (topology, moved)
