@@ -326,8 +326,11 @@ def _check_networks(values):
 
 
 def _check_distribution(values):
-    """What a dist_* kvstore needs: packed records, clean beforehand, in float32."""
+    """What the kvstore needs: GPUs for NCCL; for dist_*, packed records, clean beforehand, in float32."""
     kvstore = values["kvstore"]
+    if kvstore == "nccl" and not (values["num_gpus"] or values["gpus"]):
+        raise UserError("--kvstore nccl reduces gradients between GPUs; give --num-gpus or --gpus, or use "
+                        "--kvstore device")
     if kvstore in DIST_KVSTORES and not values["rec_train"]:
         raise UserError(f"--kvstore {kvstore} gives each worker a shard of --rec-train; give "
                         "--rec-train/--rec-val (pack images with `python -m data.pack`)")

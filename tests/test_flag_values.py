@@ -211,4 +211,7 @@ def test_the_launcher_sets_every_variable_a_worker_is_checked_for():
 
 def test_unknown_kvstore_lists_the_known_ones(tiny_set, tmp_path, capsys):
     assert _error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "foo")) == (
-        "error: unknown --kvstore 'foo'; use one of device, local, dist_sync, dist_device_sync, dist_async, horovod")
+        "error: unknown --kvstore 'foo'; use one of device, local, nccl, dist_sync, dist_device_sync, dist_async, "
+        "horovod")
+    assert _error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "nccl")) == (
+        "error: --kvstore nccl reduces gradients between GPUs; give --num-gpus or --gpus, or use --kvstore device")

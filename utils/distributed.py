@@ -62,7 +62,7 @@ class Cluster:
         return batches_per_epoch * (self.num_workers if self.is_async else 1)
 
 
-ONE_MACHINE_KVSTORES = ("device", "local")
+ONE_MACHINE_KVSTORES = ("device", "local", "nccl")
 # What tools/launch.py sets for each process; ps-lite without them fails with a C++ traceback.
 PS_LITE_VARIABLES = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER", "DMLC_NUM_WORKER")
 
