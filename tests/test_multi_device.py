@@ -16,6 +16,7 @@ from utils import checkpoint
 from utils.batch_transform import BatchTransform
 from utils.devices import build_contexts, split_batch
 from utils.distillation import CrossEntropyLoss
+from utils.mixup import MixupSchedule
 from utils.precision import Float16, build_precision
 from utils.seeding import seed_everything
 
@@ -148,3 +149,22 @@ def test_the_first_step_keeps_the_running_statistics_of_the_first_batch(tiny_set
         # Every device's slice is the same half batch as the other's, so one device's statistics are the whole's.
         np.testing.assert_allclose(statistics[2][name], value, rtol=1e-4, atol=1e-5, err_msg=name)
     assert max(np.abs(value).max() for name, value in statistics[2].items() if name.endswith("running_mean")) > 0.1
+
+
+def test_mixup_pairs_images_within_each_devices_slice_with_one_lambda_everywhere(tiny_set):
+    """Mixup is device-local (as in GluonCV): a device mixes its slice with its own slice reversed; every device,
+    and every worker (each builds the transform from the same --seed), uses the batch's one lambda."""
+    config = _config(tiny_args(tiny_set, "unused", "--mixup", "--mixup-alpha", "0.4"))
+    worker_0, worker_1 = (train_imagenet.build_batch_transform(config, 3) for _ in range(2))
+    slices = [mx.nd.arange(24).reshape((4, 6)) + 100 * device for device in range(2)]
+    labels = [mx.nd.array([0, 1, 2, 0]), mx.nd.array([1, 1, 2, 2])]
+    lambdas = MixupSchedule(0.4, config.num_epochs, seed=config.seed)
+    for _ in range(3):
+        lam = lambdas.draw(0)
+        for worker in (worker_0, worker_1):
+            images, targets, _ = worker(slices, labels, 0)
+            for image, target, original, label in zip(images, targets, slices, labels):
+                np.testing.assert_allclose(image.asnumpy(), lam * original.asnumpy() +
+                                           (1 - lam) * original.asnumpy()[::-1], rtol=1e-6)
+                one_hot = np.eye(3)[label.asnumpy().astype(int)]
+                np.testing.assert_allclose(target.asnumpy(), lam * one_hot + (1 - lam) * one_hot[::-1], rtol=1e-6)
