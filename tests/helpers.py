@@ -1,7 +1,12 @@
 """Helpers shared by several test modules."""
+import copy
 import math
+import os
 
 import mxnet as mx
+
+import train_imagenet
+from data.loaders import InputConfig, validation_transform
 
 
 def randomize_parameters(net, seed):
@@ -20,3 +25,104 @@ def randomize_parameters(net, seed):
         else:
             low, high = -0.5, 0.5
         param.set_data(mx.nd.random.uniform(low, high, shape=param.shape))
+
+
+def folder_top1(net, val_dir, input_size, crop_ratio=0.875):
+    """Top-1 accuracy of ``net`` on ``val_dir/<class>/<image>``, one image at a time, classes in sorted order.
+
+    An independent count to check the scripts' figures against: only the resize and crop (checked on their own
+    in tests/test_train.py) are shared with them.
+    """
+    transform = validation_transform(InputConfig(batch_size=1, input_size=input_size, crop_ratio=crop_ratio,
+                                                 num_workers=1, seed=0))
+    correct = total = 0
+    for label, name in enumerate(sorted(os.listdir(val_dir))):
+        for file_name in sorted(os.listdir(os.path.join(val_dir, name))):
+            image = transform(mx.image.imread(os.path.join(val_dir, name, file_name))).expand_dims(axis=0)
+            correct += int(net(image).argmax(axis=1).asscalar()) == label
+            total += 1
+    return correct / total
+
+
+def parameter_values(block):
+    """Structural name -> value (numpy, first device) of every parameter of ``block``."""
+    return {key: param.data(param.list_ctx()[0]).asnumpy()
+            for key, param in block._collect_params_with_prefix().items()}
+
+
+def weight_decays(trainer, net):
+    """Structural name -> the weight decay the trainer's optimizer applies to that trainable parameter of ``net``.
+
+    Read through ``Optimizer._get_wds``, the very call the optimizer makes at each update, so it includes the
+    per-parameter multipliers (``--no-wd``) wherever the optimizer keeps them.
+    """
+    keys = {param.name: key for key, param in net._collect_params_with_prefix().items()}
+    decays = trainer.optimizer._get_wds(list(range(len(trainer._params))))
+    return {keys[param.name]: decay for param, decay in zip(trainer._params, decays) if param.grad_req != "null"}
+
+
+class _Spy:
+    """Passes every call and attribute through to ``target``; ``on_call(result, *args)`` sees each call."""
+
+    def __init__(self, target, on_call):
+        self._target, self._on_call = target, on_call
+
+    def __getattr__(self, name):
+        return getattr(self._target, name)
+
+    def __call__(self, *args):
+        result = self._target(*args)
+        self._on_call(result, *args)
+        return result
+
+
+class RunRecorder:
+    """What a training run built and what each step of it fed the loss, for tests of the flags' effects.
+
+    ``RunRecorder(monkeypatch)`` wraps ``train_imagenet.build_recipe``: the run gets the recipe it would have
+    got, with its batch transform and loss wrapped to record their arguments. Nothing the run computes changes.
+
+    After the run: ``net``, ``trainer``, ``loss_fn`` (unwrapped), ``teacher`` (or None) as built;
+    ``schedule``, a copy of the optimizer's learning-rate schedule taken before the first update;
+    ``teacher_at_start``, the teacher's parameters as built; ``at_first_step``, the network's parameters when
+    the loss first ran, after the first forward pass (so BatchNorm's running statistics have moved once,
+    nothing else has); ``batches``, one dict per batch with its ``epoch`` and, per device, the ``images`` and
+    ``labels`` given to the batch transform and the ``calls`` to the loss: ``inputs`` (the images the network
+    saw), ``targets``, ``outputs``, ``loss`` and ``hybridized`` (whether the network ran as a compiled graph).
+    """
+
+    def __init__(self, monkeypatch):
+        self.batches, self.at_first_step = [], None
+        build_recipe = train_imagenet.build_recipe
+
+        def recording_build_recipe(config, data, contexts, *args, **kwargs):
+            recipe = build_recipe(config, data, contexts, *args, **kwargs)
+            self._built(recipe)
+            recipe.batch_transform = _Spy(recipe.batch_transform, self._transformed)
+            recipe.loss_fn = _Spy(recipe.loss_fn, self._loss_called)
+            return recipe
+
+        monkeypatch.setattr(train_imagenet, "build_recipe", recording_build_recipe)
+
+    def _built(self, recipe):
+        self.net, self.trainer, self.loss_fn = recipe.net, recipe.trainer, recipe.loss_fn
+        self.schedule = copy.deepcopy(recipe.trainer.optimizer.lr_scheduler)
+        self.teacher = getattr(recipe.loss_fn, "teacher", None)
+        self.teacher_at_start = None if self.teacher is None else {
+            name: param.data(param.list_ctx()[0]).asnumpy() for name, param in self.teacher.collect_params().items()}
+
+    def _transformed(self, result, images, labels, epoch):
+        self.batches.append(dict(epoch=epoch, images=[x.asnumpy() for x in images],
+                                 labels=[y.asnumpy() for y in labels], calls=[]))
+
+    def _loss_called(self, loss, outputs, targets, images):
+        if self.at_first_step is None:
+            self.at_first_step = parameter_values(self.net)
+        self.batches[-1]["calls"].append(dict(inputs=images.asnumpy(), targets=targets.asnumpy(),
+                                              outputs=outputs.asnumpy(), loss=loss.asnumpy(),
+                                              hybridized=self.net._active))
+
+    def steps(self):
+        """(epoch, images, labels, call) for every device of every batch, in training order."""
+        return [(batch["epoch"], images, labels, call) for batch in self.batches
+                for images, labels, call in zip(batch["images"], batch["labels"], batch["calls"])]

@@ -2,15 +2,18 @@
 import math
 import os
 
+import gluoncv
 import mxnet as mx
 import numpy as np
 import pytest
 from mxnet import autograd
 from mxnet.gluon import nn
 
+import train_imagenet
 from models import get_model, model_names
 from models.complexity import count_multiply_adds, count_parameters
 from models.mobilenet import InvertedResidual
+from tests.helpers import randomize_parameters
 from utils.errors import UserError
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
@@ -87,16 +90,68 @@ def test_zero_gamma_zeroes_exactly_the_last_bn_of_every_block(name, last_bn):
     assert not any(key in zero for key in gammas if "downsample" in key)
 
 
-def test_paper_initialization_xavier_weights_zero_bias_unit_gamma():
-    net = _built("resnet18_v1d", classes=10)
-    params = net._collect_params_with_prefix()
-    weight = params["layer3.0.conv1.weight"].data().asnumpy()  # 256 x 128 x 3 x 3
-    bound = math.sqrt(6 / (128 * 9 + 256 * 9))
-    assert np.abs(weight).max() <= bound
-    assert weight.std() == pytest.approx(bound / math.sqrt(3), rel=0.05)
-    assert not params["fc.bias"].data().asnumpy().any()
-    assert (params["bn1.gamma"].data().asnumpy() == 1).all()
-    assert not params["bn1.beta"].data().asnumpy().any()
+@pytest.mark.parametrize("flag, zero_gammas", [
+    ("--no-last-gamma", set()),
+    ("--last-gamma", {f"layer{stage}.{block}.bn2.gamma" for stage in range(1, 5) for block in (0, 1)}),
+], ids=["unit-gamma", "zero-gamma"])
+def test_the_trainer_initializes_as_the_paper_says(flag, zero_gammas):
+    """Section 2 through train_imagenet.build_network: Xavier uniform weights, zero biases, gamma 1, beta 0.
+
+    MXNet's Xavier with magnitude 3 averaging the fans draws from U(-s, s), s = sqrt(3 / ((fan_in + fan_out) / 2)),
+    of variance s^2 / 3. layer4.0.conv1 (512 x 256 x 3 x 3, 1.2 million weights) has fan_in 2304 and fan_out 4608:
+    s = sqrt(3 / 3456) = 0.02946 and variance 1 / 3456 = 2.894e-4 (averaging only fan_in would give 4.34e-4,
+    only fan_out 2.17e-4).
+    """
+    config = train_imagenet.resolve_config(train_imagenet.build_parser().parse_args(
+        ["--model", "resnet18_v1d", "--input-size", "32", flag]))
+    mx.random.seed(0)
+    net = train_imagenet.build_network(config, 10, [mx.cpu()])
+    net(mx.nd.zeros((1, 3, 32, 32)))
+    params = {key: param.data().asnumpy() for key, param in net._collect_params_with_prefix().items()}
+    weight = params["layer4.0.conv1.weight"]
+    bound = np.float32(math.sqrt(3 / 3456))  # the weights are float32, their bound too
+    assert bound * 0.999 < np.abs(weight).max() <= bound  # uniform: it reaches its bound, a normal would pass it
+    assert weight.var() == pytest.approx(1 / 3456, rel=0.01)
+    assert abs(weight.mean()) < 1e-4
+    assert not params["fc.bias"].any()
+    for key, value in params.items():
+        if key.endswith("gamma"):
+            assert (value == (0 if key in zero_gammas else 1)).all(), key
+        elif key.endswith(("beta", "running_mean")):
+            assert not value.any(), key
+        elif key.endswith("running_var"):
+            assert (value == 1).all(), key
+        elif key.endswith("weight"):
+            receptive_field = math.prod(value.shape[2:])
+            fans = (value.shape[1] + value.shape[0]) * receptive_field
+            assert np.abs(value).max() <= np.float32(math.sqrt(6 / fans)), key
+        else:
+            assert key == "fc.bias", key
+
+
+def test_resnet_d_shortcut_pools_odd_maps_as_gluoncv_does(tmp_path):
+    """At 33 pixels the stages see odd maps (9, then 5, then 3) whose last 2x2 pooling window hangs over the
+    edge: ceil_mode keeps that window, so the shortcut matches path A's 5, 3 and 2, and it averages only the
+    pixels inside. With GluonCV's resnet50_v1d weights our network must give GluonCV's outputs. (MXNet counts
+    no pixel outside the map, padding being 0, whatever count_include_pad says.)"""
+    images = mx.nd.array(np.random.RandomState(0).normal(size=(2, 3, 33, 33)))
+    theirs = gluoncv.model_zoo.get_model("resnet50_v1d", pretrained=False, classes=10)
+    theirs.initialize()
+    theirs(images)
+    randomize_parameters(theirs, seed=0)
+    theirs.save_parameters(str(tmp_path / "gluoncv.params"))
+    ours = get_model("resnet50_v1d", classes=10)
+    ours.initialize()
+    ours(images)
+    ours.load_parameters(str(tmp_path / "gluoncv.params"))
+    features = ours.maxpool(ours.relu(ours.bn1(ours.conv1(images))))
+    sizes = []
+    for stage in (ours.layer1, ours.layer2, ours.layer3, ours.layer4):
+        features = stage(features)
+        sizes.append(features.shape[-1])
+    assert sizes == [9, 5, 3, 2]
+    expected = theirs(images).asnumpy()
+    assert np.abs(ours(images).asnumpy() - expected).max() <= 1e-5 * max(1.0, np.abs(expected).max())
 
 
 def test_parameter_names_and_shapes_are_frozen():

@@ -19,6 +19,7 @@ import pytest
 
 import train_imagenet
 from tests.conftest import tiny_args
+from tests.helpers import RunRecorder
 from utils import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -150,15 +151,25 @@ def test_sigterm_saves_mid_epoch_and_resume_finishes_the_same_epoch(reference, t
     assert _metrics(save_dir) == _metrics(reference)
 
 
-def test_gluoncv_resume_flags_continue_schedule_and_metrics(reference, tiny_set, tmp_path):
-    """--resume-epoch/--resume-params/--resume-states as in GluonCV: the rate continues at epoch 3's."""
+def test_gluoncv_resume_flags_continue_schedule_and_metrics(reference, tiny_set, tmp_path, monkeypatch):
+    """--resume-epoch/--resume-params/--resume-states as in GluonCV: epoch 3 starts from epoch 2's weights and
+    update count, so its rate continues at epoch 3's."""
     save_dir = tmp_path / "gluoncv-style"
     epoch_2 = reference / "checkpoints" / "epoch-0002"
+    recorder = RunRecorder(monkeypatch)
     argv = tiny_args(tiny_set, save_dir, *RECIPE, "--resume-epoch", "3", "--resume-params",
                      str(epoch_2 / "resnet18_v1d-0002.params"), "--resume-states", str(epoch_2 / "trainer.states"))
     assert train_imagenet.main(argv) == 0
     lines = checkpoint.read_metrics(str(save_dir))
     assert [record["epoch"] for record in lines] == [3]
+    # At its first step every weight, gamma and beta is the file's (the first forward pass has moved only
+    # BatchNorm's running statistics) ...
+    saved = _params(epoch_2 / "resnet18_v1d-0002.params")
+    for key, value in recorder.at_first_step.items():
+        if not key.endswith(("running_mean", "running_var")):
+            np.testing.assert_array_equal(value, saved[key], err_msg=key)
+    # ... and the optimizer counted on from update 18 (3 epochs of 6 batches) to the schedule's last, 24.
+    assert recorder.trainer.optimizer.num_update == 24
     assert lines[0]["lr"] == checkpoint.read_metrics(str(reference))[3]["lr"] == 0.0
 
 

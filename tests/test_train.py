@@ -1,19 +1,23 @@
 """The training entry point end to end on a tiny packed set: loss falls, outputs load, bad input is one line."""
 import json
+import math
 import os
 import subprocess
 import sys
 
+import cv2
 import mxnet as mx
 import numpy as np
 import pytest
 
 import train_imagenet
-from data.loaders import InputConfig, folder_source, record_source
+from data.loaders import RGB_MEAN, RGB_STD, InputConfig, folder_source, record_source
+from data.pack import pack_folder
 from models import get_model
 from utils import checkpoint
 from utils.devices import build_contexts, split_batch
 from tests.conftest import COLOURS_RGB, tiny_args
+from tests.helpers import RunRecorder, folder_top1, parameter_values, randomize_parameters
 from utils.errors import UserError
 from utils.pretrained import load_for_finetuning
 
@@ -57,11 +61,21 @@ def test_short_run_learns_and_writes_loadable_outputs(tiny_set, tmp_path):
     np.testing.assert_allclose(deployable(images).asnumpy(), net(images).asnumpy(), atol=1e-5)
 
 
-def test_imperative_mode_trains_and_exports(tiny_set, tmp_path):
+def test_imperative_mode_trains_op_by_op_and_exports_the_trained_network(tiny_set, tmp_path, monkeypatch):
+    recorder = RunRecorder(monkeypatch)
     assert train_imagenet.main(tiny_args(tiny_set, tmp_path, "--mode", "imperative", "--num-epochs", "1")) == 0
-    assert os.path.exists(checkpoint.export_prefix(str(tmp_path), "resnet18_v1d") + "-symbol.json")
-    # Epoch 0's parameters and the export's own -0000.params are two files; neither overwrites the other.
-    get_model("resnet18_v1d", classes=3).load_parameters(checkpoint.params_path(str(tmp_path), "resnet18_v1d", 0))
+    # Not one of the 6 steps ran a compiled graph; only the export hybridized the network, after training.
+    assert [call["hybridized"] for *_, call in recorder.steps()] == [False] * 6
+    for mode, compiled in (("imperative", False), ("hybrid", True)):
+        config = _config(tiny_args(tiny_set, "unused", "--mode", mode))
+        assert train_imagenet.build_network(config, 3, [mx.cpu()])._active is compiled
+    # Epoch 0's parameters and the export's own -0000.params are two files; both hold the trained network.
+    net = get_model("resnet18_v1d", classes=3)
+    net.load_parameters(checkpoint.params_path(str(tmp_path), "resnet18_v1d", 0))
+    prefix = checkpoint.export_prefix(str(tmp_path), "resnet18_v1d")
+    deployable = mx.gluon.SymbolBlock.imports(f"{prefix}-symbol.json", ["data"], f"{prefix}-0000.params")
+    images = mx.nd.array(np.random.RandomState(0).normal(size=(4, 3, 24, 24)))
+    np.testing.assert_allclose(deployable(images).asnumpy(), net(images).asnumpy(), atol=1e-5)
 
 
 def test_two_contexts_share_one_update(tiny_set):
@@ -101,6 +115,44 @@ def test_validation_pipeline_normalizes_as_the_paper_says(tiny_set):
     np.testing.assert_allclose(red.asnumpy().mean(axis=(1, 2)), expected, atol=0.15)
 
 
+# A 128x128 picture: a green border 6 pixels wide, red inside it, a blue 64x64 square in the middle.
+CROP_COLOURS_RGB = {"green": (40, 200, 40), "red": (200, 40, 40), "blue": (40, 40, 200)}
+
+
+def _framed_picture():
+    picture = np.empty((128, 128, 3), np.uint8)
+    picture[:] = CROP_COLOURS_RGB["green"]
+    picture[6:122, 6:122] = CROP_COLOURS_RGB["red"]
+    picture[32:96, 32:96] = CROP_COLOURS_RGB["blue"]
+    return picture
+
+
+def test_validation_resizes_the_shorter_side_then_keeps_only_the_centre(tmp_path):
+    """At input 28 and crop ratio 0.875 the shorter side goes to ceil(28 / 0.875) = 32, a quarter of 128, and the
+    centre 28x28 stays: 2 pixels off each side, which hold all of the border (6 / 4 = 1.5 pixels), and the blue
+    square, 16x16 once resized, sits at rows and columns 6 to 21. A missing crop would keep green at the edges;
+    a missing resize would show blue only."""
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            os.makedirs(tmp_path / "images" / split / name)
+            cv2.imwrite(str(tmp_path / "images" / split / name / "0.png"), _framed_picture()[:, :, ::-1])
+        pack_folder(str(tmp_path / "images" / split), str(tmp_path / split), num_workers=1, log=lambda *_: None)
+    names, colours = list(CROP_COLOURS_RGB), np.array(list(CROP_COLOURS_RGB.values()), np.float64)
+    expected = np.full((28, 28), names.index("red"))
+    expected[6:22, 6:22] = names.index("blue")
+    for data_flags in (["--rec-train", str(tmp_path / "train.rec"), "--rec-val", str(tmp_path / "val.rec")],
+                       ["--data-dir", str(tmp_path / "images")]):
+        config = _config([*data_flags, "--input-size", "28", "--crop-ratio", "0.875", "--batch-size", "1", "-j", "1",
+                          "--save-dir", str(tmp_path / "run")])
+        batches = list(train_imagenet.build_data(config, [mx.cpu()]).val)
+        assert len(batches) == 2
+        for batch in batches:
+            rgb = batch.data[0][0].asnumpy().transpose(1, 2, 0) * RGB_STD + RGB_MEAN
+            # The nearest of the three colours, pixel by pixel: JPEG's few units of error do not change it.
+            nearest = np.linalg.norm(rgb[:, :, None, :] - colours, axis=3).argmin(axis=2)
+            np.testing.assert_array_equal(nearest, expected, err_msg=data_flags[0])
+
+
 def test_training_pipeline_shapes_and_ranges(tiny_set):
     config = InputConfig(batch_size=8, input_size=20, crop_ratio=0.875, num_workers=1, seed=0)
     for data in (record_source(str(tiny_set / "train.rec"), str(tiny_set / "val.rec"), config),
@@ -113,10 +165,17 @@ def test_training_pipeline_shapes_and_ranges(tiny_set):
 
 
 def test_raw_folders_train_like_records(tiny_set, tmp_path):
-    argv = [a for a in tiny_args(tiny_set, tmp_path, "--num-epochs", "1") if not a.endswith(".rec")]
+    # Zero gamma, as in the demo: without it one epoch leaves BatchNorm's running statistics so unsettled that
+    # every image gets the same class, and any evaluation of any of those networks gives 1/3.
+    argv = [a for a in tiny_args(tiny_set, tmp_path, "--num-epochs", "1", "--last-gamma") if not a.endswith(".rec")]
     argv = [a for a in argv if a not in ("--rec-train", "--rec-val")]
     assert train_imagenet.main(argv + ["--data-dir", str(tiny_set / "images")]) == 0
-    assert _read_metrics(tmp_path)[0]["val_top1"] >= 0
+    # The run learned from the folder, and its validation figure is the saved network's top-1 on the folder's
+    # 30 validation images, counted here one by one.
+    net = get_model("resnet18_v1d", classes=3)
+    net.load_parameters(checkpoint.params_path(str(tmp_path), "resnet18_v1d", 0))
+    val_top1 = _read_metrics(tmp_path)[0]["val_top1"]
+    assert val_top1 == pytest.approx(folder_top1(net, tiny_set / "images" / "val", 24)) and val_top1 > 0.9
 
 
 def test_missing_record_file_is_one_line(tiny_set, tmp_path, capsys):
@@ -202,11 +261,38 @@ def test_finetuning_keeps_every_weight_and_reinitializes_another_classifier(tmp_
         load_for_finetuning(_initialized("resnet18_v1c", 5), str(tmp_path / "source.params"))
 
 
-def test_finetuning_from_the_command_line(tiny_set, tmp_path):
-    _initialized("resnet18_v1d", 10).save_parameters(str(tmp_path / "imagenet-like.params"))
+def _saved_random_network(classes, path):
+    """A ResNet-18-D with random values in every parameter (none equal to a fresh one's), saved to ``path``."""
+    net = _initialized("resnet18_v1d", classes)
+    randomize_parameters(net, seed=classes)
+    net.save_parameters(str(path))
+    return parameter_values(net)
+
+
+def test_finetuning_from_the_command_line_starts_from_the_files_weights(tiny_set, tmp_path, monkeypatch):
+    saved = _saved_random_network(10, tmp_path / "imagenet-like.params")
+    recorder = RunRecorder(monkeypatch)
     argv = tiny_args(tiny_set, tmp_path / "run", "--num-epochs", "1", "--pretrained-params",
                      str(tmp_path / "imagenet-like.params"))
     assert train_imagenet.main(argv) == 0
+    # At the first step every weight, gamma and beta is the file's (the first forward pass has moved only
+    # BatchNorm's running statistics) but the classifier, fresh for 3 classes: Xavier weights, zero bias.
+    start = recorder.at_first_step
+    for key, value in start.items():
+        if not key.startswith("fc.") and not key.endswith(("running_mean", "running_var")):
+            np.testing.assert_array_equal(value, saved[key], err_msg=key)
+    bound = math.sqrt(6 / (512 + 3))
+    assert start["fc.weight"].shape == (3, 512) and 0.9 * bound < np.abs(start["fc.weight"]).max() <= bound
+    assert start["fc.bias"].shape == (3,) and not start["fc.bias"].any()
+    assert "re-initialized fc.weight, fc.bias" in (tmp_path / "run" / "train.log").read_text()
+    # With the same classes, the network built from the command line holds every value of the file,
+    # classifier and running statistics included.
+    saved = _saved_random_network(3, tmp_path / "same-classes.params")
+    config = _config(tiny_args(tiny_set, "unused", "--pretrained-params", str(tmp_path / "same-classes.params")))
+    built = parameter_values(train_imagenet.build_network(config, 3, [mx.cpu()]))
+    assert sorted(built) == sorted(saved)
+    for key, value in saved.items():
+        np.testing.assert_array_equal(built[key], value, err_msg=key)
 
 
 def test_a_diverging_run_stops_at_once_and_keeps_saved_files(tiny_set, tmp_path, capsys):

@@ -1,4 +1,5 @@
 """Each trick against numbers worked out by hand, then every configuration of Tables 4 and 6 end to end."""
+import dataclasses
 import json
 import math
 import shutil
@@ -10,7 +11,10 @@ import pytest
 import train_imagenet
 from models import get_model
 from tests.conftest import tiny_args
+from tests.helpers import RunRecorder, parameter_values, randomize_parameters, weight_decays
 from utils import checkpoint
+from utils.batch_transform import BatchTransform
+from utils.devices import build_contexts
 from utils.distillation import CrossEntropyLoss, DistillationLoss, check_params_fit
 from utils.errors import UserError
 from utils.label_smoothing import smooth_targets
@@ -97,9 +101,99 @@ def test_mixup_schedule_draws_beta_and_stops_for_the_last_epochs():
     assert schedule.draw(epoch=7) != 1.0 and schedule.draw(epoch=8) == 1.0 == schedule.draw(epoch=9)
 
 
+class _FixedLambda:
+    """A mixup schedule that always draws ``lam``."""
+
+    def __init__(self, lam):
+        self.lam = lam
+
+    def draw(self, epoch):
+        return self.lam
+
+
+def _arrays(*rows):
+    return [mx.nd.array(row) for row in rows]
+
+
+def test_batch_transform_without_tricks_passes_the_batch_through():
+    images, labels = _arrays(np.full((2, 1, 1, 1), 10.0)), _arrays([0, 2])
+    same_images, targets, metric_labels = BatchTransform(3)(images, labels, 0)
+    assert same_images is images and targets is labels and metric_labels is labels
+
+
+@pytest.mark.parametrize("lam, mixed_images, mixed_targets, dominant", [
+    # 0.7 * 10 + 0.3 * 20 = 13; 0.7 * [0.9, 0.05, 0.05] + 0.3 * [0.05, 0.05, 0.9] = [0.645, 0.05, 0.305].
+    (0.7, [13, 17], [[0.645, 0.05, 0.305], [0.305, 0.05, 0.645]], [0, 2]),
+    # lam = 0.3: each image is mostly its partner, whose label the training accuracy counts.
+    (0.3, [17, 13], [[0.305, 0.05, 0.645], [0.645, 0.05, 0.305]], [2, 0]),
+    # lam = 1 (an epoch after --mixup-off-epoch): smoothed targets, images as they are.
+    (1.0, [10, 20], [[0.9, 0.05, 0.05], [0.05, 0.05, 0.9]], [0, 2]),
+])
+def test_batch_transform_smooths_then_mixes_worked_by_hand(lam, mixed_images, mixed_targets, dominant):
+    """3 classes, labels [0, 2], eps 0.1 paper style (0.9 and 0.05), images 10 and 20."""
+    transform = BatchTransform(3, 0.1, "paper", _FixedLambda(lam))
+    images, targets, metric_labels = transform(_arrays([[[[10.0]]], [[[20.0]]]]), _arrays([0, 2]), epoch=0)
+    np.testing.assert_allclose(images[0].asnumpy().ravel(), mixed_images, rtol=1e-6)
+    np.testing.assert_allclose(targets[0].asnumpy(), mixed_targets, rtol=1e-6)
+    assert metric_labels[0].asnumpy().tolist() == dominant
+
+
+def test_batch_transform_mixes_one_hot_targets_within_each_device_slice():
+    """Without smoothing the targets are one-hot; each device's slice pairs its own first and last image."""
+    images = _arrays([[[[10.0]]], [[[20.0]]]], [[[[30.0]]], [[[40.0]]]])
+    images, targets, _ = BatchTransform(3, mixup=_FixedLambda(0.7))(images, _arrays([0, 2], [1, 1]), epoch=0)
+    assert [x.asnumpy().ravel().tolist() for x in images] == [pytest.approx([13, 17]), pytest.approx([33, 37])]
+    np.testing.assert_allclose(targets[0].asnumpy(), [[0.7, 0, 0.3], [0.3, 0, 0.7]], rtol=1e-6)
+    np.testing.assert_allclose(targets[1].asnumpy(), [[0, 1, 0], [0, 1, 0]], rtol=1e-6)
+
+
+def _config(argv):
+    return train_imagenet.resolve_config(train_imagenet.build_parser().parse_args(argv))
+
+
+def test_optimizer_flags_reach_the_optimizer(tiny_set):
+    """Values other than the defaults, so that a flag the trainer ignored would show."""
+    config = _config(tiny_args(tiny_set, "unused", "--momentum", "0.8", "--wd", "3e-4", "--no-wd",
+                               "--warmup-epochs", "1", "--warmup-lr", "0.01", "--lr-decay", "0.5"))
+    contexts = build_contexts()
+    recipe = train_imagenet.build_recipe(config, train_imagenet.build_data(config, contexts), contexts)
+    optimizer = recipe.trainer.optimizer
+    assert type(optimizer) is mx.optimizer.NAG and (optimizer.momentum, optimizer.wd) == (0.8, 3e-4)
+    decays = weight_decays(recipe.trainer, recipe.net)
+    assert (decays["fc.weight"], decays["layer1.0.conv1.weight"]) == (3e-4, 3e-4)
+    assert (decays["fc.bias"], decays["bn1.gamma"], decays["bn1.beta"]) == (0.0, 0.0, 0.0)
+    # 6 batches an epoch: warmup from 0.01 to 0.02 over epoch 0, then halved from epoch 1 (--lr-decay-epoch 1).
+    schedule = recipe.trainer.optimizer.lr_scheduler
+    assert [schedule(update) for update in range(1, 13)] == pytest.approx(
+        [0.01 + 0.01 * i / 6 for i in range(1, 7)] + [0.01] * 6)
+
+
+def test_smoothing_and_mixup_values_reach_the_batch_transform(tiny_set):
+    config = _config(tiny_args(tiny_set, "unused", "--label-smoothing", "0.3", "--label-smoothing-style", "gluoncv",
+                               "--mixup", "--mixup-alpha", "1", "--mixup-off-epoch", "1"))
+    transform = train_imagenet.build_batch_transform(config, 3)
+    images, labels = _arrays([[[[0.0]]], [[[1.0]]]]), _arrays([0, 2])
+    # Epoch 1 of 2 is after --mixup-off-epoch 1: gluoncv's 1 - 0.3 + 0.3 / 3 = 0.8 and 0.3 / 3 = 0.1, unmixed.
+    same_images, targets, _ = transform(images, labels, 1)
+    assert same_images is images
+    np.testing.assert_allclose(targets[0].asnumpy(), [[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]], rtol=1e-6)
+    # Epoch 0 mixes: the first image becomes lam * 0 + (1 - lam) * 1. Beta(1, 1) is uniform, of variance
+    # 1/12 = 0.083; the default alpha 0.2 would give 1 / (4 * 1.4) = 0.179.
+    lams = [1 - transform(images, labels, 0)[0][0][0].asscalar() for _ in range(1000)]
+    assert np.mean(lams) == pytest.approx(0.5, abs=0.03) and np.var(lams) == pytest.approx(1 / 12, abs=0.015)
+
+
+def _log_softmax(logits):
+    shifted = np.asarray(logits, dtype=np.float64) - np.max(logits, axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def _softmax(logits):
+    return np.exp(_log_softmax(logits))
+
+
 def _cross_entropy(targets, logits):
-    log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    return -(targets * log_probabilities).sum(axis=1)
+    return -(np.asarray(targets) * _log_softmax(logits)).sum(axis=1)
 
 
 def test_distillation_hard_weight_one_is_plain_cross_entropy():
@@ -163,24 +257,72 @@ def teacher_params(tiny_set, tmp_path_factory):
     return str(path)
 
 
+# The tiny set has 96 training images: 6 batches an epoch at 16 images, 3 at 32 (--lr-decay-epoch 1 in tiny_args).
+def _step(eta, batches):
+    """Two epochs at eta, the second divided by 10."""
+    return [eta] * batches + [eta / 10] * batches
+
+
+def _warmup_step(eta, batches):
+    """Section 3.1's warmup through epoch 0 (batch i of m at i * eta / m), then the step at epoch 1."""
+    return [eta * i / batches for i in range(1, batches + 1)] + [eta / 10] * batches
+
+
+def _cosine(eta, batches):
+    """Section 5.1 over two epochs: eta_t = (1 + cos(pi * t / T)) * eta / 2, T = 2 epochs of batches."""
+    return [(1 + math.cos(math.pi * t / (2 * batches))) * eta / 2 for t in range(1, 2 * batches + 1)]
+
+
+def _warmup_cosine(eta, batches):
+    """Warmup through epoch 0, then cosine over the batches of epoch 1 (t and T counted after warmup)."""
+    return ([eta * i / batches for i in range(1, batches + 1)]
+            + [(1 + math.cos(math.pi * t / batches)) * eta / 2 for t in range(1, batches + 1)])
+
+
+# Label smoothing's targets for 3 classes at eps = 0.1: (true class, each other class).
+PAPER_SMOOTHING = (0.9, 0.05)                # 1 - eps and eps / (K - 1)
+GLUONCV_SMOOTHING = (0.9 + 0.1 / 3, 0.1 / 3)  # 1 - eps + eps / K and eps / K
+# Zero gamma on ResNet-18-D: the second BatchNorm of each of the 2 blocks of the 4 stages.
+RESNET18_LAST_GAMMAS = frozenset(f"layer{stage}.{block}.bn2.gamma" for stage in range(1, 5) for block in (0, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """A paper row's flags and what they must change in the run, worked out by hand."""
+
+    flags: list
+    rates: list                     # the learning rate of each update, in order
+    zero_gammas: frozenset = frozenset()
+    no_wd: bool = False
+    smoothing: tuple = None         # (true class, other class) target values; None: integer labels
+    mixed_epochs: tuple = ()        # epochs trained on mixed pairs
+    teacher: bool = False
+
+
+E = ["--last-gamma", "--no-wd"]  # Table 6's rows start from the efficient setting
 TABLE_ROWS = {
     # Table 4: efficient training, each trick alone and together.
-    "baseline": [],
-    "linear-scaling": ["--batch-size", "32", "--lr", None],
-    "warmup": ["--warmup-epochs", "1"],
-    "zero-gamma": ["--last-gamma"],
-    "no-bias-decay": ["--no-wd"],
-    "efficient": ["--warmup-epochs", "1", "--last-gamma", "--no-wd", "--batch-size", "32", "--lr", None],
+    "baseline": Row([], _step(0.02, 6)),
+    "linear-scaling": Row(["--batch-size", "32", "--lr", None], _step(0.1 * 32 / 256, 3)),
+    "warmup": Row(["--warmup-epochs", "1"], _warmup_step(0.02, 6)),
+    "zero-gamma": Row(["--last-gamma"], _step(0.02, 6), RESNET18_LAST_GAMMAS),
+    "no-bias-decay": Row(["--no-wd"], _step(0.02, 6), no_wd=True),
+    "efficient": Row(["--warmup-epochs", "1", *E, "--batch-size", "32", "--lr", None], _warmup_step(0.0125, 3),
+                     RESNET18_LAST_GAMMAS, no_wd=True),
     # Table 6: training refinements on top of the efficient setting.
-    "cosine": ["--warmup-epochs", "1", "--last-gamma", "--no-wd", "--lr-mode", "cosine"],
-    "label-smoothing": ["--last-gamma", "--no-wd", "--lr-mode", "cosine", "--label-smoothing"],
-    "distillation": ["--last-gamma", "--no-wd", "--lr-mode", "cosine", "--label-smoothing", "--teacher",
-                     "resnet18_v1b", "--teacher-params", "TEACHER"],
-    "mixup": ["--last-gamma", "--no-wd", "--lr-mode", "cosine", "--label-smoothing", "--mixup",
-              "--mixup-off-epoch", "1"],
-    "distillation-mixup": ["--last-gamma", "--no-wd", "--lr-mode", "cosine", "--label-smoothing", "--mixup",
-                           "--teacher", "resnet18_v1b", "--teacher-params", "TEACHER",
-                           "--label-smoothing-style", "gluoncv"],
+    "cosine": Row(["--warmup-epochs", "1", *E, "--lr-mode", "cosine"], _warmup_cosine(0.02, 6),
+                  RESNET18_LAST_GAMMAS, no_wd=True),
+    "label-smoothing": Row([*E, "--lr-mode", "cosine", "--label-smoothing"], _cosine(0.02, 6),
+                           RESNET18_LAST_GAMMAS, no_wd=True, smoothing=PAPER_SMOOTHING),
+    "distillation": Row([*E, "--lr-mode", "cosine", "--label-smoothing", "--teacher", "resnet18_v1b",
+                         "--teacher-params", "TEACHER"], _cosine(0.02, 6), RESNET18_LAST_GAMMAS, no_wd=True,
+                        smoothing=PAPER_SMOOTHING, teacher=True),
+    "mixup": Row([*E, "--lr-mode", "cosine", "--label-smoothing", "--mixup", "--mixup-off-epoch", "1"],
+                 _cosine(0.02, 6), RESNET18_LAST_GAMMAS, no_wd=True, smoothing=PAPER_SMOOTHING, mixed_epochs=(0,)),
+    "distillation-mixup": Row([*E, "--lr-mode", "cosine", "--label-smoothing", "--mixup", "--teacher",
+                               "resnet18_v1b", "--teacher-params", "TEACHER", "--label-smoothing-style", "gluoncv"],
+                              _cosine(0.02, 6), RESNET18_LAST_GAMMAS, no_wd=True, smoothing=GLUONCV_SMOOTHING,
+                              mixed_epochs=(0, 1), teacher=True),
 }
 
 
@@ -194,13 +336,92 @@ def _with_row(argv, row, teacher):
     return argv + extra
 
 
+def _loaded(name, params_file, input_size):
+    """Network ``name`` with the weights of ``params_file``: a reference, run in inference mode."""
+    net = get_model(name, classes=3)
+    net.initialize()
+    net(mx.nd.zeros((1, 3, input_size, input_size)))
+    net.load_parameters(params_file)
+    return net
+
+
+def _target_rows(labels, smoothing):
+    """Integer labels as they are, or the dense rows of label smoothing's (true class, other class) values."""
+    if smoothing is None:
+        return labels
+    on, off = smoothing
+    return np.where(np.eye(3)[labels.astype(int)] == 1, on, off)
+
+
+def _mixing_weight(images, mixed):
+    """The lam of ``mixed = lam * images + (1 - lam) * images[::-1]``, by least squares."""
+    difference = (images - images[::-1]).astype(np.float64)
+    return float(((mixed - images[::-1]) * difference).sum() / (difference * difference).sum())
+
+
+def _distillation_loss(hard, outputs, teacher_logits, temperature=20.0, hard_weight=0.5):
+    """``w * hard + (1 - w) * T^2 * CE(softmax(r / T), softmax(z / T))``, worked in float64."""
+    soft = _cross_entropy(_softmax(teacher_logits / temperature), outputs / temperature)
+    return hard_weight * hard + (1 - hard_weight) * temperature ** 2 * soft
+
+
+def _assert_tricks_took_effect(recorder, metrics, row, teacher=None):
+    """The run of ``recorder`` (with its ``metrics.jsonl`` records) did what ``row`` says; ``teacher`` is the
+    network the run must have distilled from, as a reference run in inference mode."""
+    trainable = {key for key in recorder.at_first_step if not key.endswith(("running_mean", "running_var"))}
+    # Zero gamma: exactly the last BatchNorm of each residual block starts at 0, every other at 1.
+    gammas = {key: value for key, value in recorder.at_first_step.items() if key.endswith("gamma")}
+    assert {key for key, value in gammas.items() if not value.any()} == row.zero_gammas
+    assert all((value == 1).all() for key, value in gammas.items() if key not in row.zero_gammas)
+    # The optimizer: Nesterov momentum 0.9, and --wd 1e-4 on each parameter but, with --no-wd, the biases and
+    # BatchNorm's gamma and beta (all that is not a conv or dense weight).
+    optimizer = recorder.trainer.optimizer
+    assert type(optimizer) is mx.optimizer.NAG and (optimizer.momentum, optimizer.wd) == (0.9, 1e-4)
+    assert weight_decays(recorder.trainer, recorder.net) == {
+        key: 0.0 if row.no_wd and not key.endswith(".weight") else 1e-4 for key in trainable}
+    # The learning rate of every update, and as metrics.jsonl logs it at the end of each epoch.
+    assert [recorder.schedule(update) for update in range(1, len(row.rates) + 1)] == pytest.approx(row.rates,
+                                                                                                   abs=1e-12)
+    per_epoch = len(row.rates) // len(metrics)
+    assert len(recorder.batches) == len(row.rates)
+    assert [record["lr"] for record in metrics] == pytest.approx(row.rates[per_epoch - 1::per_epoch], abs=1e-12)
+    # Every step: the images and targets the loss got, and the loss it returned, computed here by hand.
+    for epoch, images, labels, call in recorder.steps():
+        targets = _target_rows(labels, row.smoothing)
+        if epoch in row.mixed_epochs:
+            assert not np.array_equal(call["inputs"], images)
+            lam = _mixing_weight(images, call["inputs"])
+            np.testing.assert_allclose(call["inputs"], lam * images + (1 - lam) * images[::-1], atol=1e-4)
+            targets = lam * targets + (1 - lam) * targets[::-1]
+        else:
+            np.testing.assert_array_equal(call["inputs"], images)
+        np.testing.assert_allclose(call["targets"], targets, rtol=1e-5, atol=1e-6)
+        one_hot = (1.0, 0.0)  # integer labels are the dense rows of no smoothing
+        dense = call["targets"] if row.smoothing is not None else _target_rows(call["targets"], one_hot)
+        hard = _cross_entropy(dense, call["outputs"])
+        expected = hard if teacher is None else _distillation_loss(
+            hard, call["outputs"], teacher(mx.nd.array(call["inputs"])).asnumpy())
+        np.testing.assert_allclose(call["loss"], expected, rtol=1e-4, atol=1e-5)
+    for epoch, record in enumerate(metrics):
+        losses = np.concatenate([call["loss"] for step_epoch, _, _, call in recorder.steps() if step_epoch == epoch])
+        assert record["train_loss"] == pytest.approx(losses.mean(), rel=1e-5)
+    # The teacher's weights and running statistics are frozen: no gradient, the values it was built with.
+    if teacher is None:
+        assert recorder.teacher is None
+    else:
+        params = recorder.teacher.collect_params()
+        assert all(param.grad_req == "null" for param in params.values())
+        for name, value in recorder.teacher_at_start.items():
+            np.testing.assert_array_equal(params[name].data().asnumpy(), value, err_msg=name)
+
+
 @pytest.mark.parametrize("row", sorted(TABLE_ROWS))
-def test_every_table_configuration_trains(row, tiny_set, teacher_params, tmp_path):
-    argv = _with_row(tiny_args(tiny_set, tmp_path, "--log-interval", "2"), TABLE_ROWS[row], teacher_params)
+def test_every_table_row_trains_with_its_tricks_in_effect(row, tiny_set, teacher_params, tmp_path, monkeypatch):
+    recorder = RunRecorder(monkeypatch)
+    argv = _with_row(tiny_args(tiny_set, tmp_path, "--log-interval", "2"), TABLE_ROWS[row].flags, teacher_params)
     assert train_imagenet.main(argv) == 0
-    with open(checkpoint.metrics_path(str(tmp_path))) as handle:
-        metrics = [json.loads(line) for line in handle]
-    assert len(metrics) == 2 and all(np.isfinite(m["train_loss"]) for m in metrics)
+    teacher = _loaded("resnet18_v1b", teacher_params, 24) if TABLE_ROWS[row].teacher else None
+    _assert_tricks_took_effect(recorder, checkpoint.read_metrics(str(tmp_path)), TABLE_ROWS[row], teacher)
 
 
 def test_metrics_show_warmup_then_cosine(tiny_set, tmp_path):
@@ -230,15 +451,48 @@ def test_teacher_that_does_not_fit_fails_at_start(tiny_set, teacher_params, tmp_
     assert "does not fit the network" in capsys.readouterr().err
 
 
-def test_teacher_from_a_deployable_export(tiny_set, tmp_path):
+def _exported_values(params_file):
+    """Parameter name -> value of an export's -0000.params, whose names carry an arg: or aux: tag."""
+    return {name.split(":", 1)[1]: value.asnumpy() for name, value in mx.nd.load(params_file).items()}
+
+
+def test_teacher_from_a_deployable_export_is_frozen_in_inference_mode_and_used(tiny_set, tmp_path, monkeypatch):
     teacher = get_model("resnet18_v1b", classes=3)
-    teacher.initialize(mx.init.Xavier())
+    teacher.initialize()
+    teacher(mx.nd.zeros((1, 3, 24, 24)))
+    # Running statistics far from any batch's own: BatchNorm in training mode would give other outputs.
+    randomize_parameters(teacher, seed=0)
     teacher.hybridize()
     teacher(mx.nd.zeros((1, 3, 24, 24)))
     teacher.export(str(tmp_path / "teacher"), epoch=0)
+    recorder = RunRecorder(monkeypatch)
     argv = tiny_args(tiny_set, tmp_path / "run", "--num-epochs", "1", "--teacher",
-                     str(tmp_path / "teacher-symbol.json"), "--teacher-params", str(tmp_path / "teacher-0000.params"))
+                     str(tmp_path / "teacher-symbol.json"), "--teacher-params", str(tmp_path / "teacher-0000.params"),
+                     "--temperature", "4", "--hard-weight", "0.25")
     assert train_imagenet.main(argv) == 0
+
+    # Frozen: no gradient, and after the epoch's 6 steps every weight and running statistic is the file's.
+    params = recorder.teacher.collect_params()
+    assert all(param.grad_req == "null" for param in params.values())
+    exported = _exported_values(str(tmp_path / "teacher-0000.params"))
+    assert sorted(params.keys()) == sorted(exported)
+    for name, param in params.items():
+        np.testing.assert_array_equal(param.data().asnumpy(), exported[name], err_msg=name)
+    # Called as in a training step, it gives the exported network's outputs in inference mode: the first
+    # image's soft targets do not depend on the other images of its batch.
+    images = mx.nd.array(recorder.steps()[0][3]["inputs"])
+    with mx.autograd.record():
+        soft_targets = recorder.loss_fn.soft_targets(images).asnumpy()
+        first_alone = recorder.loss_fn.soft_targets(images[:1]).asnumpy()
+    np.testing.assert_allclose(soft_targets, _softmax(teacher(images).asnumpy() / 4), atol=1e-6)
+    np.testing.assert_allclose(first_alone, soft_targets[:1], atol=1e-6)
+    # Every step's loss is the distillation loss at T = 4, w = 0.25 with that teacher, not the cross-entropy.
+    for _, _, labels, call in recorder.steps():
+        hard = _cross_entropy(np.eye(3)[labels.astype(int)], call["outputs"])
+        expected = _distillation_loss(hard, call["outputs"], teacher(mx.nd.array(call["inputs"])).asnumpy(),
+                                      temperature=4, hard_weight=0.25)
+        np.testing.assert_allclose(call["loss"], expected, rtol=1e-4, atol=1e-5)
+        assert np.abs(call["loss"] - hard).min() > 0.01
 
 
 def test_teacher_from_the_local_gluoncv_cache(tiny_set, teacher_params, tmp_path, monkeypatch, capsys):
@@ -249,20 +503,37 @@ def test_teacher_from_the_local_gluoncv_cache(tiny_set, teacher_params, tmp_path
     assert "gluoncv.model_zoo.get_model('resnet18_v1b', pretrained=True)" in capsys.readouterr().err
     (tmp_path / "mxnet" / "models").mkdir(parents=True)
     shutil.copy(teacher_params, tmp_path / "mxnet" / "models" / "resnet18_v1b-0123abcd.params")
+    recorder = RunRecorder(monkeypatch)
     assert train_imagenet.main(argv) == 0
+    cached = {name: value.asnumpy() for name, value in mx.nd.load(teacher_params).items()}
+    distilled_from = parameter_values(recorder.teacher)
+    assert sorted(distilled_from) == sorted(cached)
+    for name, value in cached.items():
+        np.testing.assert_array_equal(distilled_from[name], value, err_msg=name)
 
 
-@pytest.mark.parametrize("student, teacher, input_size, extra", [
-    ("mobilenetv2_0.25", "mobilenet0.25", 24, ["--last-gamma"]),
-    ("inceptionv3", "resnet18_v1d", 75, []),
-])
-def test_tricks_work_on_the_other_networks(student, teacher, input_size, extra, tiny_set, tmp_path):
-    """Zero gamma where there are residual blocks, no bias decay and distillation across families."""
+# MobileNet v2's residual blocks: every repeat after the first of a stage (Sandler et al. 2018, Table 2:
+# 0 + 1 + 2 + 3 + 2 + 2 + 0), at these positions of its features; zero gamma starts their last BatchNorm at 0.
+MOBILENETV2_LAST_GAMMAS = frozenset(f"features.{index}.out.7.gamma" for index in (5, 7, 8, 10, 11, 12, 14, 15, 17, 18))
+
+
+@pytest.mark.parametrize("student, teacher, input_size, extra, zero_gammas", [
+    ("mobilenetv2_0.25", "mobilenet0.25", 24, ["--last-gamma"], MOBILENETV2_LAST_GAMMAS),
+    ("inceptionv3", "resnet18_v1d", 75, [], frozenset()),
+], ids=["mobilenetv2", "inceptionv3"])
+def test_tricks_take_effect_on_the_other_networks(student, teacher, input_size, extra, zero_gammas, tiny_set,
+                                                  tmp_path, monkeypatch):
+    """Zero gamma where there are residual blocks, no bias decay, smoothed and mixed targets, and distillation
+    from a teacher of another family, frozen."""
     teacher_net = get_model(teacher, classes=3)
     teacher_net.initialize(mx.init.Xavier())
     teacher_net(mx.nd.zeros((1, 3, input_size, input_size)))
     teacher_net.save_parameters(str(tmp_path / "teacher.params"))
+    recorder = RunRecorder(monkeypatch)
     argv = tiny_args(tiny_set, tmp_path / "run", "--model", student, "--input-size", str(input_size),
                      "--num-epochs", "1", "--no-wd", "--label-smoothing", "--mixup", "--teacher", teacher,
                      "--teacher-params", str(tmp_path / "teacher.params"), *extra)
     assert train_imagenet.main(argv) == 0
+    # One epoch of 6 batches: no step of --lr-decay-epoch 1 falls inside it.
+    row = Row(argv, [0.02] * 6, zero_gammas, no_wd=True, smoothing=PAPER_SMOOTHING, mixed_epochs=(0,), teacher=True)
+    _assert_tricks_took_effect(recorder, checkpoint.read_metrics(str(tmp_path / "run")), row, teacher_net)
