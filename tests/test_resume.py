@@ -240,3 +240,21 @@ def test_a_diverging_run_leaves_the_last_good_checkpoint_untouched(tiny_set, tmp
     for name, arrays in before.items():
         after = _params(os.path.join(folder, name, f"resnet18_v1d-{name[-4:]}.params"))
         assert all(np.array_equal(after[key], arrays[key]) for key in arrays)
+
+
+def test_two_devices_resume_their_momenta_and_statistics_exactly(tiny_set, tmp_path):
+    """On two CPU contexts the trainer keeps its momenta on the kvstore and each device its BatchNorm statistics
+    (averaged at the end of each epoch): a run killed after epoch 1 and resumed ends with the uninterrupted
+    run's weights and metrics."""
+    two_devices = ("--num-cpu-contexts", "2", "--batch-size", "8")
+    reference = tmp_path / "reference"
+    _finish(_start(tiny_set, reference, *two_devices), reference)
+    save_dir = tmp_path / "killed"
+    process = _start(tiny_set, save_dir, *two_devices)
+    _wait_until(lambda: os.path.isdir(os.path.join(checkpoint.checkpoints_dir(str(save_dir)), "epoch-0001")),
+                process)
+    process.kill()
+    process.wait()
+    _finish(_start(tiny_set, save_dir, *two_devices, "--resume"), save_dir)
+    _assert_same_params(save_dir / FINAL_PARAMS, reference / FINAL_PARAMS)
+    assert _metrics(save_dir) == _metrics(reference)
