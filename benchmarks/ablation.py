@@ -15,7 +15,7 @@ started again, and finished runs are never repeated. A run whose loss diverges (
 exits with 3) is a result, kept as ``diverged.txt`` in its folder and shown as such in its row. A row shared
 by two tables runs once. Runs go one after the other, never two at once.
 
-    python benchmarks/ablation.py --rec-train rec/train.rec --rec-val rec/val.rec --num-epochs 10 \\
+    python -m benchmarks.ablation --rec-train rec/train.rec --rec-val rec/val.rec --num-epochs 10 \\
         --seeds 0 1 2 --work-dir runs/ablation --output-dir benchmarks/results/cifar10
 
 writes ``ablation.md`` (mean +- std of the final validation top-1 and top-5 per row, the difference to the
@@ -34,13 +34,12 @@ import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from models.resnet import DEPTHS, Bottleneck  # noqa: E402
-from utils import checkpoint  # noqa: E402
-from utils.errors import Diverged  # noqa: E402
-from utils.lr_schedule import build_lr_scheduler, linear_scaled_lr  # noqa: E402
+from benchmarks.children import REPO, TRAINER
+from data.records import RecordFiles, count_records
+from models.resnet import DEPTHS, Bottleneck
+from utils import checkpoint
+from utils.errors import Diverged
+from utils.lr_schedule import build_lr_scheduler, linear_scaled_lr
 
 TABLE_TITLES = {"4": "Table 4: efficient training (section 3)", "5": "Table 5: ResNet tweaks (section 4)",
                 "6": "Table 6: training refinements (section 5)",
@@ -117,8 +116,8 @@ def run_dir(args, flags, seed):
 
 
 def command(args, flags, seed, save_dir):
-    return [sys.executable, os.path.join(REPO, "train_imagenet.py"), *common_flags(args), *flags, "--seed", str(seed),
-            "--save-dir", save_dir, "--resume"]
+    return [sys.executable, TRAINER, *common_flags(args), *flags, "--seed", str(seed), "--save-dir", save_dir,
+            "--resume"]
 
 
 DIVERGED_MARKER = "diverged.txt"  # in a run's folder: its loss stopped being finite, a result, not a failure
@@ -264,8 +263,7 @@ def plot(args, results, rows):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from data.records import count_records
-    images = count_records(os.path.splitext(args.rec_train)[0] + ".idx")
+    images = count_records(RecordFiles.from_rec_path(args.rec_train).idx)
     for table in args.tables:
         entries = [e for e in results if e["table"] == table and e["runs"]]
         if not entries:

@@ -1,10 +1,10 @@
 """GluonCV's side of the comparisons: its model zoo with ``resnet18_v1d``, and its script with a fair clock.
 
 GluonCV 0.10.5's model zoo has no ``resnet18_v1d``; ``register_resnet18_v1d`` adds GluonCV's own definition
-of the other v1d depths at depth 18. Run as a script, ``python gluoncv_side.py SCRIPT ARGS...`` runs
-GluonCV's ``train_imagenet.py`` (SCRIPT) with that model registered and with ``time.time()`` waiting for
-MXNet's queued work first: its epoch clock otherwise stops before the last batch's backward pass and update
-have run, while our loop calls ``waitall`` before it reads the clock.
+of the other v1d depths at depth 18. ``python -m benchmarks.gluoncv_side SCRIPT ARGS...`` runs GluonCV's
+``train_imagenet.py`` (SCRIPT) with that model registered and with ``time.time()`` waiting for MXNet's
+queued work first: its epoch clock otherwise stops before the last batch's backward pass and update have
+run, while our loop calls ``waitall`` before it reads the clock.
 """
 import runpy
 import sys

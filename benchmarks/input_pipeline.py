@@ -3,7 +3,7 @@
 It reads, decodes and augments batches exactly as training does (``data.loaders.train_record_iter``) and
 drops them, so the figure says how many decoding threads keep how many accelerators fed.
 
-    python benchmarks/input_pipeline.py --rec-train train.rec --input-size 224 --threads 1 2 --batches 50
+    python -m benchmarks.input_pipeline --rec-train train.rec --input-size 224 --threads 1 2 --batches 50
 """
 import argparse
 import json
@@ -11,17 +11,15 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from utils.cpu_threads import use_physical_cores  # noqa: E402
+from utils.cpu_threads import use_physical_cores
 
 use_physical_cores()  # before MXNet loads, as in train_imagenet.py
 
 import mxnet as mx  # noqa: E402
 
+from benchmarks.machine import describe  # noqa: E402
 from data.loaders import EpochBatches, InputConfig, train_record_iter  # noqa: E402
 from data.records import RecordFiles  # noqa: E402
-from machine import describe  # noqa: E402
 
 
 def images_per_sec(rec, input_size, threads, batch_size, batches, warmup_batches=5):

@@ -8,7 +8,7 @@ than fused segments; the step times are therefore a little slower than a trainin
 per operator, the calls and milliseconds per step of each side: the same calls on both sides mean the same
 computation, and a gap in the step time that no operator shows is noise of the machine, not the network.
 
-    python benchmarks/profile_models.py resnet50_v1d:64 resnet18_v1d:32 --repeats 3
+    python -m benchmarks.profile_models resnet50_v1d:64 resnet18_v1d:32 --repeats 3
 """
 import argparse
 import collections
@@ -18,16 +18,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from utils.cpu_threads import use_physical_cores  # noqa: E402
+from benchmarks.children import benchmark_command, child_environment
+from utils.cpu_threads import use_physical_cores
 
 use_physical_cores()  # before MXNet loads in the children (they inherit it): both sides get the same threads
 
 SIDES = ("ours", "gluoncv")
+CLASSES = 1000
 
 
 def build_network(side, name, classes):
@@ -35,7 +33,8 @@ def build_network(side, name, classes):
         from models import get_model
         return get_model(name, classes=classes)
     from gluoncv.model_zoo import get_model
-    from gluoncv_side import register_resnet18_v1d
+
+    from benchmarks.gluoncv_side import register_resnet18_v1d
     register_resnet18_v1d()
     return get_model(name, classes=classes)
 
@@ -43,30 +42,14 @@ def build_network(side, name, classes):
 def profile_side(side, name, input_size, batch_size, steps, warmup_steps):
     """Median step seconds and {operator: [calls, total ms]} over ``steps`` profiled steps."""
     import mxnet as mx
-    from mxnet import autograd, gluon, profiler
+    from mxnet import profiler
 
-    net = build_network(side, name, classes=1000)
+    from benchmarks.model_step import in_memory_training_step, median_step_seconds
+
+    net = build_network(side, name, classes=CLASSES)
     net.initialize(mx.init.Xavier())
-    net.hybridize(static_alloc=True, static_shape=True)
-    trainer = gluon.Trainer(net.collect_params(), "nag", {"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4})
-    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    images = mx.nd.random.normal(shape=(batch_size, 3, input_size, input_size))
-    labels = mx.nd.array([i % 1000 for i in range(batch_size)])
-
-    def step():
-        with autograd.record():
-            loss = loss_fn(net(images), labels)
-        loss.backward()
-        trainer.step(batch_size)
-        mx.nd.waitall()
-
-    for _ in range(warmup_steps):
-        step()
-    seconds = []
-    for _ in range(steps):
-        tic = time.perf_counter()
-        step()
-        seconds.append(time.perf_counter() - tic)
+    step = in_memory_training_step(net, input_size, batch_size, CLASSES)
+    step_seconds = median_step_seconds(step, steps, warmup_steps)
     profiler.set_config(profile_imperative=True, profile_symbolic=True, aggregate_stats=True)
     profiler.set_state("run")
     for _ in range(steps):
@@ -74,13 +57,13 @@ def profile_side(side, name, input_size, batch_size, steps, warmup_steps):
     profiler.set_state("stop")
     stats = json.loads(profiler.dumps(format="json"))
     operators = {op: [entry["Count"], entry["Total"]] for op, entry in stats["Time"].get("operator", {}).items()}
-    return dict(step_seconds=statistics.median(seconds), operators=operators)
+    return dict(step_seconds=step_seconds, operators=operators)
 
 
 def run_child(side, spec, args):
-    env = dict(os.environ, MXNET_EXEC_BULK_EXEC_TRAIN="0", MXNET_EXEC_BULK_EXEC_INFERENCE="0")
-    argv = [sys.executable, os.path.abspath(__file__), "--child", side, spec, "--batch-size", str(args.batch_size),
-            "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps)]
+    env = child_environment(MXNET_EXEC_BULK_EXEC_TRAIN="0", MXNET_EXEC_BULK_EXEC_INFERENCE="0")
+    argv = benchmark_command("profile_models", "--child", side, spec, "--batch-size", str(args.batch_size),
+                             "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps))
     # MXNet's profiler also dumps a large trace, profile.json, into the working directory at exit: keep it out
     # of the user's folder (and away from our own profile.json).
     with tempfile.TemporaryDirectory() as scratch:

@@ -5,27 +5,23 @@ The networks are defined here layer for layer as ``models/resnet.py`` builds ``r
 ``resnet50_v1d`` (deep stem of three 3x3 convolutions, stride on the 3x3 convolution, average pooling before
 the 1x1 projection; the identity pool ours keeps at stride 1 for GluonCV's parameter names is left out),
 and their parameter counts are printed beside the figures so that a reader can check them against ours
-(``python -m models resnet50_v1d --classes 1000``). Each row is measured as ``throughput.py`` measures the
-model alone: Nesterov SGD training steps on a batch in memory, the median of ``--steps`` timed steps after
+(``python -m models resnet50_v1d --classes 1000``). Each row is measured as ``benchmarks.model_step`` measures
+the model alone: Nesterov SGD training steps on a batch in memory, the median of ``--steps`` timed steps after
 ``--warmup-steps``, on one thread per physical core, as MXNet's operators get in our scripts.
 
-    python benchmarks/pytorch_reference.py --output-dir benchmarks/results/throughput
+    python -m benchmarks.pytorch_reference --output-dir benchmarks/results/throughput
 """
 import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
 import torch
 from torch import nn
 
-from machine import describe
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from utils.cpu_threads import physical_cores  # noqa: E402  (plain Python: no MXNet needed)
+from benchmarks.machine import describe
+from utils.cpu_threads import physical_cores  # plain Python: no MXNet needed
 
 ROWS = ("resnet50_v1d:224", "resnet50_v1d:64", "resnet18_v1d:32", "resnet18_v1d:64")
 DEPTHS = {"resnet18_v1d": ("basic", (2, 2, 2, 2)), "resnet50_v1d": ("bottleneck", (3, 4, 6, 3))}

@@ -6,7 +6,7 @@ interrupted by each signal of ``--interrupts`` (SIGKILL or SIGTERM, each sent ``
 epoch after the one given) and resumed with ``--resume`` after each. It then compares the two runs'
 ``metrics.jsonl`` figures and final parameters and prints the verdict.
 
-    python benchmarks/resume_check.py --work-dir /tmp/resume-check --interrupts KILL@1 TERM@2 --delay 90 -- \\
+    python -m benchmarks.resume_check --work-dir /tmp/resume-check --interrupts KILL@1 TERM@2 --delay 90 -- \\
         --rec-train train.rec --rec-val val.rec --model resnet18_v1d --input-size 32 --batch-size 128 \\
         --num-epochs 3 --lr-mode cosine --warmup-epochs 1 --mixup
 """
@@ -21,10 +21,8 @@ import time
 import mxnet as mx
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from utils import checkpoint  # noqa: E402
+from benchmarks.children import REPO, TRAINER
+from utils import checkpoint
 
 DETERMINISTIC = dict(MXNET_ENFORCE_DETERMINISM="1", OMP_NUM_THREADS="1", MXNET_ENGINE_TYPE="NaiveEngine")
 COMPARED = ("epoch", "lr", "train_loss", "train_top1", "val_top1", "val_top5")
@@ -32,7 +30,7 @@ COMPARED = ("epoch", "lr", "train_loss", "train_top1", "val_top1", "val_top5")
 
 def start(train_args, save_dir, resume):
     log = open(os.path.join(os.path.dirname(save_dir), os.path.basename(save_dir) + ".out.txt"), "a")
-    argv = [sys.executable, os.path.join(REPO, "train_imagenet.py"), *train_args, "-j", "1", "--save-dir", save_dir]
+    argv = [sys.executable, TRAINER, *train_args, "-j", "1", "--save-dir", save_dir]
     return subprocess.Popen(argv + (["--resume"] if resume else []), cwd=REPO, env=dict(os.environ, **DETERMINISTIC),
                             stdout=log, stderr=subprocess.STDOUT)
 

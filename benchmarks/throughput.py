@@ -11,9 +11,9 @@ row's own):
     ``ResNetV1b(BasicBlockV1b, [2, 2, 2, 2], deep_stem=True, avg_down=True)``; both get 1000 classes, as
     GluonCV's script hard-codes. Its epoch clock reads ``time.time()`` without waiting for MXNet's queued
     work, so up to the last batch's backward pass and update fall outside the epoch it reports (a large
-    share of an epoch of few batches); ``gluoncv_side.py``, which runs it, makes ``time.time()`` wait for
-    that work first (``waitall``), as our loop does before it reads the clock, so that both epochs end at
-    the same point. The loop rows' ratio is the median of the ratios of each pair of runs (ours, then theirs).
+    share of an epoch of few batches); ``benchmarks.gluoncv_side``, which runs it, makes ``time.time()``
+    wait for that work first (``waitall``), as our loop does before it reads the clock, so that both epochs
+    end at the same point. The loop rows' ratio is the median of the ratios of each pair of runs (ours, then theirs).
 Beside each figure: training GFLOP/s (3 x 2 x forward multiply-adds x images/s: the forward pass and a
 backward of about twice its cost) as a fraction of the float32 matrix-multiply GFLOP/s that MXNet reaches on
 all cores, measured in the same run. MXNet's CPU operators get one thread per physical core, as in
@@ -25,7 +25,7 @@ count and input size, from ``--rec-train`` and ``--rec-256`` (images packed at a
 Writes ``throughput.md`` and ``throughput.json`` into ``--output-dir``; with GluonCV's script the last line
 printed is the ratio ours / GluonCV's on resnet18_v1d at 32.
 
-    python benchmarks/throughput.py --quick --rec-train rec/train.rec --rec-val rec/val.rec \\
+    python -m benchmarks.throughput --quick --rec-train rec/train.rec --rec-val rec/val.rec \\
         --gluoncv-script gluon-cv/scripts/classification/imagenet/train_imagenet.py
 """
 import argparse
@@ -39,20 +39,19 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from utils.cpu_threads import THREADS_VARIABLE, describe_cpu_threads, use_physical_cores  # noqa: E402
+from benchmarks.children import TRAINER, benchmark_command, child_environment
+from utils.cpu_threads import THREADS_VARIABLE, describe_cpu_threads, use_physical_cores
 
 # Set before MXNet loads, as train_imagenet.py does: the ceiling and the model-only rows (children inherit
 # it) then use the same threads as our loop. None when the user's own setting was kept.
 THREADS_SET_HERE = use_physical_cores()
 
 import mxnet as mx  # noqa: E402
-from mxnet import autograd, gluon  # noqa: E402
 
-from input_pipeline import images_per_sec as pipeline_images_per_sec  # noqa: E402
-from machine import describe  # noqa: E402
+from benchmarks.input_pipeline import images_per_sec as pipeline_images_per_sec  # noqa: E402
+from benchmarks.machine import describe  # noqa: E402
+from benchmarks.model_step import in_memory_training_step, median_step_seconds  # noqa: E402
+from data.records import RecordFiles  # noqa: E402
 from models import get_model  # noqa: E402
 from models.complexity import count_multiply_adds  # noqa: E402
 
@@ -60,7 +59,6 @@ ROWS = ("resnet50_v1d:224", "resnet50_v1d:64", "resnet18_v1d:32", "resnet18_v1d:
         "inceptionv3:299")
 COMPARED_ROW = "resnet18_v1d:32"
 CLASSES = 1000
-GLUONCV_SIDE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gluoncv_side.py")
 
 
 def matmul_gflops(size=2048, repeats=10):
@@ -84,22 +82,9 @@ def model_only(name, input_size, batch_size, steps, warmup_steps):
     net = get_model(name, classes=CLASSES)
     net.initialize(mx.init.Xavier())
     multiply_adds = count_multiply_adds(net, input_size)
-    net.hybridize(static_alloc=True, static_shape=True)
-    trainer = gluon.Trainer(net.collect_params(), "nag", {"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4})
-    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    images = mx.nd.random.normal(shape=(batch_size, 3, input_size, input_size))
-    labels = mx.nd.array([i % CLASSES for i in range(batch_size)])
-    seconds = []
-    for step in range(warmup_steps + steps):
-        tic = time.perf_counter()
-        with autograd.record():
-            loss = loss_fn(net(images), labels)
-        loss.backward()
-        trainer.step(batch_size)
-        mx.nd.waitall()
-        if step >= warmup_steps:
-            seconds.append(time.perf_counter() - tic)
-    return dict(images_per_sec=batch_size / statistics.median(seconds), multiply_adds=multiply_adds)
+    step = in_memory_training_step(net, input_size, batch_size, CLASSES)
+    seconds = median_step_seconds(step, steps, warmup_steps)
+    return dict(images_per_sec=batch_size / seconds, multiply_adds=multiply_adds)
 
 
 def run_measured(argv, cwd, env=None):
@@ -117,15 +102,15 @@ def run_measured(argv, cwd, env=None):
 
 def write_subset(rec, num_images, out_prefix):
     """The first ``num_images`` records of ``rec`` (in .idx order) as ``out_prefix``.rec/.idx."""
-    idx = os.path.splitext(rec)[0] + ".idx"
-    reader = mx.recordio.MXIndexedRecordIO(idx, rec, "r")
-    writer = mx.recordio.MXIndexedRecordIO(out_prefix + ".idx", out_prefix + ".rec", "w")
+    subset = RecordFiles(out_prefix)
+    reader = mx.recordio.MXIndexedRecordIO(RecordFiles.from_rec_path(rec).idx, rec, "r")
+    writer = mx.recordio.MXIndexedRecordIO(subset.idx, subset.rec, "w")
     keys = reader.keys[:num_images]
     for key in keys:
         writer.write_idx(key, reader.read_idx(key))
     reader.close()
     writer.close()
-    return out_prefix + ".rec", len(keys)
+    return subset.rec, len(keys)
 
 
 def loop_args(name, input_size, batch_size, threads):
@@ -136,7 +121,7 @@ def loop_args(name, input_size, batch_size, threads):
 
 def our_loop(name, input_size, batch_size, threads, data, workdir):
     save_dir = tempfile.mkdtemp(prefix="ours-", dir=workdir)
-    argv = [sys.executable, os.path.join(REPO, "train_imagenet.py"), *loop_args(name, input_size, batch_size, threads),
+    argv = [sys.executable, TRAINER, *loop_args(name, input_size, batch_size, threads),
             "--rec-train", data["train"], "--rec-val", data["val"], "--num-classes", str(CLASSES),
             "--save-dir", save_dir, "--save-frequency", "0", "--log-interval", "1000"]
     _, peak = run_measured(argv, workdir)
@@ -147,7 +132,7 @@ def our_loop(name, input_size, batch_size, threads, data, workdir):
 
 def gluoncv_environment(cpu_threads):
     """GluonCV's script's environment: MXNet's default CPU threads, as its users get, or the same as ours."""
-    env = dict(os.environ)
+    env = child_environment()
     if cpu_threads == "default" and THREADS_SET_HERE is not None:
         del env[THREADS_VARIABLE]
     return env
@@ -155,11 +140,12 @@ def gluoncv_environment(cpu_threads):
 
 def gluoncv_loop(script, name, input_size, batch_size, threads, data, workdir, cpu_threads):
     run_dir = tempfile.mkdtemp(prefix="gluoncv-", dir=workdir)
-    argv = [sys.executable, GLUONCV_SIDE, os.path.abspath(script), *loop_args(name, input_size, batch_size, threads),
-            "--use-rec", "--rec-train", data["train"], "--rec-train-idx", data["train"][:-4] + ".idx",
-            "--rec-val", data["val"], "--rec-val-idx", data["val"][:-4] + ".idx",
-            "--num-training-samples", str(data["num_train"]), "--save-dir", os.path.join(run_dir, "params"),
-            "--log-interval", "1000"]
+    argv = benchmark_command("gluoncv_side", os.path.abspath(script), *loop_args(name, input_size, batch_size, threads),
+                             "--use-rec", "--rec-train", data["train"],
+                             "--rec-train-idx", RecordFiles.from_rec_path(data["train"]).idx,
+                             "--rec-val", data["val"], "--rec-val-idx", RecordFiles.from_rec_path(data["val"]).idx,
+                             "--num-training-samples", str(data["num_train"]),
+                             "--save-dir", os.path.join(run_dir, "params"), "--log-interval", "1000")
     output, peak = run_measured(argv, run_dir, gluoncv_environment(cpu_threads))
     seconds = re.findall(r"\[Epoch 1\] speed: \d+ samples/sec\ttime cost: ([0-9.]+)", output)
     if not seconds:
@@ -179,9 +165,9 @@ def measure_row(spec, args, data, workdir):
     input_size = int(size)
     quick_steps = args.quick or name == "inceptionv3"
     steps, warmup = (2, 1) if quick_steps else (args.steps, 3)
-    child = [sys.executable, os.path.abspath(__file__), "--model-only", spec, "--batch-size", str(args.batch_size),
-             "--steps", str(steps), "--warmup-steps", str(warmup)]
-    output, peak = run_measured(child, workdir)
+    child = benchmark_command("throughput", "--model-only", spec, "--batch-size", str(args.batch_size),
+                              "--steps", str(steps), "--warmup-steps", str(warmup))
+    output, peak = run_measured(child, workdir, child_environment())
     row = dict(model=name, input_size=input_size, batch_size=args.batch_size, model_only_steps=steps,
                **json.loads(output.strip().splitlines()[-1]))
     row.update(model_only_peak_rss_mb=peak)

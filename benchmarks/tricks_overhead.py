@@ -5,7 +5,7 @@ augmentation, forward, backward, update, metrics) for the same number of batches
 configurations alternate over several rounds so that drift of the machine hits them alike, and the median
 images/s of each is reported with its ratio to the baseline.
 
-    python benchmarks/tricks_overhead.py --rec-train train.rec --rec-val val.rec \
+    python -m benchmarks.tricks_overhead --rec-train train.rec --rec-val val.rec \
         --model resnet18_v1d --input-size 32 --batch-size 128 --batches 40 --rounds 3
 """
 import argparse
@@ -17,9 +17,7 @@ import sys
 import tempfile
 from itertools import islice
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from utils.cpu_threads import use_physical_cores  # noqa: E402
+from utils.cpu_threads import use_physical_cores
 
 use_physical_cores()  # before MXNet loads, as in train_imagenet.py
 
@@ -29,7 +27,8 @@ import train_imagenet  # noqa: E402
 from models import get_model  # noqa: E402
 from utils.devices import build_contexts  # noqa: E402
 
-from machine import describe  # noqa: E402
+from benchmarks.machine import describe  # noqa: E402
+from data.records import RecordFiles, read_class_names  # noqa: E402
 
 TRICKS = ["--warmup-epochs", "1", "--last-gamma", "--no-wd", "--lr-mode", "cosine", "--label-smoothing",
           "--mixup"]
@@ -83,13 +82,16 @@ def main(argv=None):
     parser.add_argument("-j", "--num-data-workers", type=int, default=2)
     parser.add_argument("--output", default="tricks_overhead.json")
     args = parser.parse_args(argv)
+    class_names = read_class_names(args.rec_train)
+    if class_names is None:
+        raise SystemExit(f"no class list beside {args.rec_train} (expected "
+                         f"{RecordFiles.from_rec_path(args.rec_train).classes}, written by `python -m data.pack`)")
 
     common = ["--rec-train", args.rec_train, "--rec-val", args.rec_val, "--model", args.model,
               "--input-size", str(args.input_size), "--batch-size", str(args.batch_size), "--num-epochs", "5",
               "-j", str(args.num_data_workers), "--log-interval", "1000000"]
     with tempfile.TemporaryDirectory() as folder:
-        classes = len(open(os.path.splitext(args.rec_train)[0] + ".classes.txt").read().split())
-        teacher = save_random_teacher(args.teacher, classes, args.input_size, folder)
+        teacher = save_random_teacher(args.teacher, len(class_names), args.input_size, folder)
         configurations = {
             "baseline": common,
             "all tricks": common + TRICKS,

@@ -1,13 +1,12 @@
 """The ablation grid's bookkeeping: which runs are shared, cached and summed up (no training here)."""
 import json
 import os
-import sys
+import subprocess
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
-
-import ablation  # noqa: E402
+from benchmarks import ablation
+from benchmarks.children import benchmark_command, child_environment
 
 
 def parse(tmp_path, *extra):
@@ -102,7 +101,7 @@ def test_missing_teacher_params_is_refused_in_one_line(tmp_path):
 
 
 def test_loop_ratio_is_the_median_of_back_to_back_pairs():
-    import throughput
+    from benchmarks import throughput
     ours = [dict(images_per_sec=v) for v in (100.0, 60.0, 90.0)]
     theirs = [dict(images_per_sec=v) for v in (80.0, 50.0, 100.0)]
     assert throughput.paired_ratios(ours, theirs) == pytest.approx([1.25, 1.2, 0.9])
@@ -110,18 +109,16 @@ def test_loop_ratio_is_the_median_of_back_to_back_pairs():
 
 def test_gluoncv_runs_with_resnet18_v1d_and_a_clock_that_waits(tmp_path):
     # GluonCV's epoch clock must wait for MXNet's queued work, as ours does, for the two to be compared.
-    import subprocess
-    import throughput
     target = tmp_path / "their_script.py"
     target.write_text("import sys, time\nfrom gluoncv.model_zoo import get_model\n"
                       "print(time.time.__name__, get_model('resnet18_v1d', classes=7).fc._units, sys.argv[1:])\n")
-    output = subprocess.run([sys.executable, throughput.GLUONCV_SIDE, str(target), "--flag", "1"],
-                            capture_output=True, text=True, check=True).stdout
+    output = subprocess.run(benchmark_command("gluoncv_side", str(target), "--flag", "1"), cwd=tmp_path,
+                            env=child_environment(), capture_output=True, text=True, check=True).stdout
     assert output.split("\n")[-2] == "synchronized_clock 7 ['--flag', '1']"
 
 
 def test_gluoncv_gets_mxnets_default_threads_unless_asked_for_ours(monkeypatch):
-    import throughput
+    from benchmarks import throughput
     monkeypatch.setenv("MXNET_OMP_MAX_THREADS", "2")
     monkeypatch.setattr(throughput, "THREADS_SET_HERE", 2)  # the benchmark set it, not the user
     assert "MXNET_OMP_MAX_THREADS" not in throughput.gluoncv_environment("default")
