@@ -16,9 +16,9 @@ from utils.cpu_threads import use_physical_cores
 use_physical_cores()  # before MXNet loads: it sizes its CPU thread pool once, at import
 
 from data.loaders import InputConfig, validation_source
+from engine.loop import evaluate
 from models.inference import add_network_arguments, check_network_arguments, default_classes_file, load_network
 from models.inference import read_class_list
-from train_imagenet import evaluate
 from utils.devices import build_contexts
 from utils.errors import UserError, command_line_entry
 

@@ -1,6 +1,6 @@
 """What the tricks cost in training throughput: baseline vs all tricks vs all tricks with a teacher.
 
-Each configuration runs the project's own training step (``train_imagenet.train_one_epoch``: input pipeline,
+Each configuration runs the project's own training step (``engine.loop.train_one_epoch``: input pipeline,
 augmentation, forward, backward, update, metrics) for the same number of batches from the same packed data;
 configurations alternate over several rounds so that drift of the machine hits them alike, and the median
 images/s of each is reported with its ratio to the baseline.
@@ -23,7 +23,9 @@ use_physical_cores()  # before MXNet loads, as in train_imagenet.py
 
 import mxnet as mx  # noqa: E402
 
-import train_imagenet  # noqa: E402
+from engine.config import parse_config  # noqa: E402
+from engine.loop import train_one_epoch  # noqa: E402
+from engine.recipe import build_data, build_recipe  # noqa: E402
 from models import get_model  # noqa: E402
 from utils.devices import build_contexts  # noqa: E402
 
@@ -57,15 +59,15 @@ def save_random_teacher(name, classes, input_size, folder):
 
 def measure(argv, batches, save_dir):
     """Build one configuration and return a function that times ``batches`` training batches."""
-    config = train_imagenet.resolve_config(train_imagenet.build_parser().parse_args(argv + ["--save-dir", save_dir]))
+    config = parse_config(argv + ["--save-dir", save_dir])
     contexts = build_contexts(config.num_gpus, config.num_cpu_contexts)
-    data = train_imagenet.build_data(config, contexts)
-    recipe = train_imagenet.build_recipe(config, data, contexts)
+    data = build_data(config, contexts)
+    recipe = build_recipe(config, data, contexts)
     data = dataclasses.replace(data, train=FirstBatches(data.train, batches), batches_per_epoch=batches)
-    train_imagenet.train_one_epoch(0, recipe, data, contexts, config)  # warm-up: graph, allocations
+    train_one_epoch(0, recipe, data, contexts, config)  # warm-up: graph, allocations
 
     def run():
-        return train_imagenet.train_one_epoch(0, recipe, data, contexts, config)["samples_per_sec"]
+        return train_one_epoch(0, recipe, data, contexts, config)["samples_per_sec"]
     return run
 
 

@@ -6,6 +6,8 @@ import mxnet as mx
 import pytest
 
 import train_imagenet
+from engine.config import FLAG_BOUNDS, build_parser, parse_config
+from engine.recipe import build_data
 from data.loaders import InputConfig, record_source
 from models import get_model, model_names
 from models.registry import min_input_size
@@ -61,7 +63,7 @@ def _error_line(capsys, argv):
 
 
 def _config(argv):
-    return train_imagenet.resolve_config(train_imagenet.build_parser().parse_args(argv))
+    return parse_config(argv)
 
 
 @pytest.mark.parametrize("flag, value, needs", OUT_OF_BOUNDS)
@@ -71,10 +73,10 @@ def test_out_of_bounds_value_is_one_line_naming_the_flag(flag, value, needs, tin
 
 
 def test_the_sweep_covers_every_numeric_flag():
-    numeric = {action.option_strings[-1] for action in train_imagenet.build_parser()._actions
+    numeric = {action.option_strings[-1] for action in build_parser()._actions
                if action.type in (int, float)}
     assert numeric == {flag for flag, _, _ in OUT_OF_BOUNDS}
-    assert numeric == {f"--{name.replace('_', '-')}" for name in train_imagenet.FLAG_BOUNDS}
+    assert numeric == {f"--{name.replace('_', '-')}" for name in FLAG_BOUNDS}
 
 
 def test_messages_say_the_bounds(tiny_set, tmp_path, capsys):
@@ -151,7 +153,7 @@ def test_num_classes_that_disagrees_with_the_class_list(tiny_set, tmp_path, caps
     folders = [arg for arg in folders if arg not in ("--rec-train", "--rec-val")]
     assert f"--num-classes 4 disagrees with the 3 classes of {tiny_set / 'images'}/train" in _error_line(
         capsys, folders + ["--data-dir", str(tiny_set / "images"), "--num-classes", "4"])
-    data = train_imagenet.build_data(_config(tiny_args(tiny_set, tmp_path, "--num-classes", "3")), [mx.cpu()])
+    data = build_data(_config(tiny_args(tiny_set, tmp_path, "--num-classes", "3")), [mx.cpu()])
     assert data.num_classes == 3
 
 
@@ -179,8 +181,7 @@ def test_batch_larger_than_the_training_set_names_both_numbers(tiny_set, tmp_pat
     folders = ["--data-dir", str(tiny_set / "images"), "--save-dir", str(tmp_path), "--batch-size", "97"]
     assert f"{tiny_set / 'images'}/train has 96 training images, fewer than one batch of 97" in _error_line(
         capsys, folders)
-    assert train_imagenet.build_data(_config(tiny_args(tiny_set, tmp_path, "--batch-size", "96")),
-                                     [mx.cpu()]).batches_per_epoch == 1
+    assert build_data(_config(tiny_args(tiny_set, tmp_path, "--batch-size", "96")), [mx.cpu()]).batches_per_epoch == 1
 
 
 def test_dist_kvstore_outside_the_launcher_says_how_to_launch(tiny_set, tmp_path, capsys, monkeypatch):

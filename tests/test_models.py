@@ -9,7 +9,8 @@ import pytest
 from mxnet import autograd
 from mxnet.gluon import nn
 
-import train_imagenet
+from engine.config import parse_config
+from engine.recipe import build_network
 from models import get_model, model_names
 from models.complexity import count_multiply_adds, count_parameters
 from models.mobilenet import InvertedResidual
@@ -95,17 +96,17 @@ def test_zero_gamma_zeroes_exactly_the_last_bn_of_every_block(name, last_bn):
     ("--last-gamma", {f"layer{stage}.{block}.bn2.gamma" for stage in range(1, 5) for block in (0, 1)}),
 ], ids=["unit-gamma", "zero-gamma"])
 def test_the_trainer_initializes_as_the_paper_says(flag, zero_gammas):
-    """Section 2 through train_imagenet.build_network: Xavier uniform weights, zero biases, gamma 1, beta 0.
+    """Section 2 through build_network: Xavier uniform weights, zero biases, gamma 1, beta 0.
 
     MXNet's Xavier with magnitude 3 averaging the fans draws from U(-s, s), s = sqrt(3 / ((fan_in + fan_out) / 2)),
     of variance s^2 / 3. layer4.0.conv1 (512 x 256 x 3 x 3, 1.2 million weights) has fan_in 2304 and fan_out 4608:
     s = sqrt(3 / 3456) = 0.02946 and variance 1 / 3456 = 2.894e-4 (averaging only fan_in would give 4.34e-4,
     only fan_out 2.17e-4).
     """
-    config = train_imagenet.resolve_config(train_imagenet.build_parser().parse_args(
-        ["--model", "resnet18_v1d", "--input-size", "32", flag]))
+    config = parse_config(
+        ["--model", "resnet18_v1d", "--input-size", "32", flag])
     mx.random.seed(0)
-    net = train_imagenet.build_network(config, 10, [mx.cpu()])
+    net = build_network(config, 10, [mx.cpu()])
     net(mx.nd.zeros((1, 3, 32, 32)))
     params = {key: param.data().asnumpy() for key, param in net._collect_params_with_prefix().items()}
     weight = params["layer4.0.conv1.weight"]

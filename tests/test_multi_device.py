@@ -9,6 +9,9 @@ import pytest
 from mxnet.contrib.amp import amp
 
 import train_imagenet
+from engine.config import parse_config
+from engine.loop import evaluate, train_one_epoch, train_step
+from engine.recipe import Recipe, build_batch_transform, build_data, build_network, build_recipe, build_trainer
 from models import get_model
 from tests import topology_run
 from tests.conftest import tiny_args
@@ -22,7 +25,7 @@ from utils.seeding import seed_everything
 
 
 def _config(argv):
-    return train_imagenet.resolve_config(train_imagenet.build_parser().parse_args(argv))
+    return parse_config(argv)
 
 
 def _weights_and_momenta(trainer, tmp_path):
@@ -43,28 +46,28 @@ def test_an_overflowed_fp16_step_on_two_devices_is_skipped_and_halves_the_scale(
     config = _config(tiny_args(tiny_set, tmp_path, "--num-cpu-contexts", "2", "--batch-size", "4"))
     contexts = build_contexts(num_cpu_contexts=2)
     precision = Float16()
-    net = train_imagenet.build_network(config, 3, contexts)
-    trainer = train_imagenet.build_trainer(config, net, contexts, 6, precision)
-    recipe = train_imagenet.Recipe(net, trainer, CrossEntropyLoss(), BatchTransform(3), precision, step_batch=8)
+    net = build_network(config, 3, contexts)
+    trainer = build_trainer(config, net, contexts, 6, precision)
+    recipe = Recipe(net, trainer, CrossEntropyLoss(), BatchTransform(3), precision, step_batch=8)
     rng = np.random.RandomState(0)
     images = mx.nd.array(rng.normal(size=(8, 3, 24, 24)))
     labels = split_batch(mx.nd.array([0, 1, 2, 0, 1, 2, 0, 1]), contexts)
 
-    train_imagenet.train_step(recipe, split_batch(images, contexts), labels)
+    train_step(recipe, split_batch(images, contexts), labels)
     scale = trainer._amp_loss_scaler.loss_scale
     weights, momenta = _weights_and_momenta(trainer, tmp_path)
     assert momenta and all(np.abs(m).max() > 0 for m in momenta.values())
 
     overflowing = images.copy()
     overflowing[5, 0, 0, 0] = np.inf  # device 1's slice: only the reduced gradient carries it to device 0
-    train_imagenet.train_step(recipe, split_batch(overflowing, contexts), labels)
+    train_step(recipe, split_batch(overflowing, contexts), labels)
     skipped_weights, skipped_momenta = _weights_and_momenta(trainer, tmp_path)
     for key, value in weights.items():
         np.testing.assert_array_equal(skipped_weights[key], value, err_msg=str(key))
     for index, value in momenta.items():
         np.testing.assert_array_equal(skipped_momenta[index], value, err_msg=str(index))
 
-    train_imagenet.train_step(recipe, split_batch(images, contexts), labels)
+    train_step(recipe, split_batch(images, contexts), labels)
     assert trainer._amp_loss_scaler.loss_scale == scale / 2
     updated, _ = _weights_and_momenta(trainer, tmp_path)
     assert all(np.isfinite(value).all() for value in updated.values())
@@ -75,8 +78,8 @@ def test_no_bias_decay_survives_the_trip_to_the_parameter_servers(tiny_set):
     """A dist kvstore pickles the optimizer to its servers; ``Optimizer.__getstate__`` drops ``param_dict``."""
     config = _config(tiny_args(tiny_set, "unused", "--no-wd", "--wd", "0.003"))
     contexts = build_contexts()
-    net = train_imagenet.build_network(config, 3, contexts)
-    trainer = train_imagenet.build_trainer(config, net, contexts, 6, build_precision("float32", contexts))
+    net = build_network(config, 3, contexts)
+    trainer = build_trainer(config, net, contexts, 6, build_precision("float32", contexts))
     served = pickle.loads(pickle.dumps(trainer.optimizer))
     assert served.param_dict == {}
     names = [param.name for param in trainer._params]
@@ -98,9 +101,9 @@ def _bn_statistics(net, ctx):
 def test_validation_on_two_devices_measures_the_network_that_is_saved(tiny_set, tmp_path):
     config = _config(tiny_args(tiny_set, tmp_path, "--num-cpu-contexts", "2", "--batch-size", "8"))
     contexts = build_contexts(num_cpu_contexts=2)
-    data = train_imagenet.build_data(config, contexts)
-    recipe = train_imagenet.build_recipe(config, data, contexts)
-    train_imagenet.train_one_epoch(0, recipe, data, contexts, config)
+    data = build_data(config, contexts)
+    recipe = build_recipe(config, data, contexts)
+    train_one_epoch(0, recipe, data, contexts, config)
     first, second = (_bn_statistics(recipe.net, ctx) for ctx in contexts)
     for name, value in first.items():
         np.testing.assert_array_equal(second[name], value, err_msg=name)
@@ -127,7 +130,7 @@ def test_metrics_of_a_two_device_run_are_those_of_its_saved_file(tiny_set, tmp_p
     config = _config(tiny_args(tiny_set, tmp_path / "eval", "--batch-size", "8"))
     net = get_model("resnet18_v1d", classes=3)
     net.load_parameters(checkpoint.params_path(str(save_dir), "resnet18_v1d", 0))
-    measured = train_imagenet.evaluate(net, train_imagenet.build_data(config, build_contexts()), [mx.cpu()])
+    measured = evaluate(net, build_data(config, build_contexts()), [mx.cpu()])
     assert (logged["val_top1"], logged["val_top5"]) == (measured["val_top1"], measured["val_top5"])
 
 
@@ -140,9 +143,9 @@ def test_the_first_step_keeps_the_running_statistics_of_the_first_batch(tiny_set
         contexts = build_contexts(num_cpu_contexts=count)
         seed_everything(0)
         data = topology_run.fixed_batches(config, contexts)
-        recipe = train_imagenet.build_recipe(config, data, contexts)
+        recipe = build_recipe(config, data, contexts)
         batch = next(data.train.epoch(0))
-        train_imagenet.train_step(recipe, split_batch(batch.data[0], contexts), split_batch(batch.label[0], contexts))
+        train_step(recipe, split_batch(batch.data[0], contexts), split_batch(batch.label[0], contexts))
         mx.nd.waitall()
         statistics[count] = _bn_statistics(recipe.net, contexts[-1])
     for name, value in statistics[1].items():
@@ -155,7 +158,7 @@ def test_mixup_pairs_images_within_each_devices_slice_with_one_lambda_everywhere
     """Mixup is device-local (as in GluonCV): a device mixes its slice with its own slice reversed; every device,
     and every worker (each builds the transform from the same --seed), uses the batch's one lambda."""
     config = _config(tiny_args(tiny_set, "unused", "--mixup", "--mixup-alpha", "0.4"))
-    worker_0, worker_1 = (train_imagenet.build_batch_transform(config, 3) for _ in range(2))
+    worker_0, worker_1 = (build_batch_transform(config, 3) for _ in range(2))
     slices = [mx.nd.arange(24).reshape((4, 6)) + 100 * device for device in range(2)]
     labels = [mx.nd.array([0, 1, 2, 0]), mx.nd.array([1, 1, 2, 2])]
     lambdas = MixupSchedule(0.4, config.num_epochs, seed=config.seed)

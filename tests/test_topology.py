@@ -17,6 +17,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+import engine.recipe
 import train_imagenet
 from models import get_model
 from tests import topology_run
@@ -81,7 +82,7 @@ def _train(argv, topology, monkeypatch):
     else:
         with monkeypatch.context() as patch:
             patch.setattr(train_imagenet, "build_data", topology_run.fixed_batches)
-            patch.setattr(train_imagenet, "get_model", topology_run.get_model_with_global_statistics)
+            patch.setattr(engine.recipe, "get_model", topology_run.get_model_with_global_statistics)
             assert train_imagenet.main(argv) == 0
 
 

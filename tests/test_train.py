@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 
 import train_imagenet
+from engine.config import parse_config
+from engine.loop import train_one_epoch
+from engine.recipe import build_data, build_network, build_recipe, effective_lr
 from data.loaders import RGB_MEAN, RGB_STD, InputConfig, folder_source, record_source
 from data.pack import pack_folder
 from models import get_model
@@ -25,7 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(argv):
-    return train_imagenet.resolve_config(train_imagenet.build_parser().parse_args(argv))
+    return parse_config(argv)
 
 
 def _read_metrics(save_dir):
@@ -68,7 +71,7 @@ def test_imperative_mode_trains_op_by_op_and_exports_the_trained_network(tiny_se
     assert [call["hybridized"] for *_, call in recorder.steps()] == [False] * 6
     for mode, compiled in (("imperative", False), ("hybrid", True)):
         config = _config(tiny_args(tiny_set, "unused", "--mode", mode))
-        assert train_imagenet.build_network(config, 3, [mx.cpu()])._active is compiled
+        assert build_network(config, 3, [mx.cpu()])._active is compiled
     # Epoch 0's parameters and the export's own -0000.params are two files; both hold the trained network.
     net = get_model("resnet18_v1d", classes=3)
     net.load_parameters(checkpoint.params_path(str(tmp_path), "resnet18_v1d", 0))
@@ -82,9 +85,9 @@ def test_two_contexts_share_one_update(tiny_set):
     """Several CPU contexts stand in for GPUs: every device holds the same weights after each step."""
     config = _config(tiny_args(tiny_set, "unused", "--num-cpu-contexts", "2", "--batch-size", "8"))
     contexts = build_contexts(num_cpu_contexts=2)
-    data = train_imagenet.build_data(config, contexts)
-    recipe = train_imagenet.build_recipe(config, data, contexts)
-    stats = train_imagenet.train_one_epoch(0, recipe, data, contexts, config)
+    data = build_data(config, contexts)
+    recipe = build_recipe(config, data, contexts)
+    stats = train_one_epoch(0, recipe, data, contexts, config)
     assert np.isfinite(stats["train_loss"])
     # BatchNorm running statistics stay per device (section 2); the learned weights must agree.
     for name, param in recipe.net.collect_params().items():
@@ -92,12 +95,12 @@ def test_two_contexts_share_one_update(tiny_set):
             continue
         first, second = (param.data(ctx).asnumpy() for ctx in contexts)
         np.testing.assert_array_equal(first, second, err_msg=name)
-    assert train_imagenet.effective_lr(_config(tiny_args(tiny_set, "x", "--lr", "0.3")), contexts) == 0.3
+    assert effective_lr(_config(tiny_args(tiny_set, "x", "--lr", "0.3")), contexts) == 0.3
 
 
 def test_linear_scaling_uses_the_total_batch(tiny_set):
     config = _config([a for a in tiny_args(tiny_set, "x", "--batch-size", "32") if a not in ("--lr", "0.02")])
-    assert train_imagenet.effective_lr(config, build_contexts(num_cpu_contexts=2)) == pytest.approx(0.1 * 64 / 256)
+    assert effective_lr(config, build_contexts(num_cpu_contexts=2)) == pytest.approx(0.1 * 64 / 256)
 
 
 def test_validation_pipeline_normalizes_as_the_paper_says(tiny_set):
@@ -144,7 +147,7 @@ def test_validation_resizes_the_shorter_side_then_keeps_only_the_centre(tmp_path
                        ["--data-dir", str(tmp_path / "images")]):
         config = _config([*data_flags, "--input-size", "28", "--crop-ratio", "0.875", "--batch-size", "1", "-j", "1",
                           "--save-dir", str(tmp_path / "run")])
-        batches = list(train_imagenet.build_data(config, [mx.cpu()]).val)
+        batches = list(build_data(config, [mx.cpu()]).val)
         assert len(batches) == 2
         for batch in batches:
             rgb = batch.data[0][0].asnumpy().transpose(1, 2, 0) * RGB_STD + RGB_MEAN
@@ -289,7 +292,7 @@ def test_finetuning_from_the_command_line_starts_from_the_files_weights(tiny_set
     # classifier and running statistics included.
     saved = _saved_random_network(3, tmp_path / "same-classes.params")
     config = _config(tiny_args(tiny_set, "unused", "--pretrained-params", str(tmp_path / "same-classes.params")))
-    built = parameter_values(train_imagenet.build_network(config, 3, [mx.cpu()]))
+    built = parameter_values(build_network(config, 3, [mx.cpu()]))
     assert sorted(built) == sorted(saved)
     for key, value in saved.items():
         np.testing.assert_array_equal(built[key], value, err_msg=key)

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 import train_imagenet
+from engine.config import parse_config
+from engine.recipe import build_batch_transform, build_data, build_recipe
 from models import get_model
 from tests.conftest import tiny_args
 from tests.helpers import RunRecorder, parameter_values, randomize_parameters, weight_decays
@@ -148,7 +150,7 @@ def test_batch_transform_mixes_one_hot_targets_within_each_device_slice():
 
 
 def _config(argv):
-    return train_imagenet.resolve_config(train_imagenet.build_parser().parse_args(argv))
+    return parse_config(argv)
 
 
 def test_optimizer_flags_reach_the_optimizer(tiny_set):
@@ -156,7 +158,7 @@ def test_optimizer_flags_reach_the_optimizer(tiny_set):
     config = _config(tiny_args(tiny_set, "unused", "--momentum", "0.8", "--wd", "3e-4", "--no-wd",
                                "--warmup-epochs", "1", "--warmup-lr", "0.01", "--lr-decay", "0.5"))
     contexts = build_contexts()
-    recipe = train_imagenet.build_recipe(config, train_imagenet.build_data(config, contexts), contexts)
+    recipe = build_recipe(config, build_data(config, contexts), contexts)
     optimizer = recipe.trainer.optimizer
     assert type(optimizer) is mx.optimizer.NAG and (optimizer.momentum, optimizer.wd) == (0.8, 3e-4)
     decays = weight_decays(recipe.trainer, recipe.net)
@@ -171,7 +173,7 @@ def test_optimizer_flags_reach_the_optimizer(tiny_set):
 def test_smoothing_and_mixup_values_reach_the_batch_transform(tiny_set):
     config = _config(tiny_args(tiny_set, "unused", "--label-smoothing", "0.3", "--label-smoothing-style", "gluoncv",
                                "--mixup", "--mixup-alpha", "1", "--mixup-off-epoch", "1"))
-    transform = train_imagenet.build_batch_transform(config, 3)
+    transform = build_batch_transform(config, 3)
     images, labels = _arrays([[[[0.0]]], [[[1.0]]]]), _arrays([0, 2])
     # Epoch 1 of 2 is after --mixup-off-epoch 1: gluoncv's 1 - 0.3 + 0.3 / 3 = 0.8 and 0.3 / 3 = 0.1, unmixed.
     same_images, targets, _ = transform(images, labels, 1)

@@ -22,7 +22,9 @@ import train_imagenet  # first: it sets MXNet's CPU threads before MXNet loads
 import mxnet as mx
 import numpy as np
 
+import engine.recipe
 from data.loaders import DataSource
+from engine.recipe import total_batch_size
 from models import get_model
 from utils.distributed import Cluster
 
@@ -57,9 +59,9 @@ class FixedBatches:
 
 
 def fixed_batches(config, contexts, cluster=None):
-    """Stands in for ``train_imagenet.build_data``: the same global batches whatever the devices and workers."""
+    """Stands in for ``build_data`` in ``train_imagenet``: the same global batches whatever the devices and workers."""
     cluster = cluster or Cluster(config.kvstore)
-    source = FixedBatches(train_imagenet.total_batch_size(config, contexts), cluster.rank, config.input_size)
+    source = FixedBatches(total_batch_size(config, contexts), cluster.rank, config.input_size)
 
     class Train:
         def epoch(self, epoch, start_batch=0):
@@ -74,13 +76,13 @@ def fixed_batches(config, contexts, cluster=None):
 
 
 def get_model_with_global_statistics(name, **kwargs):
-    """Stands in for ``train_imagenet.get_model``: BatchNorm normalizes with its (initial) running statistics."""
+    """Stands in for ``engine.recipe.get_model``: BatchNorm normalizes with its (initial) running statistics."""
     return get_model(name, norm_kwargs={"use_global_stats": True}, **kwargs)
 
 
 def main(argv=None):
     train_imagenet.build_data = fixed_batches
-    train_imagenet.get_model = get_model_with_global_statistics
+    engine.recipe.get_model = get_model_with_global_statistics
     return train_imagenet.main(argv)
 
 

@@ -43,7 +43,7 @@ class Cluster:
         test drifting apart by the second step of the second epoch, differently from run to run (cause not
         found: a stand-alone pushpull returned identical sums); dist_async only works with server-side updates.
         The price: the servers run the pickled optimizer and the worker's copy never counts an update, so
-        ``trainer.learning_rate`` on a worker stays at the schedule's start (see ``train_imagenet.current_lr``).
+        ``trainer.learning_rate`` on a worker stays at the schedule's start (see ``engine.loop.current_lr``).
         """
         if isinstance(self.kvstore, str):
             return None

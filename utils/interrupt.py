@@ -11,11 +11,11 @@ import threading
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class StopRequests:
+class StopSignals:
     """Context manager that records the first SIGINT/SIGTERM instead of dying on it.
 
-    ``requested`` is the signal's name (e.g. ``"SIGTERM"``) once one arrived, else None. Outside the main
-    thread, where Python cannot install handlers, it records nothing and signals act as usual.
+    ``arrived`` tells whether one did, ``signal_name`` which (e.g. ``"SIGTERM"``). Outside the main thread,
+    where Python cannot install handlers, it records nothing and signals act as usual.
     """
 
     def __init__(self):
@@ -23,8 +23,12 @@ class StopRequests:
         self._previous = {}
 
     @property
-    def requested(self):
-        return signal.Signals(self.signal_number).name if self.signal_number else None
+    def arrived(self):
+        return self.signal_number is not None
+
+    @property
+    def signal_name(self):
+        return signal.Signals(self.signal_number).name if self.arrived else None
 
     def _handle(self, signal_number, frame):
         if self.signal_number is not None and signal_number == signal.SIGINT:

@@ -13,15 +13,9 @@ import random
 
 import numpy as np
 
+from engine.config import FREE_ON_RESUME, option
 from utils import checkpoint
 from utils.errors import UserError
-
-# Settings a resumed run may change without changing what it computes.
-FREE_TO_CHANGE = frozenset({
-    "resume", "resume_epoch", "resume_params", "resume_states", "save_frequency", "keep_checkpoints",
-    "log_interval", "logging_file", "num_data_workers", "rec_train", "rec_train_idx", "rec_val", "rec_val_idx",
-    "data_dir", "demo_dir", "num_gpus", "gpus", "num_cpu_contexts", "kvstore", "mode", "teacher_params",
-    "pretrained_params", "skip_bad_records", "save_dir"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +50,8 @@ def check_fresh_start(save_dir):
 def check_same_run(saved, current, global_batch, saved_global_batch, folder):
     """Raise UserError naming every setting that differs from the checkpointed run's."""
     current = json.loads(json.dumps(current))  # tuples become lists, as in the saved JSON
-    differing = [f"--{key.replace('_', '-')} {saved.get(key)!r} -> {current[key]!r}"
-                 for key in sorted(current) if key not in FREE_TO_CHANGE and saved.get(key) != current[key]]
+    differing = [f"{option(key)} {saved.get(key)!r} -> {current[key]!r}"
+                 for key in sorted(current) if key not in FREE_ON_RESUME and saved.get(key) != current[key]]
     if global_batch != saved_global_batch:
         differing.append(f"total batch {saved_global_batch} -> {global_batch} (devices x workers x --batch-size)")
     if differing:

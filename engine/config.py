@@ -1,0 +1,355 @@
+"""Every setting of a run, declared once: a field of ``TrainConfig`` is a flag, its default, its help, its valid
+values and whether ``--resume`` may change it; ``build_parser`` and ``resolve_config`` are derived from them.
+
+Adding a flag touches two places: its field here, and the code that uses it.
+"""
+import argparse
+import dataclasses
+import math
+import os
+
+from models import model_names
+from models.registry import min_input_size
+from utils.distributed import DIST_KVSTORES
+from utils.errors import UserError
+from utils.label_smoothing import SMOOTHING_STYLES
+from utils.lr_schedule import LR_MODES
+from utils.precision import DTYPES
+
+# The paper's baseline (section 2): ResNet-50, 224x224, 8 devices x 32 = 256 images a batch, 120 epochs,
+# rate divided by 10 at epochs 30, 60 and 90.
+PAPER_DEFAULTS = dict(model="resnet50_v1", input_size=224, batch_size=32, num_epochs=120,
+                      lr_decay_epoch="30,60,90", last_gamma=False)
+# The built-in demo: small enough to train in about two minutes on two CPU cores. It needs zero-gamma: at
+# 32x32 the last stage is 1x1, global pooling averages nothing, and the features' squared norm at
+# initialization (about 860 against 255 with zero-gamma) makes SGD overshoot; without it ResNet-18-D
+# stayed near chance for eight epochs on the demo set.
+DEMO_DEFAULTS = dict(model="resnet18_v1d", input_size=32, batch_size=64, num_epochs=6,
+                     lr_decay_epoch="4,5", last_gamma=True)
+DEFAULT_DEMO_DIR = os.path.join(os.path.expanduser("~"), ".cache", "bag-of-tricks", "demo")
+GROUPS = {"data": "data", "network": "network", "optimization": "optimization",
+          "tricks": "tricks (each off by default: no trick flag is the paper's baseline)",
+          "devices": "devices", "run": "run"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The finite values a numeric flag may take, from ``low`` to ``high`` (None: unbounded), said as in a message."""
+
+    low: float = None
+    high: float = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value):
+        above = self.low is None or value > self.low or (value == self.low and not self.low_open)
+        below = self.high is None or value < self.high or (value == self.high and not self.high_open)
+        return math.isfinite(value) and above and below
+
+    def __str__(self):
+        if self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+        if self.low_open:
+            return "positive" if self.low == 0 else f"more than {self.low}"
+        return "0 or more" if self.low == 0 else f"at least {self.low}"
+
+
+POSITIVE = Bounds(0, low_open=True)
+NON_NEGATIVE = Bounds(0)
+AT_LEAST_ONE = Bounds(1)
+
+
+def flag(group, help, default=None, *, names=(), bounds=None, free_on_resume=False, trick=False, parse=None,
+         **argparse_kwargs):
+    """A ``TrainConfig`` field that is a command-line flag.
+
+    ``names`` are extra spellings beside ``--field-name``; ``bounds`` the valid values of a numeric flag, checked
+    before anything runs (out of them MXNet stops deep inside, or quietly trains something else);
+    ``free_on_resume`` that ``--resume`` may continue a run under another value (paths, devices, logging: not
+    what is computed); ``trick`` that the log names it among the run's tricks when it differs from its
+    default; ``parse`` turns the command line's text into the setting; the rest goes to ``add_argument``.
+    """
+    return dataclasses.field(default=default, metadata=dict(
+        group=group, help=help, names=names, bounds=bounds, free_on_resume=free_on_resume, trick=trick,
+        parse=parse, argparse=argparse_kwargs))
+
+
+def _parse_epochs(text):
+    try:
+        epochs = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UserError(f"--lr-decay-epoch {text!r} is not a comma-separated list of epochs, e.g. 30,60,90") from None
+    if list(epochs) != sorted(set(epochs)) or min(epochs, default=0) < 0:
+        raise UserError(f"--lr-decay-epoch {text!r} must list increasing epochs, each 0 or more, e.g. 30,60,90")
+    return epochs
+
+
+def _parse_gpu_ids(text):
+    if not text:
+        return ()
+    try:
+        ids = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UserError(f"--gpus {text!r} is not a comma-separated list of GPU ids, e.g. 0,1,2,3") from None
+    if len(set(ids)) != len(ids) or min(ids) < 0:
+        raise UserError(f"--gpus {text!r} must list distinct non-negative GPU ids")
+    return ids
+
+
+def _paper_demo(field, text):
+    return f"{text} (paper/demo default {PAPER_DEFAULTS[field]}/{DEMO_DEFAULTS[field]})"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of one run, resolved once from the command line; nothing else is read later."""
+
+    # data
+    rec_train: str = flag("data", "training .rec packed by `python -m data.pack`", free_on_resume=True)
+    rec_train_idx: str = flag("data", "its .idx (default: beside the .rec)", free_on_resume=True)
+    rec_val: str = flag("data", "validation .rec", free_on_resume=True)
+    rec_val_idx: str = flag("data", "its .idx (default: beside the .rec)", free_on_resume=True)
+    data_dir: str = flag("data", "raw images instead of .rec: DIR/train/<class>/*, DIR/val/<class>/*",
+                         free_on_resume=True)
+    demo_dir: str = flag("data", "where the built-in demo data set is drawn when no data is given (default "
+                                 "%(default)s)", DEFAULT_DEMO_DIR, free_on_resume=True)
+    # Label smoothing gives each wrong class eps / (K - 1).
+    num_classes: int = flag("data", "only for .rec files without the class list that data.pack writes beside "
+                                    "them", bounds=Bounds(2), type=int)
+    skip_bad_records: bool = flag("data", "scan every record first and train without the bad ones (undecodable "
+                                          "image, label outside the classes, broken framing), counted in the log "
+                                          "and metrics.jsonl; without it the first bad record stops the run, named",
+                                  False, free_on_resume=True, action="store_true")
+    input_size: int = flag("data", _paper_demo("input_size", "training crop size"), bounds=AT_LEAST_ONE, type=int)
+    crop_ratio: float = flag("data", "validation centre crop = input size / shorter side (default %(default)s: 224 "
+                                     "of 256)", 0.875, bounds=Bounds(0, 1, low_open=True), type=float)
+    num_data_workers: int = flag("data", "decoding and augmentation threads (default %(default)s)",
+                                 min(4, os.cpu_count() or 1), names=("-j",), bounds=AT_LEAST_ONE,
+                                 free_on_resume=True, type=int)
+    # network
+    model: str = flag("network", _paper_demo("model", "registered network, e.g. resnet50_v1d"))
+    mode: str = flag("network", "hybrid compiles the network into a static graph (default %(default)s)", "hybrid",
+                     free_on_resume=True, choices=("hybrid", "imperative"))
+    dtype: str = flag("network", "section 3.2: float16 trains FP16 activations and gradients with FP32 master "
+                                 "weights and dynamic loss scaling (MXNet AMP; GPU only)", "float32", trick=True,
+                      choices=DTYPES)
+    last_gamma: bool = flag("network", _paper_demo("last_gamma", "section 3.1 zero-gamma: the last BatchNorm of "
+                                                                 "every residual block starts at 0"),
+                            trick=True, action=argparse.BooleanOptionalAction)
+    pretrained_params: str = flag("network", "start from these weights (ours or GluonCV's); a classifier for "
+                                             "another number of classes is re-initialized",
+                                  free_on_resume=True, metavar="FILE")
+    # optimization
+    batch_size: int = flag("optimization", _paper_demo("batch_size", "images per device per batch"),
+                           bounds=AT_LEAST_ONE, type=int)
+    num_epochs: int = flag("optimization", _paper_demo("num_epochs", "epochs"), bounds=AT_LEAST_ONE, type=int)
+    lr: float = flag("optimization", "learning rate, used as given; when omitted it is --lr-base x total batch / "
+                                     "--lr-base-size (section 3.1 linear scaling)", bounds=POSITIVE, type=float)
+    lr_base: float = flag("optimization", "rate for --lr-base-size images (default 0.1)", 0.1, bounds=POSITIVE,
+                          type=float)
+    lr_base_size: int = flag("optimization", "batch that --lr-base is for (default 256)", 256, bounds=AT_LEAST_ONE,
+                             type=int)
+    momentum: float = flag("optimization", "Nesterov momentum (default %(default)s)", 0.9,
+                           bounds=Bounds(0, 1, high_open=True), type=float)
+    wd: float = flag("optimization", "weight decay (default %(default)s)", 1e-4, bounds=NON_NEGATIVE, type=float)
+    lr_mode: str = flag("optimization", "decay policy (default %(default)s)", "step", trick=True, choices=LR_MODES)
+    lr_decay: float = flag("optimization", "step decay factor (default %(default)s)", 0.1,
+                           bounds=Bounds(0, 1, low_open=True), type=float)
+    lr_decay_epoch: tuple = flag("optimization", _paper_demo("lr_decay_epoch", "comma-separated epochs that start "
+                                                                               "a decayed step, counted from the "
+                                                                               "start of training"),
+                                 parse=_parse_epochs)
+    warmup_epochs: float = flag("optimization", "linear warmup epochs (default 0)", 0, bounds=NON_NEGATIVE,
+                                trick=True, type=float)
+    warmup_lr: float = flag("optimization", "rate warmup starts from (default 0)", 0.0, bounds=NON_NEGATIVE,
+                            type=float)
+    # tricks
+    no_wd: bool = flag("tricks", "section 3.1: no weight decay on biases and BatchNorm gamma/beta, only on conv "
+                                 "and dense weights", False, trick=True, action="store_true")
+    label_smoothing: float = flag("tricks", "section 5.2: smooth the targets by EPSILON (0.1 when given without "
+                                            "a value)", 0.0, bounds=Bounds(0, 1, high_open=True), trick=True,
+                                  type=float, nargs="?", const=0.1, metavar="EPSILON")
+    label_smoothing_style: str = flag("tricks", "paper: 1-eps and eps/(K-1); gluoncv: 1-eps+eps/K and eps/K "
+                                                "(default %(default)s)", "paper", choices=SMOOTHING_STYLES)
+    mixup: bool = flag("tricks", "section 5.4: train on mixed pairs of images", False, trick=True,
+                       action="store_true")
+    mixup_alpha: float = flag("tricks", "lambda ~ Beta(alpha, alpha) (default 0.2)", 0.2, bounds=POSITIVE,
+                              type=float)
+    mixup_off_epoch: int = flag("tricks", "train the last N epochs without mixup", 0, bounds=NON_NEGATIVE, type=int)
+    teacher: str = flag("tricks", "section 5.3: distil from this registered network (or an exported "
+                                  "PREFIX-symbol.json)", trick=True)
+    teacher_params: str = flag("tricks", "the teacher's trained .params file (default: GluonCV's weights for "
+                                         "--teacher in the local MXNet model cache, ~/.mxnet/models)",
+                               free_on_resume=True)
+    temperature: float = flag("tricks", "distillation temperature T (default 20)", 20.0, bounds=POSITIVE,
+                              type=float)
+    hard_weight: float = flag("tricks", "weight w of the hard-label term; the soft term gets 1 - w (default 0.5)",
+                              0.5, bounds=Bounds(0, 1), type=float)
+    # devices
+    num_gpus: int = flag("devices", "GPUs to split each batch over (default 0)", 0, bounds=NON_NEGATIVE,
+                         free_on_resume=True, type=int)
+    gpus: tuple = flag("devices", "comma-separated GPU ids to use instead of the first --num-gpus, e.g. 0,2",
+                       free_on_resume=True, parse=_parse_gpu_ids)
+    num_cpu_contexts: int = flag("devices", "without GPUs: CPU contexts to split each batch over, standing in for "
+                                            "GPUs", 1, bounds=AT_LEAST_ONE, free_on_resume=True, type=int)
+    kvstore: str = flag("devices", "gradient reduction: device, local or nccl on one machine; dist_sync, "
+                                   "dist_device_sync or dist_async over several, started by tools/launch.py "
+                                   "(default device)", "device", free_on_resume=True)
+    # run
+    save_dir: str = flag("run", "where checkpoints, parameters, export and metrics go (default params)", "params",
+                         free_on_resume=True)
+    save_frequency: int = flag("run", "write a checkpoint every N epochs (0: only at the end and on "
+                                      "SIGINT/SIGTERM; default %(default)s)", 1, bounds=NON_NEGATIVE,
+                               free_on_resume=True, type=int)
+    keep_checkpoints: int = flag("run", "keep the K newest checkpoints and the best by validation top-1 (0: keep "
+                                        "all; default %(default)s)", 3, bounds=NON_NEGATIVE, free_on_resume=True,
+                                 type=int, metavar="K")
+    resume: bool = flag("run", "continue from the newest whole checkpoint in --save-dir, exactly where it "
+                               "stopped; without one, start from scratch, so one command line serves every "
+                               "restart", False, free_on_resume=True, action="store_true")
+    resume_epoch: int = flag("run", "GluonCV style: with --resume-params, the epoch to start from (default 0)", 0,
+                             bounds=NON_NEGATIVE, free_on_resume=True, type=int)
+    resume_params: str = flag("run", "GluonCV style: parameters to start from at --resume-epoch",
+                              free_on_resume=True)
+    resume_states: str = flag("run", "GluonCV style: trainer states saved with --resume-params",
+                              free_on_resume=True)
+    log_interval: int = flag("run", "batches between speed lines (default 50)", 50, bounds=AT_LEAST_ONE,
+                             free_on_resume=True, type=int)
+    logging_file: str = flag("run", "log file (default SAVE_DIR/train.log)", free_on_resume=True)
+    # numpy's generator refuses other seeds.
+    seed: int = flag("run", "random seed (default 0)", 0, bounds=Bounds(0, 2**32 - 1), type=int)
+
+    @property
+    def uses_demo(self):
+        return not (self.rec_train or self.data_dir)
+
+
+FLAGS = dataclasses.fields(TrainConfig)
+FLAG_BOUNDS = {field.name: field.metadata["bounds"] for field in FLAGS if field.metadata["bounds"]}
+FREE_ON_RESUME = frozenset(field.name for field in FLAGS if field.metadata["free_on_resume"])
+
+
+def option(name):
+    """The command-line spelling of the setting ``name``."""
+    return "--" + name.replace("_", "-")
+
+
+def build_parser(description=None):
+    """The command line, in GluonCV's spelling where the two overlap, from ``TrainConfig``'s fields."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Defaults marked 'paper/demo' are the paper's baseline with data flags, the demo's without: "
+               + ", ".join(f"{key}={PAPER_DEFAULTS[key]}/{DEMO_DEFAULTS[key]}" for key in PAPER_DEFAULTS))
+    groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
+    for field in FLAGS:
+        meta = field.metadata
+        groups[meta["group"]].add_argument(*meta["names"], option(field.name), default=field.default,
+                                           help=meta["help"], **meta["argparse"])
+    return parser
+
+
+def _check_numbers(values):
+    """Each numeric flag within its bounds, then the epoch counts within the run."""
+    for name, bounds in FLAG_BOUNDS.items():
+        if values[name] is not None and values[name] not in bounds:
+            raise UserError(f"{option(name)} must be {bounds}, got {values[name]}")
+    num_epochs = values["num_epochs"]
+    if values["warmup_epochs"] >= num_epochs:
+        raise UserError(f"--warmup-epochs {values['warmup_epochs']:g} leaves no epoch after warmup of "
+                        f"--num-epochs {num_epochs}")
+    if values["mixup"] and values["mixup_off_epoch"] >= num_epochs:
+        raise UserError(f"--mixup-off-epoch {values['mixup_off_epoch']} turns mixup off for all --num-epochs "
+                        f"{num_epochs}; give fewer than {num_epochs} epochs without mixup")
+    if values["resume_epoch"] >= num_epochs:
+        raise UserError(f"--resume-epoch {values['resume_epoch']} is not an epoch of --num-epochs {num_epochs}")
+
+
+def _check_networks(values):
+    """Registered networks (the teacher may be an export) that accept --input-size; weight files that exist."""
+    names = model_names()
+    if values["model"] not in names:
+        raise UserError(f"unknown model {values['model']!r}; known models: {', '.join(names)}")
+    teacher = values["teacher"]
+    if teacher and teacher not in names:
+        if not teacher.endswith("-symbol.json"):
+            raise UserError(f"unknown --teacher {teacher!r}; give an exported PREFIX-symbol.json or one of the "
+                            f"known models: {', '.join(names)}")
+        if not os.path.isfile(teacher):
+            raise UserError(f"--teacher {teacher} does not exist")
+    for name in ("model", "teacher"):
+        smallest = min_input_size(values[name]) if values[name] in names else 1
+        if values["input_size"] < smallest:
+            raise UserError(f"--input-size {values['input_size']} is too small for --{name} {values[name]}, which "
+                            f"needs at least {smallest}; use --input-size {smallest} or more")
+    if values["teacher_params"] and not teacher:
+        raise UserError("--teacher-params needs --teacher, the network the file belongs to")
+    for name in ("teacher_params", "pretrained_params"):
+        if values[name] and not os.path.isfile(values[name]):
+            raise UserError(f"{option(name)} {values[name]} does not exist")
+
+
+def _check_distribution(values):
+    """What the kvstore needs: GPUs for NCCL; for dist_*, packed records, clean beforehand, in float32."""
+    kvstore = values["kvstore"]
+    if kvstore == "nccl" and not (values["num_gpus"] or values["gpus"]):
+        raise UserError("--kvstore nccl reduces gradients between GPUs; give --num-gpus or --gpus, or use "
+                        "--kvstore device")
+    if kvstore in DIST_KVSTORES and not values["rec_train"]:
+        raise UserError(f"--kvstore {kvstore} gives each worker a shard of --rec-train; give "
+                        "--rec-train/--rec-val (pack images with `python -m data.pack`)")
+    if values["skip_bad_records"] and (values["data_dir"] or kvstore in DIST_KVSTORES):
+        raise UserError("--skip-bad-records reads packed .rec files on one machine; for --data-dir pack the "
+                        "images (`python -m data.pack` skips unreadable files), for several machines clean the "
+                        ".rec once with `python -m data.clean TRAIN.rec --out CLEAN` and train on CLEAN.rec")
+    if kvstore in DIST_KVSTORES and values["dtype"] != "float32":
+        # AMP skips an overflowed step only where the worker updates its own weights; under dist_* the servers
+        # run the optimizer (utils/distributed.py) and MXNet refuses a changing gradient scale there.
+        raise UserError(f"--dtype {values['dtype']} is not supported with --kvstore {kvstore}; "
+                        "train distributed in float32")
+
+
+def _check_resume(values):
+    """One way to resume, with the files it names."""
+    if values["resume"] and values["resume_params"]:
+        raise UserError("give either --resume (newest checkpoint in --save-dir) or --resume-params, not both")
+    if (values["resume_epoch"] or values["resume_states"]) and not values["resume_params"]:
+        raise UserError("--resume-epoch and --resume-states need --resume-params, the parameters to start from")
+    for name in ("resume_params", "resume_states"):
+        if values[name] and not os.path.isfile(values[name]):
+            raise UserError(f"{option(name)} {values[name]} does not exist")
+
+
+def resolve_config(args):
+    """Fill the data-dependent defaults, parse and validate; the result is the single source of settings."""
+    if bool(args.rec_train) != bool(args.rec_val):
+        raise UserError("--rec-train and --rec-val go together; give both")
+    if args.rec_train and args.data_dir:
+        raise UserError("give either --rec-train/--rec-val or --data-dir, not both")
+    values = vars(args).copy()
+    defaults = DEMO_DEFAULTS if not (args.rec_train or args.data_dir) else PAPER_DEFAULTS
+    for key, default in defaults.items():
+        if values[key] is None:
+            values[key] = default
+    for field in FLAGS:
+        if field.metadata["parse"]:
+            values[field.name] = field.metadata["parse"](values[field.name])
+    values["logging_file"] = values["logging_file"] or os.path.join(values["save_dir"], "train.log")
+    for check in (_check_numbers, _check_networks, _check_distribution, _check_resume):
+        check(values)
+    return TrainConfig(**values)
+
+
+def parse_config(argv=None, description=None):
+    """``TrainConfig`` from a command line (``sys.argv[1:]`` by default)."""
+    return resolve_config(build_parser(description).parse_args(argv))
+
+
+def describe_tricks(config):
+    """The run's tricks for the log: every trick flag that differs from its default, as it would be typed."""
+    tricks = []
+    for field in FLAGS:
+        value = getattr(config, field.name)
+        if field.metadata["trick"] and value not in (field.default, None, False):
+            tricks.append(option(field.name) if value is True else f"{option(field.name)} {value:g}"
+                          if isinstance(value, float) else f"{option(field.name)} {value}")
+    return " ".join(tricks) or "none (the paper's baseline)"

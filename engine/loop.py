@@ -1,0 +1,175 @@
+"""The training loop: one step, one epoch, and the evaluation of the network that is saved."""
+import logging
+import math
+import sys
+import time
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd
+
+from engine.recipe import total_batch_size
+from utils.devices import average_running_statistics, split_batch
+from utils.errors import Diverged, UserError
+
+
+def check_labels(labels, num_classes, find_bad_records=None):
+    """Stop at the first label outside [0, num_classes): training on it would silently corrupt the run.
+
+    ``find_bad_records`` (a DataSource's) names the records that hold such labels.
+    """
+    values = labels.asnumpy()
+    bad = values[(values < 0) | (values >= num_classes) | (values != np.floor(values))]
+    if bad.size:
+        found = find_bad_records() if find_bad_records is not None else None
+        raise UserError(f"label {bad[0]:g} is outside [0, {num_classes}); the data's labels do not match its "
+                        f"{num_classes} classes ({found + '; ' if found else ''}repack it, fix --num-classes, "
+                        "or pass --skip-bad-records)")
+
+
+def check_finite_loss(loss_sum, epoch, batch, config):
+    """Stop at the first NaN or infinite loss: every later step would only spread it through the weights."""
+    if not math.isfinite(loss_sum):
+        raise Diverged(f"the training loss became {loss_sum} at epoch {epoch}, batch {batch}; lower --lr or "
+                       f"lengthen --warmup-epochs (files already in {config.save_dir} are untouched)")
+
+
+def _progress(batches, total, enabled):
+    if not enabled:
+        return batches
+    from tqdm import tqdm
+    return tqdm(batches, total=total, leave=False, unit="batch")
+
+
+class EpochMeter:
+    """Running loss, top-1, time and batch count of one training epoch.
+
+    A checkpoint written in the middle of an epoch stores its ``state()``, so that the resumed epoch reports
+    the figures of the whole epoch, as an uninterrupted run would.
+    """
+
+    def __init__(self, state=None):
+        self.accuracy, self.mean_loss = mx.metric.Accuracy(), mx.metric.Loss()
+        self.seconds, self.batches = 0.0, 0
+        if state:
+            for metric, sums in ((self.accuracy, state["accuracy"]), (self.mean_loss, state["loss"])):
+                metric.sum_metric, metric.num_inst = sums
+                metric.global_sum_metric, metric.global_num_inst = sums
+            self.seconds, self.batches = state["seconds"], state["batches"]
+
+    def state(self):
+        return dict(accuracy=[self.accuracy.sum_metric, self.accuracy.num_inst],
+                    loss=[self.mean_loss.sum_metric, self.mean_loss.num_inst],
+                    seconds=self.seconds, batches=self.batches)
+
+    def summary(self, batch_size):
+        return dict(train_loss=self.mean_loss.get()[1], train_top1=self.accuracy.get()[1],
+                    samples_per_sec=self.batches * batch_size / self.seconds if self.seconds else 0.0,
+                    epoch_seconds=self.seconds)
+
+
+class SpeedLog:
+    """Every ``interval`` batches, a line with the images/s since the last line and the epoch's running figures.
+
+    Counting from the batch a resumed epoch starts at, the first line's speed is right too (MXNet's
+    Speedometer assumes each epoch starts at batch 0).
+    """
+
+    def __init__(self, epoch, start_batch, batch_size, interval):
+        self.epoch, self.batch_size, self.interval = epoch, batch_size, interval
+        self.last_batch, self.tic = start_batch, time.time()
+
+    def __call__(self, batch_number, meter):
+        if batch_number % self.interval:
+            return
+        now = time.time()
+        images_per_sec = (batch_number - self.last_batch) * self.batch_size / (now - self.tic)
+        logging.info("Epoch[%d] Batch [%d-%d]\tSpeed: %.2f samples/sec\taccuracy=%f\tloss=%f", self.epoch,
+                     self.last_batch, batch_number, images_per_sec, meter.accuracy.get()[1], meter.mean_loss.get()[1])
+        self.last_batch, self.tic = batch_number, now
+
+
+class StoppedMidEpoch(Exception):
+    """A signal asked the loop to stop; raised after ``batches_done`` batches of the epoch, between two steps."""
+
+    def __init__(self, batches_done, meter):
+        super().__init__(f"stopped after batch {batches_done}")
+        self.batches_done = batches_done
+        self.meter = meter
+
+
+def train_step(recipe, images, targets):
+    """Forward, backward and one update on a batch already split over the devices; returns outputs and losses."""
+    with autograd.record():
+        outputs = [recipe.net(x) for x in images]
+        losses = [recipe.loss_fn(output, target, x) for output, target, x in zip(outputs, targets, images)]
+        # Inside the recording: AMP's loss scaling multiplies the losses, which must be part of the graph.
+        recipe.precision.backward(losses, recipe.trainer)
+    if not recipe.trainer._kv_initialized:
+        # The first step broadcasts device 0's parameters, BatchNorm's running statistics among them, and a
+        # static-memory graph's writes to those are not ordered before that read: without the wait, every
+        # device of a multi-device run went on from the statistics before the first batch.
+        mx.nd.waitall()
+    recipe.trainer.step(recipe.step_batch)
+    return outputs, losses
+
+
+def train_one_epoch(epoch, recipe, data, contexts, config, start_batch=0, meter=None, stop=None):
+    """One pass over the training data (from batch ``start_batch``); returns the epoch's loss, top-1, speed.
+
+    Under mixup the top-1 counts a prediction right when it names the dominant label of its mixed pair.
+    When ``stop`` (``utils.interrupt.StopSignals``) has caught a signal, StoppedMidEpoch is raised after the
+    current step.
+    """
+    batch_size = total_batch_size(config, contexts)
+    meter = meter or EpochMeter()
+    speed = SpeedLog(epoch, start_batch, batch_size, config.log_interval)
+    batches = data.train.epoch(epoch, start_batch)
+    progress = _progress(batches, data.batches_per_epoch - start_batch, sys.stderr.isatty())
+    tic = time.time()
+    for batch_number, batch in enumerate(progress, start=start_batch + 1):
+        check_labels(batch.label[0], data.num_classes, data.find_bad_records)
+        images, targets, metric_labels = recipe.batch_transform(
+            split_batch(batch.data[0], contexts), split_batch(batch.label[0], contexts), epoch)
+        outputs, losses = train_step(recipe, images, targets)
+        meter.accuracy.update(metric_labels, outputs)
+        meter.mean_loss.update(None, losses)
+        meter.batches += 1
+        check_finite_loss(meter.mean_loss.sum_metric, epoch, batch_number, config)
+        speed(batch_number, meter)
+        if stop is not None and stop.arrived and batch_number < data.batches_per_epoch:
+            mx.nd.waitall()  # the checkpoint reads running statistics that a static-memory graph writes unordered
+            meter.seconds += time.time() - tic
+            raise StoppedMidEpoch(batch_number, meter)
+    # Wait first: a static-memory graph's writes to the running statistics are not ordered before a later read.
+    mx.nd.waitall()
+    average_running_statistics(recipe.net)
+    meter.seconds += time.time() - tic
+    return meter.summary(batch_size)
+
+
+def evaluate(net, data, contexts):
+    """Top-1 and top-5 accuracy over every validation image exactly once (padding excluded)."""
+    top1 = mx.metric.Accuracy()
+    top5 = mx.metric.TopKAccuracy(top_k=5) if data.num_classes > 5 else None
+    for batch in data.val:
+        images = split_batch(batch.data[0], contexts)
+        outputs = mx.nd.concat(*[net(x).as_in_context(mx.cpu()) for x in images], dim=0)
+        keep = outputs.shape[0] - batch.pad
+        labels, outputs = batch.label[0][:keep], outputs[:keep].astype("float32")
+        top1.update([labels], [outputs])
+        if top5 is not None:
+            top5.update([labels], [outputs])
+    return dict(val_top1=top1.get()[1], val_top5=top5.get()[1] if top5 is not None else 1.0)
+
+
+def current_lr(trainer, cluster, updates):
+    """The rate of the last update.
+
+    In a distributed job the servers run the optimizer (see ``Cluster.update_on_kvstore``); the worker's
+    copy of the schedule is otherwise unused, so it is read at the job's update count: exact under sync
+    (one update per global step), approximate under async (workers run at their own pace).
+    """
+    if cluster.num_workers > 1:
+        return trainer.optimizer.lr_scheduler(updates)
+    return trainer.learning_rate

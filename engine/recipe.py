@@ -1,0 +1,149 @@
+"""What a run trains: its data, network, trainer, loss and batch transform, built once from its ``TrainConfig``."""
+import dataclasses
+import logging
+import os
+
+import mxnet as mx
+from mxnet import gluon
+
+from data.demo import make_demo_dataset
+from data.loaders import InputConfig, folder_source, record_source
+from models import get_model
+from utils.batch_transform import BatchTransform
+from utils.distillation import CrossEntropyLoss, DistillationLoss, check_params_fit
+from utils.distributed import Cluster
+from utils.lr_schedule import build_lr_scheduler, linear_scaled_lr
+from utils.mixup import MixupSchedule
+from utils.precision import build_precision
+from utils.pretrained import cached_gluoncv_params, load_for_finetuning
+from utils.weight_decay import apply_no_bias_decay, keep_multipliers_by_index
+
+
+def total_batch_size(config, contexts):
+    """Images per batch of this process (all its devices)."""
+    return config.batch_size * len(contexts)
+
+
+def effective_lr(config, contexts, num_workers=1):
+    """An explicit ``--lr`` as given; otherwise section 3.1's linear scaling with the global batch."""
+    if config.lr is not None:
+        return config.lr
+    return linear_scaled_lr(total_batch_size(config, contexts) * num_workers, config.lr_base, config.lr_base_size)
+
+
+def build_data(config, contexts, cluster=None):
+    """Training and validation batches with the paper's augmentation; classes and sizes come from the data.
+
+    Each worker of a distributed job reads its own shard of the training set, with as many batches per epoch
+    as every other worker (record_source derives them from the total count); all read the whole validation set.
+    """
+    cluster = cluster or Cluster(config.kvstore)
+    input_config = InputConfig(batch_size=total_batch_size(config, contexts), input_size=config.input_size,
+                               crop_ratio=config.crop_ratio, num_workers=config.num_data_workers,
+                               seed=config.seed, num_parts=cluster.num_workers, part_index=cluster.rank)
+    if config.data_dir:
+        return folder_source(config.data_dir, input_config, num_classes=config.num_classes)
+    rec_train, rec_val = config.rec_train, config.rec_val
+    if config.uses_demo:
+        logging.info("No data given: using the built-in demo data set in %s", config.demo_dir)
+        rec_train, rec_val = make_demo_dataset(config.demo_dir)
+    clean_dir = os.path.join(config.save_dir, "clean") if config.skip_bad_records else None
+    return record_source(rec_train, rec_val, input_config, idx_train=config.rec_train_idx,
+                         idx_val=config.rec_val_idx, num_classes=config.num_classes, clean_dir=clean_dir,
+                         log=logging.info)
+
+
+def build_network(config, num_classes, contexts):
+    """The network with the paper's initialization (section 2): Xavier weights, zero biases, BN gamma 1, beta 0."""
+    net = get_model(config.model, classes=num_classes, last_gamma=config.last_gamma)
+    net.initialize(mx.init.Xavier(rnd_type="uniform", factor_type="avg", magnitude=3), ctx=contexts)
+    if config.pretrained_params:
+        net(mx.nd.zeros((1, 3, config.input_size, config.input_size), ctx=contexts[0]))
+        load_for_finetuning(net, config.pretrained_params)
+    if config.no_wd:
+        apply_no_bias_decay(net)
+    if config.mode == "hybrid":
+        net.hybridize(static_alloc=True, static_shape=True)
+    return net
+
+
+def build_teacher(config, num_classes, contexts):
+    """The distillation teacher in inference mode with frozen weights, or None (section 5.3)."""
+    if not config.teacher:
+        return None
+    params_file = config.teacher_params or cached_gluoncv_params(config.teacher)
+    if config.teacher.endswith("-symbol.json"):
+        teacher = gluon.SymbolBlock.imports(config.teacher, ["data"], params_file, ctx=contexts)
+    else:
+        teacher = get_model(config.teacher, classes=num_classes)
+        teacher.initialize(ctx=contexts)
+        teacher(mx.nd.zeros((1, 3, config.input_size, config.input_size), ctx=contexts[0]))
+        check_params_fit(teacher, params_file, f"teacher weights for {config.teacher}")
+        teacher.load_parameters(params_file, ctx=contexts)
+    teacher.collect_params().setattr("grad_req", "null")
+    teacher.hybridize(static_alloc=True, static_shape=True)
+    return teacher
+
+
+def build_batch_transform(config, num_classes):
+    """Label smoothing and mixup, resolved once; the loop only calls the result."""
+    mixup = None
+    if config.mixup:
+        mixup = MixupSchedule(config.mixup_alpha, config.num_epochs, config.mixup_off_epoch, seed=config.seed)
+    return BatchTransform(num_classes, config.label_smoothing, config.label_smoothing_style, mixup)
+
+
+def build_trainer(config, net, contexts, batches_per_epoch, precision, cluster=None, begin_num_update=0):
+    """Nesterov SGD (section 2) with the run's learning-rate schedule, reducing gradients over a kvstore.
+
+    The schedule counts optimizer updates: under dist_sync one per global step, so a worker's
+    ``batches_per_epoch`` is the number of global steps per epoch. A resumed run starts the count at
+    ``begin_num_update``.
+    """
+    cluster = cluster or Cluster(config.kvstore)
+    schedule = build_lr_scheduler(config.lr_mode, effective_lr(config, contexts, cluster.num_workers),
+                                  cluster.updates_per_epoch(batches_per_epoch),
+                                  config.num_epochs, warmup_epochs=config.warmup_epochs,
+                                  warmup_lr=config.warmup_lr, decay=config.lr_decay,
+                                  decay_epochs=config.lr_decay_epoch)
+    optimizer_params = dict(learning_rate=schedule.base_lr, momentum=config.momentum, wd=config.wd,
+                            lr_scheduler=schedule, begin_num_update=begin_num_update)
+    update_on_kvstore = cluster.update_on_kvstore
+    if update_on_kvstore is None:
+        update_on_kvstore = precision.update_on_kvstore
+    trainer = gluon.Trainer(net.collect_params(), "nag", optimizer_params, kvstore=cluster.kvstore,
+                            update_on_kvstore=update_on_kvstore)
+    keep_multipliers_by_index(trainer.optimizer)
+    return precision.prepare_trainer(trainer)
+
+
+def build_loss(config, teacher, sparse_targets):
+    """Cross-entropy, or distillation from ``teacher`` (section 5.3); both take (logits, targets, images)."""
+    if teacher is None:
+        return CrossEntropyLoss(sparse_targets)
+    return DistillationLoss(teacher, config.temperature, config.hard_weight, sparse_targets)
+
+
+@dataclasses.dataclass
+class Recipe:
+    """Everything one training step needs, built once before the loop."""
+
+    net: object
+    trainer: object
+    loss_fn: object
+    batch_transform: object
+    precision: object
+    step_batch: int
+
+
+def build_recipe(config, data, contexts, cluster=None, begin_num_update=0):
+    """Network, trainer, loss and batch transform, with the run's tricks resolved."""
+    cluster = cluster or Cluster(config.kvstore)
+    precision = build_precision(config.dtype, contexts)
+    net = build_network(config, data.num_classes, contexts)
+    trainer = build_trainer(config, net, contexts, data.batches_per_epoch, precision, cluster, begin_num_update)
+    batch_transform = build_batch_transform(config, data.num_classes)
+    teacher = build_teacher(config, data.num_classes, contexts)
+    loss_fn = build_loss(config, teacher, batch_transform.sparse_targets)
+    return Recipe(net, trainer, loss_fn, batch_transform, precision,
+                  step_batch=cluster.step_batch(total_batch_size(config, contexts)))
