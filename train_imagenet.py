@@ -43,92 +43,127 @@ def save_outputs(net, config, epoch, contexts):
     return (params,) + checkpoint.export_deployable(net, config.save_dir, config.model)
 
 
+def start_run_files(config, cluster, start, class_names):
+    """Rank 0 alone writes files: checks ``--save-dir`` is writable, drops what a crash left half-written and the
+    metrics of epochs that a resume repeats, and writes the settings and class names."""
+    if not cluster.is_chief:
+        return
+    checkpoint.remove_unfinished_checkpoints(config.save_dir)
+    checkpoint.keep_metrics_before(config.save_dir, start.epoch)
+    checkpoint.save_run_args(config.save_dir, dataclasses.asdict(config), class_names)
+
+
 def setup_logging(config, cluster):
     """Log to stdout and, on rank 0 only, to the log file; with several workers every line names its rank."""
     handlers = [logging.StreamHandler(sys.stdout)]
     if cluster.is_chief:
+        checkpoint.ensure_writable(config.save_dir)
         handlers.append(logging.FileHandler(config.logging_file))
     rank = f"[rank {cluster.rank}/{cluster.num_workers}] " if cluster.num_workers > 1 else ""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {rank}%(message)s", handlers=handlers, force=True)
 
 
-def train(config):
-    """Run the whole recipe; returns the last epoch's metrics record."""
-    contexts = build_contexts(config.num_gpus, config.num_cpu_contexts, config.gpus)
-    cluster = join_cluster(config.kvstore)
-    # Rank 0 alone writes files; the other workers of a distributed job only train and log.
-    if cluster.is_chief:
-        checkpoint.ensure_writable(config.save_dir)
-    setup_logging(config, cluster)
-    seed_everything(config.seed)
-    data = build_data(config, contexts, cluster)
-    updates_per_epoch = cluster.updates_per_epoch(data.batches_per_epoch)
-    start = find_resume_point(config, total_batch_size(config, contexts) * cluster.num_workers, updates_per_epoch)
-    recipe = build_recipe(config, data, contexts, cluster, begin_num_update=start.global_step)
-    restore(start, recipe, contexts, cluster)
-    run = RunState(config, recipe, cluster, start, total_batch_size(config, contexts) * cluster.num_workers)
-    if cluster.is_chief:
-        checkpoint.remove_unfinished_checkpoints(config.save_dir)
-        checkpoint.keep_metrics_before(config.save_dir, start.epoch)
-        checkpoint.save_run_args(config.save_dir, dataclasses.asdict(config), data.class_names)
+def log_recipe(config, data, contexts, cluster):
     logging.info("%s on %d images of %d classes, %d workers x %d devices x %d images, learning rate %g (%s), "
                  "tricks: %s", config.model, data.num_train * cluster.num_workers, data.num_classes,
                  cluster.num_workers, len(contexts), config.batch_size,
                  effective_lr(config, contexts, cluster.num_workers),
                  "given" if config.lr is not None else "linear scaling", describe_tricks(config))
     logging.info("CPU operator threads: %s", describe_cpu_threads())
-    record = {}
-    with StopSignals() as stop:
-        for epoch in range(start.epoch, config.num_epochs):
-            start_batch, meter = 0, None
-            if epoch == start.epoch and start.batch:
-                start_batch, meter = start.batch, EpochMeter(start.epoch_meter)
-            else:
-                seed_everything(epoch_seed(config.seed, epoch))
-            try:
-                stats = train_one_epoch(epoch, recipe, data, contexts, config, start_batch, meter, stop)
-            except StoppedMidEpoch as stopped:
-                global_step = updates_per_epoch * epoch + cluster.updates_per_epoch(stopped.batches_done)
-                folder = run.save(epoch, global_step, batches_done=stopped.batches_done,
-                                  meter=stopped.meter) if cluster.is_chief else config.save_dir
-                raise Interrupted(f"{stop.signal_name} after batch {stopped.batches_done} of epoch {epoch}; saved "
-                                  f"{folder}; continue with the same command and --resume",
-                                  stop.signal_number) from None
-            record = dict(epoch=epoch, **stats)
-            record.update(evaluate(recipe.net, data, contexts))
-            updates = updates_per_epoch * (epoch + 1)
-            record.update(lr=current_lr(recipe.trainer, cluster, updates), peak_rss_mb=round(peak_memory_mb(), 1),
-                          skipped_records=data.skipped_records)
-            run.note_validation(epoch, record["val_top1"])
-            logging.info("Epoch[%d] lr=%.5g train-loss=%.4f train-top1=%.4f val-top1=%.4f val-top5=%.4f "
-                         "%.1f samples/sec %.1fs", epoch, record["lr"], record["train_loss"], record["train_top1"],
-                         record["val_top1"], record["val_top5"], record["samples_per_sec"], record["epoch_seconds"])
-            last_epoch = epoch == config.num_epochs - 1
-            due = last_epoch or stop.arrived or (
-                config.save_frequency and (epoch + 1) % config.save_frequency == 0)
-            # Metrics before the checkpoint: a crash between the two resumes from the previous checkpoint,
-            # which drops this epoch's line and logs it again; the other order would lose the line.
-            if cluster.is_chief:
-                checkpoint.append_metrics(config.save_dir, record)
-                if due:
-                    run.save(epoch, updates, val_top1=record["val_top1"])
-            if stop.arrived and not last_epoch:
-                raise Interrupted(f"{stop.signal_name} at the end of epoch {epoch}; saved its checkpoint in "
-                                  f"{checkpoint.checkpoints_dir(config.save_dir)}; continue with the same command "
-                                  "and --resume", stop.signal_number)
+
+
+def train_epoch(epoch, start, run, data, contexts, stop):
+    """Train one epoch, from where ``start`` left it if it is the first; on a signal, save where it is and stop."""
+    config, recipe, cluster = run.config, run.recipe, run.cluster
+    start_batch, meter = 0, None
+    if epoch == start.epoch and start.batch:
+        start_batch, meter = start.batch, EpochMeter(start.epoch_meter)
+    else:
+        seed_everything(epoch_seed(config.seed, epoch))
+    try:
+        return train_one_epoch(epoch, recipe, data, contexts, config, start_batch, meter, stop)
+    except StoppedMidEpoch as stopped:
+        global_step = (cluster.updates_per_epoch(data.batches_per_epoch) * epoch
+                       + cluster.updates_per_epoch(stopped.batches_done))
+        folder = run.save(epoch, global_step, batches_done=stopped.batches_done,
+                          meter=stopped.meter) if cluster.is_chief else config.save_dir
+        raise Interrupted(f"{stop.signal_name} after batch {stopped.batches_done} of epoch {epoch}; saved "
+                          f"{folder}; continue with the same command and --resume", stop.signal_number) from None
+
+
+def validate_and_record(epoch, stats, run, data, contexts):
+    """The epoch's line of metrics.jsonl: training figures, validation top-1 and top-5, rate, memory."""
+    record = dict(epoch=epoch, **stats)
+    record.update(evaluate(run.recipe.net, data, contexts))
+    updates = run.cluster.updates_per_epoch(data.batches_per_epoch) * (epoch + 1)
+    record.update(lr=current_lr(run.recipe.trainer, run.cluster, updates), peak_rss_mb=round(peak_memory_mb(), 1),
+                  skipped_records=data.skipped_records)
+    run.note_validation(epoch, record["val_top1"])
+    logging.info("Epoch[%d] lr=%.5g train-loss=%.4f train-top1=%.4f val-top1=%.4f val-top5=%.4f "
+                 "%.1f samples/sec %.1fs", epoch, record["lr"], record["train_loss"], record["train_top1"],
+                 record["val_top1"], record["val_top5"], record["samples_per_sec"], record["epoch_seconds"])
+    return record
+
+
+def save_epoch(epoch, record, run, data, stop):
+    """Append the epoch's metrics and, when due (``--save-frequency``, the last epoch, a signal), a checkpoint."""
+    config, cluster = run.config, run.cluster
+    last_epoch = epoch == config.num_epochs - 1
+    due = last_epoch or stop.arrived or (config.save_frequency and (epoch + 1) % config.save_frequency == 0)
+    # Metrics before the checkpoint: a crash between the two resumes from the previous checkpoint, which drops
+    # this epoch's line and logs it again; the other order would lose the line.
+    if cluster.is_chief:
+        checkpoint.append_metrics(config.save_dir, record)
+        if due:
+            run.save(epoch, cluster.updates_per_epoch(data.batches_per_epoch) * (epoch + 1),
+                     val_top1=record["val_top1"])
+    if stop.arrived and not last_epoch:
+        raise Interrupted(f"{stop.signal_name} at the end of epoch {epoch}; saved its checkpoint in "
+                          f"{checkpoint.checkpoints_dir(config.save_dir)}; continue with the same command "
+                          "and --resume", stop.signal_number)
+
+
+def write_final_outputs(run, start, contexts):
+    """The last epoch's parameters and the deployable export (rank 0), and what the log should say at the end."""
+    config, cluster, net = run.config, run.cluster, run.recipe.net
     if start.epoch == config.num_epochs:
         logging.info("All %d epochs were done already; writing the final outputs again", config.num_epochs)
     if cluster.num_workers > 1 and not cluster.is_async:
         # Sync workers pull the same weights from the servers after every step; this line lets anyone check
         # it (async workers pull them at different moments and differ).
-        logging.info("Trainable weights fingerprint %s", weights_fingerprint(recipe.net))
-    if cluster.is_chief:
-        paths = save_outputs(recipe.net, config, config.num_epochs - 1, contexts)
-        logging.info("Saved parameters to %s, deployable export to %s and %s, metrics to %s", *paths,
-                     checkpoint.metrics_path(config.save_dir))
-        if run.best_epoch is not None:
-            logging.info("Best validation top-1 %.4f after epoch %d (its checkpoint is kept in %s)",
-                         run.best_val_top1, run.best_epoch, checkpoint.checkpoints_dir(config.save_dir))
+        logging.info("Trainable weights fingerprint %s", weights_fingerprint(net))
+    if not cluster.is_chief:
+        return
+    paths = save_outputs(net, config, config.num_epochs - 1, contexts)
+    logging.info("Saved parameters to %s, deployable export to %s and %s, metrics to %s", *paths,
+                 checkpoint.metrics_path(config.save_dir))
+    if run.best_epoch is not None:
+        logging.info("Best validation top-1 %.4f after epoch %d (its checkpoint is kept in %s)",
+                     run.best_val_top1, run.best_epoch, checkpoint.checkpoints_dir(config.save_dir))
+
+
+def train(config):
+    """Algorithm 1: build the data, the network and its trainer; train epoch by epoch, evaluating and saving
+    after each; write the final parameters and export. Returns the last epoch's metrics record."""
+    contexts = build_contexts(config.num_gpus, config.num_cpu_contexts, config.gpus)
+    cluster = join_cluster(config.kvstore)
+    setup_logging(config, cluster)
+    seed_everything(config.seed)
+    data = build_data(config, contexts, cluster)
+    global_batch = total_batch_size(config, contexts) * cluster.num_workers
+    start = find_resume_point(config, global_batch, cluster.updates_per_epoch(data.batches_per_epoch))
+    recipe = build_recipe(config, data, contexts, cluster, begin_num_update=start.global_step)
+    restore(start, recipe, contexts, cluster)
+    run = RunState(config, recipe, cluster, start, global_batch)
+    start_run_files(config, cluster, start, data.class_names)
+    log_recipe(config, data, contexts, cluster)
+    record = {}
+    with StopSignals() as stop:
+        for epoch in range(start.epoch, config.num_epochs):
+            stats = train_epoch(epoch, start, run, data, contexts, stop)
+            record = validate_and_record(epoch, stats, run, data, contexts)
+            save_epoch(epoch, record, run, data, stop)
+    write_final_outputs(run, start, contexts)
     return record
 
 

@@ -300,7 +300,7 @@ def build_parser():
     parser.add_argument("--rec-train", required=True)
     parser.add_argument("--rec-val", required=True)
     parser.add_argument("--tables", nargs="+", default=["4", "5", "6"], choices=tuple(TABLE_TITLES),
-                        help="gluoncv: the baseline and all-tricks runs of issue 7's GluonCV figures")
+                        help="gluoncv: the baseline and all-tricks runs of the GluonCV-budget figures")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     families = [f"resnet{depth}" for depth in DEPTHS]
     parser.add_argument("--family", default="resnet18", choices=families,

@@ -107,15 +107,12 @@ class EpochBatches:
         self._find_bad_records = find_bad_records
         self.batches_per_epoch = batches_per_epoch
 
-    def __len__(self):
-        return self.batches_per_epoch
-
     def epoch(self, epoch, start_batch=0):
         """The batches of ``epoch`` from batch ``start_batch`` on; the earlier ones are read and dropped."""
-        iterator = reading(self._make_iterator, self._find_bad_records, epoch)
+        iterator = read_naming_bad_records(self._make_iterator, self._find_bad_records, epoch)
         stream = self._endless(iterator)
         for index in range(self.batches_per_epoch):
-            batch = reading(next, self._find_bad_records, stream)
+            batch = read_naming_bad_records(next, self._find_bad_records, stream)
             if index >= start_batch:
                 yield batch
 
@@ -143,14 +140,14 @@ class CountedBatches:
         return math.ceil(self._num_samples / self._batch_size)
 
     def __iter__(self):
-        reading(self._iterator.reset, self._find_bad_records)
+        read_naming_bad_records(self._iterator.reset, self._find_bad_records)
         for index in range(len(self)):
-            batch = reading(self._iterator.next, self._find_bad_records)
+            batch = read_naming_bad_records(self._iterator.next, self._find_bad_records)
             batch.pad = max(0, (index + 1) * self._batch_size - self._num_samples)
             yield batch
 
 
-def reading(read, find_bad_records, *args):
+def read_naming_bad_records(read, find_bad_records, *args):
     """``read(*args)``, with an MXNet error caused by a bad record turned into a UserError naming it.
 
     ``ImageRecordIter`` reports an undecodable image only as an OpenCV assertion in some thread; the
@@ -236,7 +233,7 @@ def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_
     batches_per_epoch = math.ceil(num_train / config.batch_size)
     find_bad_records = functools.partial(describe_bad_records, [(rec_train, idx_train), (rec_val, idx_val)],
                                          num_classes)
-    val_iter = reading(val_record_iter, find_bad_records, rec_val, idx_val, config)
+    val_iter = read_naming_bad_records(val_record_iter, find_bad_records, rec_val, idx_val, config)
     return DataSource(train=EpochBatches(functools.partial(train_record_iter, rec_train, idx_train, config),
                                          batches_per_epoch, find_bad_records),
                       val=CountedBatches(val_iter, num_val, config.batch_size, find_bad_records),
@@ -255,9 +252,6 @@ class FolderBatches:
         self._loader = DataLoader(dataset.transform_first(transform), batch_size=config.batch_size,
                                   shuffle=training, last_batch="discard" if training else "keep",
                                   num_workers=config.num_workers)
-
-    def __len__(self):
-        return len(self._loader)
 
     def epoch(self, epoch, start_batch=0):
         """Training batches of ``epoch`` from batch ``start_batch`` on (the earlier ones are read and dropped).

@@ -118,7 +118,7 @@ class RunState:
         state = dict(epoch=epoch if mid_epoch else epoch + 1, batch=batches_done if mid_epoch else 0,
                      global_step=global_step, val_top1=val_top1, best_val_top1=self.best_val_top1,
                      best_epoch=self.best_epoch, epoch_meter=meter.state() if mid_epoch else None,
-                     global_batch=self.global_batch, model=self.config.model,
+                     global_batch=self.global_batch,
                      config=dataclasses.asdict(self.config))
         folder = checkpoint.save_checkpoint(
             self.config.save_dir, checkpoint.checkpoint_name(epoch, batches_done), self.recipe.net, trainer,

@@ -38,12 +38,12 @@ class Cluster:
         """Where the optimizer runs: on the servers for a distributed job, MXNet's choice (None) for one process.
 
         On the servers (MXNet 1.9.1's default for dist kvstores) every worker pulls the very weights the
-        servers hold, so sync workers stay identical by construction. With worker-side updates
-        (``update_on_kvstore=False``, which MXNet allows under dist_sync) we measured the two workers of the
-        test drifting apart by the second step of the second epoch, differently from run to run (cause not
-        found: a stand-alone pushpull returned identical sums); dist_async only works with server-side updates.
-        The price: the servers run the pickled optimizer and the worker's copy never counts an update, so
-        ``trainer.learning_rate`` on a worker stays at the schedule's start (see ``engine.loop.current_lr``).
+        servers hold, so sync workers stay identical by construction; with worker-side updates, which MXNet
+        allows under dist_sync, two workers of the same job drifted apart within two epochs, and dist_async
+        only works with server-side updates. The price: the servers run the pickled optimizer (so per-parameter
+        multipliers must survive pickling, ``utils.weight_decay.keep_multipliers_by_index``) and the worker's
+        copy never counts an update, so ``trainer.learning_rate`` on a worker stays at the schedule's start
+        (see ``engine.loop.current_lr``).
         """
         if isinstance(self.kvstore, str):
             return None
@@ -80,7 +80,7 @@ def join_cluster(kvstore_type):
         known = ", ".join(ONE_MACHINE_KVSTORES + DIST_KVSTORES + ("horovod",))
         raise UserError(f"unknown --kvstore {kvstore_type!r}; use one of {known}")
     if kvstore_type not in DIST_KVSTORES:
-        # One process: Gluon's Trainer creates the kvstore from its name, as before.
+        # One process: Gluon's Trainer creates the kvstore from its name.
         return Cluster(kvstore_type)
     missing = [name for name in PS_LITE_VARIABLES if not os.environ.get(name)]
     if missing:
