@@ -17,8 +17,7 @@ from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 from mxnet.gluon.contrib.nn import HybridConcurrent
 
-from models.registry import register_model
-from utils.errors import UserError
+from models.registry import refuse_zero_gamma, register_model
 
 FEATURE_CHANNELS = 2048
 # Dropout before the classifier, GluonCV's (and torchvision's) rate.
@@ -126,15 +125,14 @@ class InceptionV3(HybridBlock):
     classes : int
         Size of the classifier output.
     last_gamma : bool
-        Must be False: there is no residual block whose last BatchNorm zero-gamma could start at 0.
+        Must be False: Inception-v3 has no residual block, so zero-gamma has no BatchNorm to start at 0.
     norm_kwargs : dict, optional
         Extra arguments for every BatchNorm (e.g. ``use_global_stats``).
     """
 
     def __init__(self, classes=1000, last_gamma=False, norm_kwargs=None, **kwargs):
         super().__init__(**kwargs)
-        if last_gamma:
-            raise UserError("Inception-v3 has no residual blocks, so --last-gamma does not apply")
+        refuse_zero_gamma(last_gamma, "Inception-v3")
         norm_kwargs = dict(norm_kwargs or {})
         with self.name_scope():
             self.features = nn.HybridSequential(prefix="")

@@ -14,8 +14,7 @@ from functools import partial
 from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
-from models.registry import register_model
-from utils.errors import UserError
+from models.registry import refuse_zero_gamma, register_model
 
 MULTIPLIERS = (1.0, 0.75, 0.5, 0.25)
 
@@ -54,6 +53,13 @@ def _add_conv_bn(layers, channels, kernel, norm_kwargs, stride=1, groups=1, acti
         layers.add(activation())
 
 
+def _add_stem(layers, multiplier, norm_kwargs, activation):
+    """The 3x3 stride-2 stem of both MobileNets; returns its number of channels."""
+    channels = int(STEM_CHANNELS * multiplier)
+    _add_conv_bn(layers, channels, 3, norm_kwargs, stride=2, activation=activation)
+    return channels
+
+
 class MobileNetV1(HybridBlock):
     """MobileNet v1 (Howard et al. 2017): a 3x3 stem, then 13 depthwise separable convolutions.
 
@@ -71,14 +77,12 @@ class MobileNetV1(HybridBlock):
 
     def __init__(self, multiplier=1.0, classes=1000, last_gamma=False, norm_kwargs=None, **kwargs):
         super().__init__(**kwargs)
-        if last_gamma:
-            raise UserError("MobileNet v1 has no residual blocks, so --last-gamma does not apply")
+        refuse_zero_gamma(last_gamma, "MobileNet v1")
         norm_kwargs = dict(norm_kwargs or {})
         with self.name_scope():
             self.features = nn.HybridSequential(prefix="")
             with self.features.name_scope():
-                in_channels = int(STEM_CHANNELS * multiplier)
-                _add_conv_bn(self.features, in_channels, 3, norm_kwargs, stride=2, activation=_relu)
+                in_channels = _add_stem(self.features, multiplier, norm_kwargs, _relu)
                 for stride, width in MOBILENET_V1_LAYERS:
                     out_channels = int(width * multiplier)
                     _add_conv_bn(self.features, in_channels, 3, norm_kwargs, stride=stride, groups=in_channels,
@@ -141,8 +145,7 @@ class MobileNetV2(HybridBlock):
         with self.name_scope():
             self.features = nn.HybridSequential(prefix="features_")
             with self.features.name_scope():
-                in_channels = int(STEM_CHANNELS * multiplier)
-                _add_conv_bn(self.features, in_channels, 3, norm_kwargs, stride=2, activation=ReLU6)
+                in_channels = _add_stem(self.features, multiplier, norm_kwargs, ReLU6)
                 for expansion, width, repeats, first_stride in MOBILENET_V2_STAGES:
                     out_channels = int(width * multiplier)
                     for position in range(repeats):

@@ -1,6 +1,8 @@
 """One registry of model builders: ``get_model(name, **kwargs)`` is the only way the scripts build a network."""
 import fnmatch
 
+from utils.errors import UserError
+
 _BUILDERS = {}
 
 # The smallest square input of each family, found by running the networks (tests/test_flag_values.py runs
@@ -28,9 +30,14 @@ def model_names():
 def get_model(name, **kwargs):
     """Build the network registered as ``name``; keyword arguments go to its constructor (e.g. ``classes``)."""
     if name not in _BUILDERS:
-        from utils.errors import UserError
         raise UserError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
     return _BUILDERS[name](**kwargs)
+
+
+def refuse_zero_gamma(last_gamma, network):
+    """Every builder takes ``last_gamma``; a network without residual blocks has no BatchNorm it could zero."""
+    if last_gamma:
+        raise UserError(f"{network} has no residual blocks, so --last-gamma does not apply")
 
 
 def min_input_size(name):
