@@ -15,10 +15,10 @@ from utils.cpu_threads import use_physical_cores
 
 use_physical_cores()  # before MXNet loads: it sizes its CPU thread pool once, at import
 
+from data.class_list import read_class_list
 from data.loaders import InputConfig, validation_source
 from engine.loop import evaluate
 from models.inference import add_network_arguments, check_network_arguments, default_classes_file, load_network
-from models.inference import read_class_list
 from utils.devices import build_contexts
 from utils.errors import UserError, command_line_entry
 
@@ -58,10 +58,8 @@ def check_args(args):
 def check_classes_match(class_names, params):
     """Refuse data whose class list differs from the one saved beside the parameters (labels would be wrong)."""
     trained_path = default_classes_file(params)
-    if not os.path.isfile(trained_path):
-        return
     trained = read_class_list(trained_path)
-    if trained != class_names:
+    if trained is not None and trained != class_names:
         raise UserError(f"the data's {len(class_names)} classes differ from the {len(trained)} in {trained_path} "
                         "that the network was trained with; evaluate on data with the same class list")
 

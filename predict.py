@@ -16,7 +16,7 @@ import mxnet as mx
 
 from data.loaders import InputConfig, validation_transform
 from models.inference import add_network_arguments, check_network_arguments, default_classes_file, load_network
-from models.inference import read_class_list
+from models.inference import required_class_list
 from utils.errors import UserError, command_line_entry
 
 TOP_K = 5
@@ -58,7 +58,7 @@ def run(args):
     missing = [path for path in args.images if not os.path.isfile(path)]
     if missing:
         raise UserError(f"image {missing[0]} not found ({len(missing)} of {len(args.images)} missing)")
-    class_names = read_class_list(args.classes_file or default_classes_file(args.params))
+    class_names = required_class_list(args.classes_file or default_classes_file(args.params))
     net = load_network(args.params, [mx.cpu()], args.input_size, model=args.model, symbol=args.symbol,
                        num_classes=len(class_names))
     transform = validation_transform(InputConfig(batch_size=1, input_size=args.input_size,

@@ -13,6 +13,7 @@ import os
 
 from data.records import RecordFiles, read_class_names, scan_records, write_clean_copy
 from utils.errors import UserError, command_line_entry
+from utils.files import atomic_write_text
 
 
 def _source_identity(rec_path, idx_path):
@@ -40,10 +41,9 @@ def clean_records(rec_path, idx_path, num_classes, out_prefix, log):
     log(f"Skipping bad records (--skip-bad-records): {scan.describe()}")
     os.makedirs(os.path.dirname(out_prefix) or ".", exist_ok=True)
     write_clean_copy(rec_path, scan, out_prefix)
-    with open(marker + ".tmp", "w") as handle:
-        json.dump(dict(source=identity, num_classes=num_classes, num_bad=len(scan.bad),
-                       bad=[[record.key, record.offset, record.reason] for record in scan.bad]), handle)
-    os.replace(marker + ".tmp", marker)
+    made = dict(source=identity, num_classes=num_classes, num_bad=len(scan.bad),
+                bad=[[record.key, record.offset, record.reason] for record in scan.bad])
+    atomic_write_text(marker, json.dumps(made))
     log(f"Training on {copy.rec}: the {len(scan.good)} good records")
     return copy.rec, copy.idx, len(scan.bad)
 

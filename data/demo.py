@@ -19,6 +19,7 @@ import numpy as np
 from data.pack import pack_folder
 from data.records import RecordFiles, check_record_files
 from utils.errors import UserError
+from utils.files import atomic_write_text
 
 # Bump when the drawing changes, so that sets drawn by an older version are redrawn, not reused.
 GENERATOR_VERSION = 2
@@ -236,7 +237,4 @@ def _read_marker(root):
 
 def _write_marker(root, contents):
     """Write the marker atomically: a crash leaves the previous marker or the new one, never half a file."""
-    marker_path = os.path.join(root, MARKER_NAME)
-    with open(marker_path + ".partial", "w", encoding="utf-8") as marker_file:
-        json.dump(contents, marker_file, indent=1, sort_keys=True)
-    os.replace(marker_path + ".partial", marker_path)
+    atomic_write_text(os.path.join(root, MARKER_NAME), json.dumps(contents, indent=1, sort_keys=True))

@@ -18,6 +18,7 @@ import cv2
 import mxnet as mx
 import numpy as np
 
+from data.class_list import write_class_list
 from data.records import RecordFiles, check_record_files
 from utils.errors import UserError, command_line_entry
 
@@ -65,8 +66,7 @@ def pack_folder(src_dir, out_prefix, resize=0, quality=95, num_workers=None, see
     shuffled = [entries[i] for i in np.random.RandomState(seed).permutation(len(entries))]
 
     final_files = RecordFiles(out_prefix)
-    partial_files = RecordFiles(out_prefix + ".partial")
-    try:
+    with final_files.written_whole() as partial_files:
         packed, skipped = _encode_and_write(src_dir, shuffled, partial_files, resize, quality, num_workers,
                                             log)
         if not packed:
@@ -75,13 +75,7 @@ def pack_folder(src_dir, out_prefix, resize=0, quality=95, num_workers=None, see
                             f"(e.g. {first_path}: {first_reason}); check that SRC_DIR holds the images")
         _verify_records(partial_files, len(packed))
         _write_list(partial_files.lst, packed)
-        _write_class_names(partial_files.classes, class_names)
-        for partial_path, final_path in _file_pairs(partial_files, final_files):
-            os.replace(partial_path, final_path)
-    finally:
-        for partial_path, _ in _file_pairs(partial_files, final_files):
-            if os.path.exists(partial_path):
-                os.remove(partial_path)
+        write_class_list(partial_files.classes, class_names)
 
     _warn_about_empty_classes(class_names, packed, log)
     log(_summary(len(packed), class_names, final_files.rec, skipped))
@@ -196,7 +190,7 @@ def _check_output_prefix(out_prefix):
                         f"e.g. {os.path.join(out_prefix, 'train')}")
     if name.endswith(".rec"):
         raise UserError(f"OUT_PREFIX {out_prefix} ends in .rec; give it without the extension, "
-                        f"e.g. {out_prefix[:-len('.rec')]}")
+                        f"e.g. {RecordFiles.from_rec_path(out_prefix).prefix}")
     if not os.path.isdir(folder):
         raise UserError(f"output folder {folder} does not exist; create it or choose another OUT_PREFIX")
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -262,18 +256,6 @@ def _write_list(lst_path, packed):
     with open(lst_path, "w", encoding="utf-8", errors="surrogateescape") as lst_file:
         for index, (relative_path, label) in enumerate(packed):
             lst_file.write(f"{index}\t{label}\t{relative_path}\n")
-
-
-def _write_class_names(classes_path, class_names):
-    """Write one class name per line, line i naming label i."""
-    with open(classes_path, "w", encoding="utf-8") as classes_file:
-        classes_file.writelines(f"{name}\n" for name in class_names)
-
-
-def _file_pairs(partial_files, final_files):
-    """Pairs (partial path, final path) of the four files of a packed set."""
-    return [(getattr(partial_files, kind), getattr(final_files, kind))
-            for kind in ("rec", "idx", "lst", "classes")]
 
 
 def _warn_about_empty_classes(class_names, packed, log):

@@ -7,6 +7,7 @@ The trainer imports this module to check its inputs before it spends minutes bui
 ``check_record_files`` reads three records, ``scan_records`` reads them all, and ``write_clean_copy``
 writes the records a scan found good into a new pair of files that ``ImageRecordIter`` reads.
 """
+import contextlib
 import functools
 import math
 import os
@@ -19,7 +20,9 @@ import cv2
 import mxnet as mx
 import numpy as np
 
+from data.class_list import read_class_list
 from utils.errors import UserError
+from utils.files import replace_together
 
 # dmlc-core's RecordIO starts every record with this word, then a word holding a 3-bit continuation
 # flag and a 29-bit payload length (dmlc-core include/dmlc/recordio.h).
@@ -51,6 +54,12 @@ SCAN_BATCH = 512  # records read between two hand-overs to the decoding threads;
 BAD_NAMED_IN_SUMMARY = 3  # bad records named in RecordScan.describe(); the rest are counted
 
 REPACK_HINT = "pack the image folder again with `python -m data.pack SRC_DIR OUT_PREFIX`"
+FILE_KINDS = ("rec", "idx", "lst", "classes")  # the files of a packed set, as RecordFiles names them
+
+
+def _file_named(suffix, doc):
+    """A property of RecordFiles: the path of the file named ``prefix`` + ``suffix``."""
+    return property(lambda files: files.prefix + suffix, doc=doc)
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,11 @@ class RecordFiles:
 
     prefix: str
 
+    rec = _file_named(".rec", "The RecordIO file holding the encoded images.")
+    idx = _file_named(".idx", "The index: one ``key<TAB>offset`` line per record.")
+    lst = _file_named(".lst", "The im2rec list: one ``index<TAB>label<TAB>relative/path`` line per record.")
+    classes = _file_named(".classes.txt", "The class names, line i naming label i (``data.class_list``).")
+
     @classmethod
     def from_rec_path(cls, rec_path):
         """The file set that ``rec_path`` (``PREFIX.rec``) belongs to."""
@@ -66,37 +80,21 @@ class RecordFiles:
         stem, extension = os.path.splitext(rec_path)
         return cls(stem if extension == ".rec" else rec_path)
 
-    @property
-    def rec(self):
-        """The RecordIO file holding the encoded images."""
-        return self.prefix + ".rec"
+    @contextlib.contextmanager
+    def written_whole(self, kinds=FILE_KINDS):
+        """Yield the RecordFiles of temporary names to write the ``kinds`` of these files into.
 
-    @property
-    def idx(self):
-        """The index: one ``key<TAB>offset`` line per record."""
-        return self.prefix + ".idx"
-
-    @property
-    def lst(self):
-        """The im2rec list: one ``index<TAB>label<TAB>relative/path`` line per record."""
-        return self.prefix + ".lst"
-
-    @property
-    def classes(self):
-        """The class names, line i naming label i."""
-        return self.prefix + ".classes.txt"
+        When the block succeeds each temporary file takes its name here; when it fails they are all removed, so
+        no partial file is ever left under a final name.
+        """
+        partial = RecordFiles(self.prefix + ".partial")
+        with replace_together([(getattr(partial, kind), getattr(self, kind)) for kind in kinds]):
+            yield partial
 
 
 def read_class_names(rec_path):
-    """Return the class names stored beside ``rec_path`` (``PREFIX.classes.txt``), or None if absent.
-
-    Line i of the file is the name of label i, so the returned list is indexed by label.
-    """
-    classes_path = RecordFiles.from_rec_path(rec_path).classes
-    if not os.path.isfile(classes_path):
-        return None
-    with open(classes_path, encoding="utf-8") as classes_file:
-        return [line.rstrip("\n") for line in classes_file if line.strip()]
+    """The class names stored beside ``rec_path`` (``PREFIX.classes.txt``), indexed by label, or None if absent."""
+    return read_class_list(RecordFiles.from_rec_path(rec_path).classes)
 
 
 def count_records(idx_path):
@@ -231,18 +229,11 @@ def write_clean_copy(rec_path, scan, out_prefix):
     if not scan.good:
         raise UserError(f"none of the {len(scan.bad)} records of {rec_path} is good, so there is nothing to "
                         f"copy; {REPACK_HINT}")
-    partial = RecordFiles(out_prefix + ".partial")
     kinds = ("rec", "idx", "classes") if os.path.isfile(source.classes) else ("rec", "idx")
-    try:
+    with copy.written_whole(kinds) as partial:
         _copy_records(rec_path, scan.good, partial)
         if "classes" in kinds:
             shutil.copyfile(source.classes, partial.classes)
-        for kind in kinds:
-            os.replace(getattr(partial, kind), getattr(copy, kind))
-    finally:
-        for kind in kinds:
-            if os.path.exists(getattr(partial, kind)):
-                os.remove(getattr(partial, kind))
     return copy
 
 

@@ -9,8 +9,9 @@ from mxnet import gluon
 from data.demo import make_demo_dataset
 from data.loaders import InputConfig, folder_source, record_source
 from models import get_model
+from models.params import load_params
 from utils.batch_transform import BatchTransform
-from utils.distillation import CrossEntropyLoss, DistillationLoss, check_params_fit
+from utils.distillation import CrossEntropyLoss, DistillationLoss
 from utils.distributed import Cluster
 from utils.lr_schedule import build_lr_scheduler, linear_scaled_lr
 from utils.mixup import MixupSchedule
@@ -78,7 +79,7 @@ def build_teacher(config, num_classes, contexts):
         teacher = get_model(config.teacher, classes=num_classes)
         teacher.initialize(ctx=contexts)
         teacher(mx.nd.zeros((1, 3, config.input_size, config.input_size), ctx=contexts[0]))
-        check_params_fit(teacher, params_file, f"teacher weights for {config.teacher}")
+        load_params(params_file, teacher, label=f"teacher weights for {config.teacher} {params_file}")
         teacher.load_parameters(params_file, ctx=contexts)
     teacher.collect_params().setattr("grad_req", "null")
     teacher.hybridize(static_alloc=True, static_shape=True)

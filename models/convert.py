@@ -17,14 +17,15 @@ folded into that BatchNorm's running mean: BN(conv(x) + b) with mean m is BN(con
 inference, and in training the batch mean absorbs b anyway. The other way round the bias is written as zero.
 """
 import argparse
-import os
 import sys
 from dataclasses import dataclass
 
 import mxnet as mx
 
 from models import get_model, model_names
+from models.params import check_fit, load_params
 from utils.errors import UserError, command_line_entry
+from utils.files import atomic_write
 
 DIRECTIONS = ("from-gluoncv", "to-gluoncv")
 # Shapes are inferred symbolically, which costs nothing at any input size; 299 is one that every supported
@@ -92,22 +93,6 @@ def _layers(shapes):
     return layers
 
 
-def _check_fits(params, shapes, label):
-    """Raise UserError naming the first key of ``params`` missing, extra or shaped unlike ``shapes``."""
-    for key in shapes:
-        if key not in params:
-            missing = sum(1 for expected in shapes if expected not in params)
-            raise UserError(f"{label} lacks parameter {key!r} ({missing} of {len(shapes)} missing); "
-                            "give the file of that network, saved with save_parameters")
-        if params[key].shape != shapes[key]:
-            raise UserError(f"{label} has {key!r} of shape {params[key].shape}, but the network's is "
-                            f"{shapes[key]}; give the file of that network")
-    for key in params:
-        if key not in shapes:
-            raise UserError(f"{label} has parameter {key!r}, which the network lacks; "
-                            "give the file of that network")
-
-
 def _check_pair(index, source, target, name):
     """Two layers paired by position must be of one kind and shape; only a conv bias may be on one side only."""
     shared = set(source.shapes) & set(target.shapes)
@@ -168,7 +153,7 @@ def convert_params(name, direction, params, label="the file"):
     classes = params[classifier].shape[0]
     source_shapes = _shapes(_network(name, source, classes))
     target_shapes = _shapes(_network(name, target, classes))
-    _check_fits(params, source_shapes, f"{label} (for {source} {name} with {classes} classes)")
+    check_fit(params, source_shapes, f"{label} (for {source} {name} with {classes} classes)")
     if source_shapes == target_shapes:
         summary = (f"{name}: all {len(params)} keys and shapes of {label} match {target} {name} "
                    f"({classes} classes); copied unchanged")
@@ -183,29 +168,14 @@ def convert_params(name, direction, params, label="the file"):
     return converted, summary
 
 
-def load_params_file(path):
-    """``mx.nd.load(path)`` as a dictionary, or UserError (one line) if it is not a saved parameter file."""
-    if not os.path.isfile(path):
-        raise UserError(f"parameter file {path} not found")
-    try:
-        params = mx.nd.load(path)
-    except mx.base.MXNetError:
-        raise UserError(f"{path} is not a readable MXNet .params file") from None
-    if not isinstance(params, dict):
-        raise UserError(f"{path} holds an unnamed list of arrays, not named parameters; "
-                        "give a file written by save_parameters")
-    return params
-
-
 def convert_file(name, direction, in_path, out_path):
     """Convert the file ``in_path`` and write ``out_path`` whole or not at all; returns the summary line."""
-    converted, summary = convert_params(name, direction, load_params_file(in_path), label=in_path)
-    temporary = f"{out_path}.tmp"
+    converted, summary = convert_params(name, direction, load_params(in_path), label=in_path)
     try:
-        mx.nd.save(temporary, converted)
+        with atomic_write(out_path) as temporary:
+            mx.nd.save(temporary, converted)
     except mx.base.MXNetError:
         raise UserError(f"cannot write {out_path}; check that its folder exists and is writable") from None
-    os.replace(temporary, out_path)
     return f"{summary}; wrote {out_path}"
 
 

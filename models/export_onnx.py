@@ -14,8 +14,9 @@ import tempfile
 import mxnet as mx
 import numpy as np
 
-from models.inference import add_network_arguments, default_classes_file, load_network, read_class_list
+from models.inference import add_network_arguments, default_classes_file, load_network, required_class_list
 from utils.errors import UserError, command_line_entry
+from utils.files import atomic_write
 
 
 def _onnx():
@@ -50,12 +51,11 @@ def export_onnx(net, input_size, output):
                                         dynamic=True, dynamic_input_shapes=[(None,) + shape[1:]])
         model = onnx.load(exported)
     _drop_initializers_from_inputs(model)
-    temporary = f"{output}.tmp"
     try:
-        onnx.save(model, temporary)
+        with atomic_write(output) as temporary:
+            onnx.save(model, temporary)
     except OSError as error:
         raise UserError(f"cannot write --output {output} ({error.strerror}); choose a writable path") from None
-    os.replace(temporary, output)
     return model.opset_import[0].version
 
 
@@ -95,7 +95,7 @@ def main(argv=None):
     _onnx()
     num_classes = args.classes
     if args.model and num_classes is None:
-        num_classes = len(read_class_list(default_classes_file(args.params), flag="--classes"))
+        num_classes = len(required_class_list(default_classes_file(args.params), flag="--classes"))
     net = load_network(args.params, [mx.cpu()], args.input_size, model=args.model, symbol=args.symbol,
                        num_classes=num_classes)
     opset = export_onnx(net, args.input_size, args.output)

@@ -10,9 +10,10 @@ import warnings
 import mxnet as mx
 from mxnet import gluon
 
+from data.class_list import read_class_list
+from models.params import load_params
 from models.registry import get_model
 from utils import checkpoint
-from utils.distillation import check_params_fit
 from utils.errors import UserError
 
 
@@ -41,14 +42,11 @@ def default_classes_file(params):
     return checkpoint.classes_path(os.path.dirname(os.path.abspath(params)))
 
 
-def read_class_list(path, flag="--classes-file"):
-    """The class names in ``path``, line i naming class i (the format of ``classes.txt``)."""
-    if not os.path.isfile(path):
+def required_class_list(path, flag="--classes-file"):
+    """The class names in ``path``, or UserError naming ``flag`` as the way to give them if there is no such file."""
+    names = read_class_list(path)
+    if names is None:
         raise UserError(f"no class list at {path} (training writes classes.txt beside its parameters); give {flag}")
-    with open(path, encoding="utf-8") as handle:
-        names = [line.rstrip("\n") for line in handle if line.strip()]
-    if not names:
-        raise UserError(f"class list {path} is empty; it needs one class name a line")
     return names
 
 
@@ -77,7 +75,7 @@ def load_network(params, contexts, input_size, model=None, symbol=None, num_clas
         net = get_model(model, classes=num_classes)
         net.initialize(ctx=contexts)
         _forward_once(net, input_size, contexts)  # resolves the deferred shapes that the check compares
-        check_params_fit(net, params, f"--params for {model} with {num_classes} classes")
+        load_params(params, net, label=f"--params {params} (for {model} with {num_classes} classes)")
         net.load_parameters(params, ctx=contexts)
     net.hybridize()
     outputs = _forward_once(net, input_size, contexts)

@@ -12,12 +12,13 @@ import train_imagenet
 from engine.config import parse_config
 from engine.recipe import build_batch_transform, build_data, build_recipe
 from models import get_model
+from models.params import load_params
 from tests.conftest import tiny_args
 from tests.helpers import RunRecorder, parameter_values, randomize_parameters, weight_decays
 from utils import checkpoint
 from utils.batch_transform import BatchTransform
 from utils.devices import build_contexts
-from utils.distillation import CrossEntropyLoss, DistillationLoss, check_params_fit
+from utils.distillation import CrossEntropyLoss, DistillationLoss
 from utils.errors import UserError
 from utils.label_smoothing import smooth_targets
 from utils.lr_schedule import build_lr_scheduler, linear_scaled_lr
@@ -244,8 +245,9 @@ def test_teacher_file_that_does_not_fit_names_the_parameter(tmp_path):
     other = get_model("resnet18_v1d", classes=3)
     other.initialize()
     other(mx.nd.zeros((1, 3, 32, 32)))
-    with pytest.raises(UserError, match=r"'fc.bias' has shape \(5,\) in the file but \(3,\)"):
-        check_params_fit(other, str(tmp_path / "small.params"), "--teacher-params")
+    # The first parameter in the network's order that differs: the classifier's weight, then its bias.
+    with pytest.raises(UserError, match=r"'fc.weight' has shape \(5, 512\) in the file but \(3, 512\)"):
+        load_params(str(tmp_path / "small.params"), other, label="--teacher-params")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,9 @@ import pickle
 import shutil
 import tempfile
 
+from data.class_list import write_class_list
 from utils.errors import UserError
+from utils.files import atomic_write, atomic_write_text
 
 
 TRAINER_STATES = "trainer.states"
@@ -70,18 +72,11 @@ def ensure_writable(save_dir):
                         "choose a writable folder") from None
 
 
-def _write_atomically(path, text):
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
-
-
 def save_run_args(save_dir, config_dict, class_names):
     """The resolved configuration (``args.json``) and the class names (``classes.txt``) of the run."""
-    _write_atomically(args_path(save_dir), json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(args_path(save_dir), json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
     if class_names:
-        _write_atomically(classes_path(save_dir), "\n".join(class_names) + "\n")
+        write_class_list(classes_path(save_dir), class_names)
 
 
 def append_metrics(save_dir, record):
@@ -111,7 +106,7 @@ def keep_metrics_before(save_dir, epoch):
     if not os.path.exists(metrics_path(save_dir)):
         return
     kept = [record for record in read_metrics(save_dir) if record["epoch"] < epoch]
-    _write_atomically(metrics_path(save_dir), "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+    atomic_write_text(metrics_path(save_dir), "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
 
 def save_checkpoint(save_dir, name, net, trainer, state, random_states, params_name):
@@ -219,9 +214,8 @@ def prune_checkpoints(save_dir, keep):
 def save_params(net, save_dir, model, epoch):
     """Save the network's parameters for ``epoch``; the file appears whole or not at all."""
     path = params_path(save_dir, model, epoch)
-    temporary = f"{path}.tmp"
-    net.save_parameters(temporary)
-    os.replace(temporary, path)
+    with atomic_write(path) as temporary:
+        net.save_parameters(temporary)
     return path
 
 

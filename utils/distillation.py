@@ -2,8 +2,6 @@
 import mxnet as mx
 from mxnet import autograd, gluon
 
-from utils.errors import UserError
-
 
 class DistillationLoss:
     """``w * CE(p, softmax(z)) + (1 - w) * T^2 * CE(softmax(r / T), softmax(z / T))`` per example.
@@ -41,24 +39,3 @@ class CrossEntropyLoss:
 
     def __call__(self, logits, targets, images):
         return self._loss(logits, targets)
-
-
-def check_params_fit(net, params_file, label):
-    """Raise UserError naming the first parameter of ``params_file`` that ``net`` lacks or shapes otherwise.
-
-    ``net`` must have known shapes (initialized and run once).
-    """
-    try:
-        saved = mx.nd.load(params_file)
-    except mx.base.MXNetError:
-        raise UserError(f"{label} {params_file} is not a readable MXNet .params file") from None
-    expected = net._collect_params_with_prefix()
-    for name in sorted(set(saved) | set(expected)):
-        if name not in expected:
-            raise UserError(f"{label} {params_file} does not fit the network: it has parameter {name!r}, "
-                            "which the network lacks (wrong model name?)")
-        if name not in saved:
-            raise UserError(f"{label} {params_file} does not fit the network: parameter {name!r} is missing")
-        if saved[name].shape != expected[name].shape:
-            raise UserError(f"{label} {params_file} does not fit the network: parameter {name!r} has shape "
-                            f"{saved[name].shape} in the file but {expected[name].shape} in the network")

@@ -3,8 +3,7 @@ import glob
 import logging
 import os
 
-import mxnet as mx
-
+from models.params import load_params
 from utils.errors import UserError
 
 
@@ -15,26 +14,12 @@ def load_for_finetuning(net, params_file):
     parameters in the file are an error too, since they mean it comes from another network.
     Returns the names of the re-initialized classifier parameters (empty when the classes match).
     """
-    try:
-        saved = mx.nd.load(params_file)
-    except mx.base.MXNetError:
-        raise UserError(f"--pretrained-params {params_file} is not a readable MXNet .params file") from None
     expected = net._collect_params_with_prefix()
     classifier_prefix = next(reversed(expected)).rsplit(".", 1)[0] + "."
-    reinitialized = []
-    extra = sorted(set(saved) - set(expected))
-    if extra:
-        raise UserError(f"--pretrained-params {params_file} has parameter {extra[0]!r}, which --model lacks; it "
-                        "was saved from another network")
-    for name, param in expected.items():
-        if name not in saved:
-            raise UserError(f"--pretrained-params {params_file} lacks parameter {name!r}; it was saved from "
-                            "another network than --model")
-        if saved[name].shape != param.shape:
-            if not name.startswith(classifier_prefix):
-                raise UserError(f"--pretrained-params {params_file}: parameter {name!r} has shape "
-                                f"{saved[name].shape} in the file but {param.shape} in --model")
-            reinitialized.append(name)
+    classifier = [name for name in expected if name.startswith(classifier_prefix)]
+    saved = load_params(params_file, net, label=f"--pretrained-params {params_file}", network="--model",
+                        reshapable=classifier)
+    reinitialized = [name for name in classifier if saved[name].shape != expected[name].shape]
     for name, param in expected.items():
         if name not in reinitialized:
             param.set_data(saved[name])

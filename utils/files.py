@@ -1,0 +1,39 @@
+"""Files that appear whole or not at all: written under a temporary name, renamed over the target once complete.
+
+A rename within one folder is atomic, so a reader, a crash or a full disk meets either the old file or the new
+one, never half of one.
+"""
+import contextlib
+import os
+
+
+@contextlib.contextmanager
+def replace_together(pairs):
+    """Around a block that writes each ``temporary`` of ``pairs`` (``(temporary, final)`` paths, one folder each).
+
+    When the block succeeds each temporary is renamed over its final path, in order; whatever temporary is left
+    then, because the block or a rename failed, is removed.
+    """
+    try:
+        yield
+        for temporary, final in pairs:
+            os.replace(temporary, final)
+    finally:
+        for temporary, _ in pairs:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+
+
+@contextlib.contextmanager
+def atomic_write(path):
+    """Yield a temporary path beside ``path`` to write; it replaces ``path`` only if the block succeeds."""
+    temporary = f"{path}.tmp"
+    with replace_together([(temporary, path)]):
+        yield temporary
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` (UTF-8) to ``path`` whole or not at all."""
+    with atomic_write(path) as temporary:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
