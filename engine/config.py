@@ -155,6 +155,8 @@ class TrainConfig:
     lr_mode: str = flag("optimization", "decay policy (default %(default)s)", "step", trick=True, choices=LR_MODES)
     lr_decay: float = flag("optimization", "step decay factor (default %(default)s)", 0.1,
                            bounds=Bounds(0, 1, low_open=True), type=float)
+    poly_power: float = flag("optimization", "with --lr-mode poly: the rate is eta (1 - t/T)^POWER (default 2)", 2.0,
+                             bounds=POSITIVE, type=float)
     lr_decay_epoch: tuple = flag("optimization", _paper_demo("lr_decay_epoch", "comma-separated epochs that start "
                                                                                "a decayed step, counted from the "
                                                                                "start of training"),

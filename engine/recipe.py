@@ -106,7 +106,7 @@ def build_trainer(config, net, contexts, batches_per_epoch, precision, cluster=N
                                   cluster.updates_per_epoch(batches_per_epoch),
                                   config.num_epochs, warmup_epochs=config.warmup_epochs,
                                   warmup_lr=config.warmup_lr, decay=config.lr_decay,
-                                  decay_epochs=config.lr_decay_epoch)
+                                  decay_epochs=config.lr_decay_epoch, poly_power=config.poly_power)
     optimizer_params = dict(learning_rate=schedule.base_lr, momentum=config.momentum, wd=config.wd,
                             lr_scheduler=schedule, begin_num_update=begin_num_update)
     update_on_kvstore = cluster.update_on_kvstore

@@ -33,6 +33,7 @@ OUT_OF_BOUNDS = [
     ("--momentum", "-0.1", ()), ("--momentum", "1", ()),
     ("--wd", "-0.0001", ()),
     ("--lr-decay", "0", ()), ("--lr-decay", "-0.1", ()), ("--lr-decay", "1.5", ()),
+    ("--poly-power", "0", ()), ("--poly-power", "-1", ()),
     ("--warmup-epochs", "-1", ()), ("--warmup-epochs", "2", ()),
     ("--warmup-lr", "-0.1", ()),
     ("--label-smoothing", "-0.1", ()), ("--label-smoothing", "1", ()),

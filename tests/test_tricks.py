@@ -171,6 +171,15 @@ def test_optimizer_flags_reach_the_optimizer(tiny_set):
         [0.01 + 0.01 * i / 6 for i in range(1, 7)] + [0.01] * 6)
 
 
+def test_poly_power_reaches_the_schedule(tiny_set):
+    """12 updates (2 epochs of 6 batches) at rate 0.02: (1 - t/12)^power, halfway 0.01 at power 1, 0.005 at 2."""
+    for power, halfway in (("1", 0.01), ("2", 0.005)):
+        config = _config(tiny_args(tiny_set, "unused", "--lr-mode", "poly", "--poly-power", power))
+        contexts = build_contexts()
+        schedule = build_recipe(config, build_data(config, contexts), contexts).trainer.optimizer.lr_scheduler
+        assert schedule(6) == pytest.approx(halfway)
+
+
 def test_smoothing_and_mixup_values_reach_the_batch_transform(tiny_set):
     config = _config(tiny_args(tiny_set, "unused", "--label-smoothing", "0.3", "--label-smoothing-style", "gluoncv",
                                "--mixup", "--mixup-alpha", "1", "--mixup-off-epoch", "1"))
