@@ -20,7 +20,8 @@ by two tables runs once. Runs go one after the other, never two at once.
 
 writes ``ablation.md`` (mean +- std of the final validation top-1 and top-5 per row, the difference to the
 row above, the commands), ``ablation.json`` and PNG plots: top-1 per epoch for every row, the learning-rate
-schedules, and the deltas. ``--report-only`` rebuilds them from the finished runs.
+schedules, and the deltas (each against the row above, or the row a row names, as in the paper's Table 6).
+``--report-only`` rebuilds them from the finished runs, ``--from-json`` from an earlier ``ablation.json``.
 """
 import argparse
 import dataclasses
@@ -92,7 +93,8 @@ def grid(args, teacher_params):
             Row("6", "+ label smoothing", refined),
             Row("6", f"+ distillation from {args.teacher}", (*refined, *distill)),
             Row("6", "+ mixup (no distillation)", (*refined, *mixup), compared_to="+ label smoothing"),
-            Row("6", "+ distillation and mixup", (*refined, *distill, *mixup))],
+            Row("6", "+ distillation and mixup", (*refined, *distill, *mixup),
+                compared_to=f"+ distillation from {args.teacher}")],
     }
     return [row for table in args.tables for row in rows[table]]
 
@@ -168,23 +170,35 @@ def teacher_params(args):
 
 
 def summarize(args, rows):
-    """Per row: the seeds' final top-1/top-5 and curves, their mean and std, the delta to the row above."""
-    results, previous, labelled = [], {}, {}
+    """Per row: the seeds' final top-1/top-5 and top-1 curves, then the statistics of ``with_deltas``."""
+    entries = []
     for row in rows:
-        runs, diverged_seeds = [], []
+        metrics, seeds, diverged_seeds = [], [], []
         for seed in args.seeds:
             save_dir = run_dir(args, row.flags, seed)
             if finished(save_dir, args.num_epochs):
-                runs.append(dict(seed=seed, save_dir=save_dir, metrics=checkpoint.read_metrics(save_dir)))
+                metrics.append(checkpoint.read_metrics(save_dir))
+                seeds.append(seed)
             elif diverged(save_dir):
                 diverged_seeds.append(seed)
-        entry = dict(table=row.table, label=row.label, flags=list(row.flags), seeds=[r["seed"] for r in runs],
-                     diverged_seeds=diverged_seeds, compared_to=row.compared_to,
-                     command=shlex.join(["python", "train_imagenet.py", *common_flags(args), *row.flags,
-                                         "--seed", "SEED", "--save-dir", "DIR", "--resume"]), runs=runs)
+        entries.append(dict(table=row.table, label=row.label, flags=list(row.flags), seeds=seeds,
+                            diverged_seeds=diverged_seeds,
+                            command=shlex.join(["python", "train_imagenet.py", *common_flags(args), *row.flags,
+                                                "--seed", "SEED", "--save-dir", "DIR", "--resume"]),
+                            val_top1=[m[-1]["val_top1"] for m in metrics],
+                            val_top5=[m[-1]["val_top5"] for m in metrics],
+                            curves=[[line["val_top1"] for line in m] for m in metrics]))
+    return with_deltas(entries, rows)
+
+
+def with_deltas(entries, rows):
+    """Each row's mean and std, and its delta (with the standard error) to the row above in its table, or to the
+    row its ``compared_to`` names; ``entries`` are the rows' per-seed results, in ``rows``' order."""
+    results, previous, labelled = [], {}, {}
+    for row, entry in zip(rows, entries):
+        entry = dict(entry, compared_to=row.compared_to)
         for metric in ("val_top1", "val_top5"):
-            finals = [r["metrics"][-1][metric] for r in runs]
-            entry[metric] = finals
+            finals = entry[metric]
             entry[f"{metric}_mean"] = statistics.mean(finals) if finals else None
             entry[f"{metric}_std"] = statistics.stdev(finals) if len(finals) > 1 else None
         above = labelled[row.table, row.compared_to] if row.compared_to else previous.get(row.table)
@@ -219,7 +233,8 @@ def markdown(args, results, teacher):
              + (f". Teacher: {args.teacher} ({teacher})." if "6" in args.tables else "."), ""]
     for table in args.tables:
         lines += [f"### {TABLE_TITLES[table]}", "",
-                  "| row | seeds | val top-1 % (mean ± std) | Δ top-1 vs row above (± standard error) | val top-5 % "
+                  "| row | seeds | val top-1 % (mean ± std) | Δ top-1 vs the row above or the row named (± standard "
+                  "error) | val top-5 % "
                   "| per seed top-1 % |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for entry in (e for e in results if e["table"] == table):
@@ -258,19 +273,18 @@ def lr_schedule(args, flags, num_images):
     return [(update / batches_per_epoch, scheduler(update)) for update in range(1, updates + 1)]
 
 
-def plot(args, results, rows):
+def plot(args, results, rows, images):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    images = count_records(RecordFiles.from_rec_path(args.rec_train).idx)
     for table in args.tables:
-        entries = [e for e in results if e["table"] == table and e["runs"]]
+        entries = [e for e in results if e["table"] == table and e["curves"]]
         if not entries:
             continue
         figure, axes = plt.subplots(1, 3, figsize=(18, 5))
         for entry in entries:
-            curves = [[100 * m["val_top1"] for m in run["metrics"]] for run in entry["runs"]]
+            curves = [[100 * top1 for top1 in curve] for curve in entry["curves"]]
             epochs = range(1, len(curves[0]) + 1)
             line, = axes[0].plot(epochs, [statistics.mean(values) for values in zip(*curves)], marker="o",
                                  label=entry["label"])
@@ -289,7 +303,8 @@ def plot(args, results, rows):
                     color=["tab:green" if d >= 0 else "tab:red" for d in deltas])
         axes[2].axhline(0, color="black", linewidth=0.8)
         axes[2].set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
-        axes[2].set(ylabel="Δ top-1 vs row above (points)", title="what each step buys (error bar: its standard error)")
+        axes[2].set(ylabel="Δ top-1 (points) vs the row above, or the row named",
+                    title="what each step buys (error bar: its standard error)")
         figure.tight_layout()
         figure.savefig(os.path.join(args.output_dir, f"table{table}.png"), dpi=90)
         plt.close(figure)
@@ -321,6 +336,9 @@ def build_parser():
     parser.add_argument("--work-dir", default="runs/ablation", help="one folder per run (the cache)")
     parser.add_argument("--output-dir", default="ablation-results")
     parser.add_argument("--report-only", action="store_true", help="only tabulate and plot the finished runs")
+    parser.add_argument("--from-json", metavar="FILE",
+                        help="tabulate and plot the results an earlier run wrote to FILE (its ablation.json), "
+                             "with its budget; no run folders needed")
     return parser
 
 
@@ -332,23 +350,38 @@ def has_bottlenecks(family):
     return DEPTHS[int(family.removeprefix("resnet"))][0] is Bottleneck
 
 
+def saved_results(args):
+    """The budget, teacher, rows and results of an earlier ``ablation.json``, its rows compared as the current grid
+    compares them; the training images are counted from ``--rec-train`` if the file does not say."""
+    with open(args.from_json) as handle:
+        saved = json.load(handle)
+    budget = argparse.Namespace(**{**saved["budget"], "output_dir": args.output_dir, "from_json": args.from_json})
+    teacher = budget.teacher_params if "6" in budget.tables else None
+    rows = grid(budget, teacher)
+    entries = {(entry["table"], entry["label"]): entry for entry in saved["rows"]}
+    images = saved.get("train_images") or count_records(RecordFiles.from_rec_path(args.rec_train).idx)
+    return budget, teacher, rows, with_deltas([entries[row.table, row.label] for row in rows], rows), images
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     os.makedirs(args.output_dir, exist_ok=True)
-    needs_teacher = "6" in args.tables
-    teacher = teacher_params(args) if needs_teacher else None
-    rows = grid(args, teacher)
-    if not args.report_only:
-        for seed in args.seeds:  # seed-major: after one sitting every row has a first figure
-            for row in rows:
-                run(args, row.flags, seed)
-    results = summarize(args, rows)
+    if args.from_json:
+        args, teacher, rows, results, images = saved_results(args)
+    else:
+        teacher = teacher_params(args) if "6" in args.tables else None
+        rows = grid(args, teacher)
+        if not args.report_only:
+            for seed in args.seeds:  # seed-major: after one sitting every row has a first figure
+                for row in rows:
+                    run(args, row.flags, seed)
+        results = summarize(args, rows)
+        images = count_records(RecordFiles.from_rec_path(args.rec_train).idx)
     with open(os.path.join(args.output_dir, "ablation.md"), "w") as handle:
         handle.write(markdown(args, results, teacher))
     with open(os.path.join(args.output_dir, "ablation.json"), "w") as handle:
-        json.dump(dict(budget=vars(args), rows=[{k: v for k, v in e.items() if k != "runs"} | dict(
-            curves=[[m["val_top1"] for m in r["metrics"]] for r in e["runs"]]) for e in results]), handle, indent=2)
-    plot(args, results, rows)
+        json.dump(dict(budget=vars(args), train_images=images, rows=results), handle, indent=2)
+    plot(args, results, rows, images)
     print(markdown(args, results, teacher))
     return 0
 

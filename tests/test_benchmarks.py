@@ -81,17 +81,35 @@ def test_summary_gives_mean_std_and_delta_of_finished_seeds(tmp_path):
     assert ", batch 128, learning rate" in table and "Teacher" not in table
 
 
-def test_mixup_without_distillation_is_compared_to_label_smoothing_not_to_the_row_above(tmp_path):
+def test_table_6_compares_mixup_to_label_smoothing_and_both_to_distillation(tmp_path):
+    """As the paper's Table 6: mixup alone against label smoothing, distillation and mixup against distillation."""
     args = parse(tmp_path, "--tables", "6", "--num-epochs", "1", "--seeds", "0")
     rows = {row.label: row for row in ablation.grid(args, "teacher.params")}
-    smoothing, distillation, mixup = (rows[label] for label in (
-        "+ label smoothing", "+ distillation from resnet50_v1d", "+ mixup (no distillation)"))
-    for row, top1 in ((smoothing, 0.40), (distillation, 0.48), (mixup, 0.43)):
+    smoothing, distillation, mixup, both = (rows[label] for label in (
+        "+ label smoothing", "+ distillation from resnet50_v1d", "+ mixup (no distillation)",
+        "+ distillation and mixup"))
+    for row, top1 in ((smoothing, 0.40), (distillation, 0.48), (mixup, 0.43), (both, 0.47)):
         write_finished_run(args, row, 0, [top1])
     entries = {e["label"]: e for e in ablation.summarize(args, list(rows.values()))}
     assert entries["+ distillation from resnet50_v1d"]["delta_top1"] == pytest.approx(0.08)
     assert entries["+ mixup (no distillation)"]["delta_top1"] == pytest.approx(0.03)
-    assert "| +3.00 (vs + label smoothing) |" in ablation.markdown(args, list(entries.values()), "teacher.params")
+    assert entries["+ distillation and mixup"]["delta_top1"] == pytest.approx(-0.01)
+    table = ablation.markdown(args, list(entries.values()), "teacher.params")
+    assert "| +3.00 (vs + label smoothing) |" in table
+    assert "| -1.00 (vs + distillation from resnet50_v1d) |" in table
+
+
+def test_a_report_rebuilt_from_its_json_has_the_same_rows_and_deltas(tmp_path):
+    args = parse(tmp_path, "--tables", "gluoncv", "--num-epochs", "2")
+    baseline, tricks = ablation.grid(args, None)
+    for seed, finals in ((0, (0.50, 0.60)), (1, (0.54, 0.64))):
+        for row, final in zip((baseline, tricks), finals):
+            write_finished_run(args, row, seed, [0.3, final])
+    results = ablation.summarize(args, [baseline, tricks])
+    saved = tmp_path / "ablation.json"
+    saved.write_text(json.dumps(dict(budget=vars(args), train_images=96, rows=results)))
+    rebuilt = ablation.saved_results(parse(tmp_path, "--from-json", str(saved)))
+    assert rebuilt[3] == results and rebuilt[4] == 96
 
 
 def test_missing_teacher_params_is_refused_in_one_line(tmp_path):
