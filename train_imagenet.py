@@ -33,14 +33,19 @@ def peak_memory_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def save_outputs(net, config, epoch, contexts):
-    """Parameters of the last epoch and the deployable export; returns their paths."""
-    params = checkpoint.save_params(net, config.save_dir, config.model, epoch)
+def save_outputs(recipe, config, epoch, contexts):
+    """Parameters of the last epoch (the network's, and the weights' average's with --model-ema) and the
+    deployable export, of the network or, with --export-ema, of the average; returns the parameter files' paths
+    and the export's."""
+    params = [checkpoint.save_params(recipe.net, config.save_dir, config.model, epoch)]
+    if recipe.model_ema is not None:
+        params.append(checkpoint.save_ema_params(recipe.model_ema.averaged, config.save_dir, config.model, epoch))
+    exported = recipe.model_ema.averaged if config.export_ema else recipe.net
     if config.mode != "hybrid":
-        net.hybridize()
+        exported.hybridize()
     sample = mx.nd.zeros((1, 3, config.input_size, config.input_size), ctx=contexts[0])
-    net(sample)
-    return (params,) + checkpoint.export_deployable(net, config.save_dir, config.model)
+    exported(sample)
+    return params, checkpoint.export_deployable(exported, config.save_dir, config.model)
 
 
 def start_run_files(config, cluster, start, class_names):
@@ -79,7 +84,7 @@ def train_epoch(epoch, start, run, data, contexts, stop):
     if epoch == start.epoch and start.batch:
         start_batch, meter = start.batch, EpochMeter(start.epoch_meter)
     else:
-        seed_everything(epoch_seed(config.seed, epoch))
+        seed_everything(epoch_seed(config.seed, epoch, cluster.rank))
     try:
         return train_one_epoch(epoch, recipe, data, contexts, config, start_batch, meter, stop)
     except StoppedMidEpoch as stopped:
@@ -92,16 +97,23 @@ def train_epoch(epoch, start, run, data, contexts, stop):
 
 
 def validate_and_record(epoch, stats, run, data, contexts):
-    """The epoch's line of metrics.jsonl: training figures, validation top-1 and top-5, rate, memory."""
+    """The epoch's line of metrics.jsonl: training figures, validation top-1 and top-5 (and the weights' average's,
+    with --model-ema), rate, memory."""
     record = dict(epoch=epoch, **stats)
     record.update(evaluate(run.recipe.net, data, contexts))
+    ema_text = ""
+    if run.recipe.model_ema is not None:
+        averaged = evaluate(run.recipe.model_ema.averaged, data, contexts)
+        record.update(val_top1_ema=averaged["val_top1"], val_top5_ema=averaged["val_top5"])
+        ema_text = f" val-top1-ema={averaged['val_top1']:.4f} val-top5-ema={averaged['val_top5']:.4f}"
     updates = run.cluster.updates_per_epoch(data.batches_per_epoch) * (epoch + 1)
     record.update(lr=current_lr(run.recipe.trainer, run.cluster, updates), peak_rss_mb=round(peak_memory_mb(), 1),
                   skipped_records=data.skipped_records)
     run.note_validation(epoch, record["val_top1"])
-    logging.info("Epoch[%d] lr=%.5g train-loss=%.4f train-top1=%.4f val-top1=%.4f val-top5=%.4f "
+    logging.info("Epoch[%d] lr=%.5g train-loss=%.4f train-top1=%.4f val-top1=%.4f val-top5=%.4f%s "
                  "%.1f samples/sec %.1fs", epoch, record["lr"], record["train_loss"], record["train_top1"],
-                 record["val_top1"], record["val_top5"], record["samples_per_sec"], record["epoch_seconds"])
+                 record["val_top1"], record["val_top5"], ema_text, record["samples_per_sec"],
+                 record["epoch_seconds"])
     return record
 
 
@@ -134,8 +146,9 @@ def write_final_outputs(run, start, contexts):
         logging.info("Trainable weights fingerprint %s", weights_fingerprint(net))
     if not cluster.is_chief:
         return
-    paths = save_outputs(net, config, config.num_epochs - 1, contexts)
-    logging.info("Saved parameters to %s, deployable export to %s and %s, metrics to %s", *paths,
+    params, export = save_outputs(run.recipe, config, config.num_epochs - 1, contexts)
+    logging.info("Saved parameters to %s, deployable export of the %s to %s and %s, metrics to %s",
+                 " and ".join(params), "weights' average" if config.export_ema else "network", *export,
                  checkpoint.metrics_path(config.save_dir))
     if run.best_epoch is not None:
         logging.info("Best validation top-1 %.4f after epoch %d (its checkpoint is kept in %s)",

@@ -149,7 +149,7 @@ class TrainConfig:
                           type=float)
     lr_base_size: int = flag("optimization", "batch that --lr-base is for (default 256)", 256, bounds=AT_LEAST_ONE,
                              type=int)
-    momentum: float = flag("optimization", "Nesterov momentum (default %(default)s)", 0.9,
+    momentum: float = flag("optimization", "momentum of --optimizer nag and sgd (default %(default)s)", 0.9,
                            bounds=Bounds(0, 1, high_open=True), type=float)
     wd: float = flag("optimization", "weight decay (default %(default)s)", 1e-4, bounds=NON_NEGATIVE, type=float)
     lr_mode: str = flag("optimization", "decay policy (default %(default)s)", "step", trick=True, choices=LR_MODES)
@@ -187,6 +187,38 @@ class TrainConfig:
                               type=float)
     hard_weight: float = flag("tricks", "weight w of the hard-label term; the soft term gets 1 - w (default 0.5)",
                               0.5, bounds=Bounds(0, 1), type=float)
+    # beyond the paper: the tricks of torchvision's and timm's recipes, spelled as timm's train.py
+    cutmix: float = flag("tricks", "CutMix (Yun et al. 2019): paste a box of area 1 - lambda, lambda ~ Beta(ALPHA, "
+                                   "ALPHA), from the paired image; 0 is off (timm's recipes: 1.0)", 0.0,
+                         bounds=NON_NEGATIVE, trick=True, type=float, metavar="ALPHA")
+    mixup_prob: float = flag("tricks", "probability that a batch is mixed at all, by --mixup or --cutmix (default "
+                                       "%(default)s)", 1.0, bounds=Bounds(0, 1), trick=True, type=float)
+    mixup_switch_prob: float = flag("tricks", "with --mixup and --cutmix: probability that a mixed batch uses "
+                                              "CutMix (default %(default)s)", 0.5, bounds=Bounds(0, 1), trick=True,
+                                    type=float)
+    reprob: float = flag("tricks", "random erasing (Zhong et al. 2020): probability that an image gets one erased "
+                                   "rectangle (torchvision's recipe: 0.1, timm's: 0.25)", 0.0, bounds=Bounds(0, 1),
+                         trick=True, type=float)
+    remode: str = flag("tricks", "what fills an erased rectangle: pixel, per-pixel normal noise; const, zeros "
+                                 "(default %(default)s)", "pixel", trick=True, choices=("pixel", "const"))
+    model_ema: bool = flag("tricks", "keep an exponential moving average of the weights, evaluated every epoch and "
+                                     "saved beside them", False, trick=True, action="store_true")
+    model_ema_decay: float = flag("tricks", "decay of the moving average per step (default %(default)s)", 0.9998,
+                                  bounds=Bounds(0, 1, high_open=True), trick=True, type=float)
+    model_ema_steps: int = flag("tricks", "update the average every N steps, with decay^N (torchvision's "
+                                          "--model-ema-steps; default %(default)s)", 1, bounds=AT_LEAST_ONE,
+                                trick=True, type=int)
+    export_ema: bool = flag("tricks", "with --model-ema: the deployable export holds the average's weights",
+                            False, trick=True, action="store_true")
+    drop_path: float = flag("tricks", "stochastic depth (Huang et al. 2016): block l of L drops its residual "
+                                      "branch with probability RATE x l / L (ResNets)", 0.0,
+                            bounds=Bounds(0, 1, high_open=True), trick=True, type=float, metavar="RATE")
+    bce_loss: bool = flag("tricks", "binary cross-entropy on the (smoothed, mixed) targets, as timm's ResNet "
+                                    "strikes back", False, trick=True, action="store_true")
+    bce_target_thresh: float = flag("tricks", "with --bce-loss: targets above it become 1, the rest 0 (timm's "
+                                              "--bce-target-thresh)", bounds=Bounds(0, 1), trick=True, type=float)
+    optimizer: str = flag("optimization", "nag (the paper's), sgd, lamb (timm's RSB) or adamw (default "
+                                          "%(default)s)", "nag", trick=True, choices=("nag", "sgd", "lamb", "adamw"))
     # devices
     num_gpus: int = flag("devices", "GPUs to split each batch over (default 0)", 0, bounds=NON_NEGATIVE,
                          free_on_resume=True, type=int)
@@ -259,8 +291,8 @@ def _check_numbers(values):
     if values["warmup_epochs"] >= num_epochs:
         raise UserError(f"--warmup-epochs {values['warmup_epochs']:g} leaves no epoch after warmup of "
                         f"--num-epochs {num_epochs}")
-    if values["mixup"] and values["mixup_off_epoch"] >= num_epochs:
-        raise UserError(f"--mixup-off-epoch {values['mixup_off_epoch']} turns mixup off for all --num-epochs "
+    if (values["mixup"] or values["cutmix"]) and values["mixup_off_epoch"] >= num_epochs:
+        raise UserError(f"--mixup-off-epoch {values['mixup_off_epoch']} turns mixing off for all --num-epochs "
                         f"{num_epochs}; give fewer than {num_epochs} epochs without mixup")
     if values["resume_epoch"] >= num_epochs:
         raise UserError(f"--resume-epoch {values['resume_epoch']} is not an epoch of --num-epochs {num_epochs}")
@@ -288,6 +320,17 @@ def _check_networks(values):
     for name in ("teacher_params", "pretrained_params"):
         if values[name] and not os.path.isfile(values[name]):
             raise UserError(f"{option(name)} {values[name]} does not exist")
+
+
+def _check_tricks(values):
+    """Tricks that need another trick, or that do not go together."""
+    if values["bce_loss"] and values["teacher"]:
+        raise UserError("--bce-loss with --teacher: distillation's soft term is a softmax cross-entropy; drop one "
+                        "of the two")
+    if values["bce_target_thresh"] is not None and not values["bce_loss"]:
+        raise UserError("--bce-target-thresh needs --bce-loss")
+    if values["export_ema"] and not values["model_ema"]:
+        raise UserError("--export-ema needs --model-ema, the average it exports")
 
 
 def _check_distribution(values):
@@ -336,7 +379,7 @@ def resolve_config(args):
         if field.metadata["parse"]:
             values[field.name] = field.metadata["parse"](values[field.name])
     values["logging_file"] = values["logging_file"] or os.path.join(values["save_dir"], "train.log")
-    for check in (_check_numbers, _check_networks, _check_distribution, _check_resume):
+    for check in (_check_numbers, _check_networks, _check_tricks, _check_distribution, _check_resume):
         check(values)
     return TrainConfig(**values)
 

@@ -10,6 +10,7 @@ from mxnet import autograd
 
 from engine.recipe import total_batch_size
 from utils.devices import average_running_statistics, split_batch
+from utils.distributed import start_kvstore
 from utils.errors import Diverged, UserError
 
 
@@ -99,18 +100,25 @@ class StoppedMidEpoch(Exception):
 
 
 def train_step(recipe, images, targets):
-    """Forward, backward and one update on a batch already split over the devices; returns outputs and losses."""
+    """Forward, backward and one update on a batch already split over the devices; returns outputs and losses.
+
+    With ``--model-ema`` the weights' moving average then counts the step (``utils.ema``).
+    """
     with autograd.record():
         outputs = [recipe.net(x) for x in images]
         losses = [recipe.loss_fn(output, target, x) for output, target, x in zip(outputs, targets, images)]
         # Inside the recording: AMP's loss scaling multiplies the losses, which must be part of the graph.
         recipe.precision.backward(losses, recipe.trainer)
     if not recipe.trainer._kv_initialized:
-        # The first step broadcasts device 0's parameters, BatchNorm's running statistics among them, and a
-        # static-memory graph's writes to those are not ordered before that read: without the wait, every
-        # device of a multi-device run went on from the statistics before the first batch.
-        mx.nd.waitall()
+        start_kvstore(recipe.trainer, recipe.step_batch)
+    model_ema = recipe.model_ema
+    if model_ema is not None and not model_ema.started:
+        # ema_0 = w_0: the weights exist from the first forward pass on (deferred initialization), and
+        # start_kvstore has just given every device and worker the same ones, device 0's and rank 0's.
+        model_ema.start()
     recipe.trainer.step(recipe.step_batch)
+    if model_ema is not None:
+        model_ema.update()
     return outputs, losses
 
 
@@ -139,11 +147,15 @@ def train_one_epoch(epoch, recipe, data, contexts, config, start_batch=0, meter=
         speed(batch_number, meter)
         if stop is not None and stop.arrived and batch_number < data.batches_per_epoch:
             mx.nd.waitall()  # the checkpoint reads running statistics that a static-memory graph writes unordered
+            if recipe.model_ema is not None:
+                recipe.model_ema.copy_statistics()
             meter.seconds += time.time() - tic
             raise StoppedMidEpoch(batch_number, meter)
     # Wait first: a static-memory graph's writes to the running statistics are not ordered before a later read.
     mx.nd.waitall()
     average_running_statistics(recipe.net)
+    if recipe.model_ema is not None:
+        recipe.model_ema.copy_statistics()  # the devices' mean, which the network is evaluated and saved with
     meter.seconds += time.time() - tic
     return meter.summary(batch_size)
 

@@ -11,12 +11,16 @@ from data.loaders import InputConfig, folder_source, record_source
 from models import get_model
 from models.params import load_params
 from utils.batch_transform import BatchTransform
+from utils.binary_cross_entropy import BinaryCrossEntropyLoss
 from utils.distillation import CrossEntropyLoss, DistillationLoss
 from utils.distributed import Cluster
+from utils.ema import ModelEma
 from utils.lr_schedule import build_lr_scheduler, linear_scaled_lr
-from utils.mixup import MixupSchedule
+from utils.mixup import MixSchedule
+from utils.optimizers import optimizer_settings
 from utils.precision import build_precision
 from utils.pretrained import cached_gluoncv_params, load_for_finetuning
+from utils.random_erasing import RandomErasing
 from utils.weight_decay import apply_no_bias_decay, keep_multipliers_by_index
 
 
@@ -56,10 +60,15 @@ def build_data(config, contexts, cluster=None):
 
 def build_network(config, num_classes, contexts):
     """The network with the paper's initialization (section 2): Xavier weights, zero biases, BN gamma 1, beta 0."""
-    net = get_model(config.model, classes=num_classes, last_gamma=config.last_gamma)
+    net = get_model(config.model, classes=num_classes, last_gamma=config.last_gamma, drop_path=config.drop_path)
+    # Shapes first, so that the weights are drawn now, from the run's seed: deferred to the first training
+    # batch they would come from that epoch's generator, which differs between the workers of a distributed
+    # job (each draws its own stochastic-depth masks), and a worker's first gradient would be taken at other
+    # weights than rank 0's. (A forward pass would infer them too, but leaves oneDNN-layout weights on CPU,
+    # which the dist kvstore cannot push.)
+    net.infer_shape(mx.nd.zeros((1, 3, config.input_size, config.input_size)))
     net.initialize(mx.init.Xavier(rnd_type="uniform", factor_type="avg", magnitude=3), ctx=contexts)
     if config.pretrained_params:
-        net(mx.nd.zeros((1, 3, config.input_size, config.input_size), ctx=contexts[0]))
         load_for_finetuning(net, config.pretrained_params)
     if config.no_wd:
         apply_no_bias_decay(net)
@@ -86,16 +95,24 @@ def build_teacher(config, num_classes, contexts):
     return teacher
 
 
-def build_batch_transform(config, num_classes):
-    """Label smoothing and mixup, resolved once; the loop only calls the result."""
-    mixup = None
-    if config.mixup:
-        mixup = MixupSchedule(config.mixup_alpha, config.num_epochs, config.mixup_off_epoch, seed=config.seed)
-    return BatchTransform(num_classes, config.label_smoothing, config.label_smoothing_style, mixup)
+def build_batch_transform(config, num_classes, first_index=0):
+    """Label smoothing, mixup, CutMix and random erasing, resolved once; the loop only calls the result.
+
+    ``first_index`` is the index of this process's first image in the global batch (``dist_*`` workers other
+    than rank 0 start further on), so that random erasing draws by the image's place in the global batch.
+    """
+    mix_schedule = None
+    if config.mixup or config.cutmix:
+        mix_schedule = MixSchedule(config.mixup_alpha if config.mixup else 0.0, config.cutmix, config.num_epochs,
+                                   config.mixup_off_epoch, config.mixup_prob, config.mixup_switch_prob, config.seed)
+    erasing = RandomErasing(config.reprob, config.remode, config.seed) if config.reprob else None
+    return BatchTransform(num_classes, config.label_smoothing, config.label_smoothing_style, mix_schedule, erasing,
+                          first_index)
 
 
 def build_trainer(config, net, contexts, batches_per_epoch, precision, cluster=None, begin_num_update=0):
-    """Nesterov SGD (section 2) with the run's learning-rate schedule, reducing gradients over a kvstore.
+    """``--optimizer`` (Nesterov SGD, section 2, by default) with the run's learning-rate schedule and weight decay,
+    reducing gradients over a kvstore.
 
     The schedule counts optimizer updates: under dist_sync one per global step, so a worker's
     ``batches_per_epoch`` is the number of global steps per epoch. A resumed run starts the count at
@@ -107,19 +124,22 @@ def build_trainer(config, net, contexts, batches_per_epoch, precision, cluster=N
                                   config.num_epochs, warmup_epochs=config.warmup_epochs,
                                   warmup_lr=config.warmup_lr, decay=config.lr_decay,
                                   decay_epochs=config.lr_decay_epoch, poly_power=config.poly_power)
-    optimizer_params = dict(learning_rate=schedule.base_lr, momentum=config.momentum, wd=config.wd,
-                            lr_scheduler=schedule, begin_num_update=begin_num_update)
+    optimizer_params = dict(learning_rate=schedule.base_lr, wd=config.wd, lr_scheduler=schedule,
+                            begin_num_update=begin_num_update, **optimizer_settings(config.optimizer, config.momentum))
     update_on_kvstore = cluster.update_on_kvstore
     if update_on_kvstore is None:
         update_on_kvstore = precision.update_on_kvstore
-    trainer = gluon.Trainer(net.collect_params(), "nag", optimizer_params, kvstore=cluster.kvstore,
+    trainer = gluon.Trainer(net.collect_params(), config.optimizer, optimizer_params, kvstore=cluster.kvstore,
                             update_on_kvstore=update_on_kvstore)
     keep_multipliers_by_index(trainer.optimizer)
     return precision.prepare_trainer(trainer)
 
 
 def build_loss(config, teacher, sparse_targets):
-    """Cross-entropy, or distillation from ``teacher`` (section 5.3); both take (logits, targets, images)."""
+    """Cross-entropy, binary cross-entropy (``--bce-loss``) or distillation from ``teacher`` (section 5.3); each
+    takes (logits, targets, images)."""
+    if config.bce_loss:
+        return BinaryCrossEntropyLoss(sparse_targets, config.bce_target_thresh)
     if teacher is None:
         return CrossEntropyLoss(sparse_targets)
     return DistillationLoss(teacher, config.temperature, config.hard_weight, sparse_targets)
@@ -135,16 +155,26 @@ class Recipe:
     batch_transform: object
     precision: object
     step_batch: int
+    model_ema: object = None  # utils.ema.ModelEma with --model-ema
 
 
 def build_recipe(config, data, contexts, cluster=None, begin_num_update=0):
-    """Network, trainer, loss and batch transform, with the run's tricks resolved."""
+    """Network, trainer, loss, batch transform and, with --model-ema, the weights' average, tricks resolved."""
     cluster = cluster or Cluster(config.kvstore)
     precision = build_precision(config.dtype, contexts)
     net = build_network(config, data.num_classes, contexts)
     trainer = build_trainer(config, net, contexts, data.batches_per_epoch, precision, cluster, begin_num_update)
-    batch_transform = build_batch_transform(config, data.num_classes)
+    batch_transform = build_batch_transform(config, data.num_classes, cluster.rank * total_batch_size(config, contexts))
     teacher = build_teacher(config, data.num_classes, contexts)
     loss_fn = build_loss(config, teacher, batch_transform.sparse_targets)
+    model_ema = None
+    if config.model_ema:
+        # Another instance built as the network is; its values come from the network at the first step, so
+        # --pretrained-params is not read twice.
+        averaged = build_network(dataclasses.replace(config, pretrained_params=None), data.num_classes, contexts)
+        model_ema = ModelEma(net, averaged, config.model_ema_decay, config.model_ema_steps)
+        if cluster.is_async and cluster.is_chief:
+            logging.warning("--model-ema under --kvstore %s: each worker averages its own weights, which differ "
+                            "between workers, so their averages differ too; rank 0's is saved", config.kvstore)
     return Recipe(net, trainer, loss_fn, batch_transform, precision,
-                  step_batch=cluster.step_batch(total_batch_size(config, contexts)))
+                  step_batch=cluster.step_batch(total_batch_size(config, contexts)), model_ema=model_ema)

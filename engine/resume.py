@@ -78,22 +78,23 @@ def find_resume_point(config, global_batch, updates_per_epoch):
 
 
 def random_states(recipe):
-    """The generator states a checkpoint keeps: Python's, numpy's and mixup's.
+    """The generator states a checkpoint keeps: Python's, numpy's and the batch transform's (the generator of
+    mixup and CutMix, and the batch that random erasing draws for next).
 
     MXNet offers no way to read its generator's state; it is seeded afresh from (seed, epoch) at every
     epoch's start instead, so only operators drawing random numbers inside the network (dropout) differ
     after a mid-epoch resume.
     """
-    mixup = recipe.batch_transform.mixup
     return dict(python=random.getstate(), numpy=np.random.get_state(),
-                mixup=mixup.get_state() if mixup is not None else None)
+                batch_transform=recipe.batch_transform.get_state())
 
 
 def restore_random_states(recipe, states):
     random.setstate(states["python"])
     np.random.set_state(states["numpy"])
-    if states["mixup"] is not None and recipe.batch_transform.mixup is not None:
-        recipe.batch_transform.mixup.set_state(states["mixup"])
+    # Checkpoints written before CutMix and random erasing existed hold mixup's generator alone.
+    transform_state = states.get("batch_transform") or dict(mix_schedule=states["mixup"], epoch=None, next_batch=0)
+    recipe.batch_transform.set_state(transform_state)
 
 
 class RunState:
@@ -114,24 +115,37 @@ class RunState:
         """A checkpoint after epoch ``epoch``, or after ``batches_done`` of its batches (then ``meter``)."""
         mid_epoch = batches_done is not None
         # In a distributed job the optimizer states live on the servers, which MXNet cannot save.
-        trainer = self.recipe.trainer if self.cluster.num_workers == 1 else None
+        trainer = None if self.cluster.update_on_kvstore else self.recipe.trainer
+        model_ema = self.recipe.model_ema
         state = dict(epoch=epoch if mid_epoch else epoch + 1, batch=batches_done if mid_epoch else 0,
                      global_step=global_step, val_top1=val_top1, best_val_top1=self.best_val_top1,
                      best_epoch=self.best_epoch, epoch_meter=meter.state() if mid_epoch else None,
                      global_batch=self.global_batch,
+                     # The moving average's step count: its next update comes when the count reaches a multiple
+                     # of --model-ema-steps, also after a resume in the middle of an epoch.
+                     ema_steps=model_ema.steps_seen if model_ema is not None else None,
                      config=dataclasses.asdict(self.config))
+        average = {} if model_ema is None else dict(
+            ema_net=model_ema.averaged, ema_params_name=checkpoint.ema_params_name(self.config.model, epoch))
         folder = checkpoint.save_checkpoint(
             self.config.save_dir, checkpoint.checkpoint_name(epoch, batches_done), self.recipe.net, trainer,
-            state, random_states(self.recipe), checkpoint.params_name(self.config.model, epoch))
+            state, random_states(self.recipe), checkpoint.params_name(self.config.model, epoch), **average)
         checkpoint.prune_checkpoints(self.config.save_dir, self.config.keep_checkpoints)
         return folder
 
 
 def restore(start, recipe, contexts, cluster):
-    """Load the parameters, optimizer states and generator states that ``start`` points to."""
-    trainer = recipe.trainer if cluster.num_workers == 1 else None
+    """Load the parameters, optimizer states, generator states and weights' average that ``start`` points to.
+
+    GluonCV's files hold no average: it starts afresh from the loaded weights at the first step.
+    """
+    trainer = None if cluster.update_on_kvstore else recipe.trainer
+    model_ema = recipe.model_ema
     if start.checkpoint:
-        _, states = checkpoint.load_checkpoint(start.checkpoint, recipe.net, trainer, contexts)
+        state, states = checkpoint.load_checkpoint(start.checkpoint, recipe.net, trainer, contexts,
+                                                   model_ema.averaged if model_ema is not None else None)
+        if model_ema is not None:
+            model_ema.resume(state["ema_steps"])
         restore_random_states(recipe, states)
         logging.info("Resuming from %s: epoch %d, batch %d, %d updates done", start.checkpoint, start.epoch,
                      start.batch, start.global_step)

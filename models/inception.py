@@ -17,6 +17,7 @@ from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 from mxnet.gluon.contrib.nn import HybridConcurrent
 
+from models.drop_path import refuse_drop_path
 from models.registry import refuse_zero_gamma, register_model
 
 FEATURE_CHANNELS = 2048
@@ -128,11 +129,14 @@ class InceptionV3(HybridBlock):
         Must be False: Inception-v3 has no residual block, so zero-gamma has no BatchNorm to start at 0.
     norm_kwargs : dict, optional
         Extra arguments for every BatchNorm (e.g. ``use_global_stats``).
+    drop_path : float
+        Must be 0: Inception-v3 has no residual branch that stochastic depth could drop.
     """
 
-    def __init__(self, classes=1000, last_gamma=False, norm_kwargs=None, **kwargs):
+    def __init__(self, classes=1000, last_gamma=False, norm_kwargs=None, drop_path=0.0, **kwargs):
         super().__init__(**kwargs)
         refuse_zero_gamma(last_gamma, "Inception-v3")
+        refuse_drop_path(drop_path, "Inception-v3")
         norm_kwargs = dict(norm_kwargs or {})
         with self.name_scope():
             self.features = nn.HybridSequential(prefix="")

@@ -2,7 +2,7 @@
 
 The paper trains MobileNet (v1, Howard et al. 2017) beside ResNet-50 and Inception-V3 with the same recipe
 (He et al. 2019, sections 2.2, 3 and 5). MobileNet v2 (Sandler et al. 2018) is not in the paper; unlike v1 it has
-residual blocks, so zero-gamma (section 3.1) applies to it.
+residual blocks, so zero-gamma (section 3.1) and stochastic depth (``drop_path``) apply to it.
 
 Channel counts are the base widths times the multiplier, truncated by ``int()``, and parameter names follow
 GluonCV's ``MobileNet`` and ``MobileNetV2`` (one flat ``features`` sequence, then ``output``), so that ``.params``
@@ -14,6 +14,7 @@ from functools import partial
 from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
+from models.drop_path import drop_path, linear_decay_rates, refuse_drop_path
 from models.registry import refuse_zero_gamma, register_model
 
 MULTIPLIERS = (1.0, 0.75, 0.5, 0.25)
@@ -73,11 +74,14 @@ class MobileNetV1(HybridBlock):
         Must be False: there is no residual block whose last BatchNorm zero-gamma could start at 0.
     norm_kwargs : dict, optional
         Extra arguments for every BatchNorm (e.g. ``use_global_stats``).
+    drop_path : float
+        Must be 0: there is no residual branch that stochastic depth could drop.
     """
 
-    def __init__(self, multiplier=1.0, classes=1000, last_gamma=False, norm_kwargs=None, **kwargs):
+    def __init__(self, multiplier=1.0, classes=1000, last_gamma=False, norm_kwargs=None, drop_path=0.0, **kwargs):
         super().__init__(**kwargs)
         refuse_zero_gamma(last_gamma, "MobileNet v1")
+        refuse_drop_path(drop_path, "MobileNet v1")
         norm_kwargs = dict(norm_kwargs or {})
         with self.name_scope():
             self.features = nn.HybridSequential(prefix="")
@@ -101,12 +105,15 @@ class InvertedResidual(HybridBlock):
 
     1x1 expansion to ``t`` times the input width (omitted when t = 1), 3x3 depthwise conv carrying the stride,
     then a linear 1x1 projection: no activation after it, since a ReLU on the narrow output would destroy
-    information (section 3.2). The input is added back when stride and width allow an identity shortcut.
+    information (section 3.2). The input is added back when stride and width allow an identity shortcut; then,
+    in training, the rest is dropped per sample with probability ``drop_rate`` (stochastic depth).
     """
 
-    def __init__(self, in_channels, channels, expansion, stride, last_gamma, norm_kwargs, **kwargs):
+    def __init__(self, in_channels, channels, expansion, stride, last_gamma, norm_kwargs, drop_rate=0.0, **kwargs):
         super().__init__(**kwargs)
         self.use_shortcut = stride == 1 and in_channels == channels
+        # Without a shortcut, dropping the branch would drop the whole signal, not skip a block.
+        self.drop_rate = drop_rate if self.use_shortcut else 0.0
         hidden = in_channels * expansion
         with self.name_scope():
             self.out = nn.HybridSequential()
@@ -119,7 +126,7 @@ class InvertedResidual(HybridBlock):
 
     def hybrid_forward(self, F, x):
         out = self.out(x)
-        return out + x if self.use_shortcut else out
+        return drop_path(F, out, self.drop_rate) + x if self.use_shortcut else out
 
 
 class MobileNetV2(HybridBlock):
@@ -137,11 +144,16 @@ class MobileNetV2(HybridBlock):
         starts with gamma = 0, so that block starts as the identity.
     norm_kwargs : dict, optional
         Extra arguments for every BatchNorm (e.g. ``use_global_stats``).
+    drop_path : float
+        Stochastic depth (Huang et al. 2016): block l of the 17 has the rate ``drop_path`` x l / 17, counted over
+        every block as timm's MobileNet v2 does; in training each of the 10 blocks with an identity shortcut drops
+        its branch per sample at its rate (see :mod:`models.drop_path`).
     """
 
-    def __init__(self, multiplier=1.0, classes=1000, last_gamma=False, norm_kwargs=None, **kwargs):
+    def __init__(self, multiplier=1.0, classes=1000, last_gamma=False, norm_kwargs=None, drop_path=0.0, **kwargs):
         super().__init__(**kwargs)
         norm_kwargs = dict(norm_kwargs or {})
+        drop_rates = iter(linear_decay_rates(drop_path, sum(repeats for _, _, repeats, _ in MOBILENET_V2_STAGES)))
         with self.name_scope():
             self.features = nn.HybridSequential(prefix="features_")
             with self.features.name_scope():
@@ -151,7 +163,7 @@ class MobileNetV2(HybridBlock):
                     for position in range(repeats):
                         stride = first_stride if position == 0 else 1
                         self.features.add(InvertedResidual(in_channels, out_channels, expansion, stride,
-                                                           last_gamma, norm_kwargs))
+                                                           last_gamma, norm_kwargs, drop_rate=next(drop_rates)))
                         in_channels = out_channels
                 last_channels = MOBILENET_V2_LAST_CHANNELS
                 if multiplier > 1:

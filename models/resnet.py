@@ -13,13 +13,15 @@ ResNet-D (v1d)    True                True         True
 
 Parameter names follow GluonCV's ``ResNetV1b`` (``conv1``, ``bn1``, ``layer1`` ... ``layer4``, ``fc``; blocks with
 ``conv1``..``conv3``, ``bn1``..``bn3``, ``downsample``), so ``.params`` files of the B, C and D variants are
-interchangeable with GluonCV's; ``tests/test_models.py`` freezes them.
+interchangeable with GluonCV's; ``tests/test_models.py`` freezes them. Stochastic depth (``drop_path``) adds no
+parameter, so it leaves them as they are.
 """
 from functools import partial
 
 from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
+from models.drop_path import drop_path, linear_decay_rates
 from models.registry import register_model
 
 STAGE_WIDTHS = (64, 128, 256, 512)
@@ -34,12 +36,17 @@ def _conv(channels, kernel, stride=1):
 
 
 class BasicBlock(HybridBlock):
-    """Two 3x3 convolutions (ResNet-18/34); the stride sits on the first. ``stride_in_3x3`` has no effect here."""
+    """Two 3x3 convolutions (ResNet-18/34); the stride sits on the first. ``stride_in_3x3`` has no effect here.
+
+    In training the branch is dropped per sample with probability ``drop_rate`` (stochastic depth).
+    """
 
     expansion = 1
 
-    def __init__(self, width, stride, downsample, last_gamma, norm_kwargs, stride_in_3x3=True, **kwargs):
+    def __init__(self, width, stride, downsample, last_gamma, norm_kwargs, stride_in_3x3=True, drop_rate=0.0,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.drop_rate = drop_rate
         with self.name_scope():
             self.conv1 = _conv(width, 3, stride)
             self.bn1 = _batch_norm(norm_kwargs)
@@ -50,7 +57,7 @@ class BasicBlock(HybridBlock):
     def hybrid_forward(self, F, x):
         shortcut = x if self.downsample is None else self.downsample(x)
         out = F.Activation(self.bn1(self.conv1(x)), act_type="relu")
-        out = self.bn2(self.conv2(out))
+        out = drop_path(F, self.bn2(self.conv2(out)), self.drop_rate)
         return F.Activation(out + shortcut, act_type="relu")
 
 
@@ -59,12 +66,15 @@ class Bottleneck(HybridBlock):
 
     The original ResNet strides the first 1x1 convolution, which skips three quarters of the input;
     ResNet-B (``stride_in_3x3=True``) moves the stride to the 3x3 convolution so that no input is ignored.
+    In training the branch is dropped per sample with probability ``drop_rate`` (stochastic depth).
     """
 
     expansion = 4
 
-    def __init__(self, width, stride, downsample, last_gamma, norm_kwargs, stride_in_3x3=True, **kwargs):
+    def __init__(self, width, stride, downsample, last_gamma, norm_kwargs, stride_in_3x3=True, drop_rate=0.0,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.drop_rate = drop_rate
         with self.name_scope():
             self.conv1 = _conv(width, 1, 1 if stride_in_3x3 else stride)
             self.bn1 = _batch_norm(norm_kwargs)
@@ -78,7 +88,7 @@ class Bottleneck(HybridBlock):
         shortcut = x if self.downsample is None else self.downsample(x)
         out = F.Activation(self.bn1(self.conv1(x)), act_type="relu")
         out = F.Activation(self.bn2(self.conv2(out)), act_type="relu")
-        out = self.bn3(self.conv3(out))
+        out = drop_path(F, self.bn3(self.conv3(out)), self.drop_rate)
         return F.Activation(out + shortcut, act_type="relu")
 
 
@@ -130,12 +140,16 @@ class ResNetV1(HybridBlock):
         so every block starts as the identity.
     norm_kwargs : dict, optional
         Extra arguments for every BatchNorm (e.g. ``use_global_stats``).
+    drop_path : float
+        Stochastic depth (Huang et al. 2016): in training, block l of the network's L blocks drops its residual
+        branch per sample with probability ``drop_path`` x l / L (see :mod:`models.drop_path`).
     """
 
     def __init__(self, block, layers, classes=1000, stride_in_3x3=False, deep_stem=False, stem_width=32,
-                 avg_down=False, last_gamma=False, norm_kwargs=None, **kwargs):
+                 avg_down=False, last_gamma=False, norm_kwargs=None, drop_path=0.0, **kwargs):
         super().__init__(**kwargs)
         norm_kwargs = dict(norm_kwargs or {})
+        drop_rates = iter(linear_decay_rates(drop_path, sum(layers)))
         with self.name_scope():
             self.conv1 = _stem(deep_stem, stem_width, norm_kwargs)
             self.bn1 = _batch_norm(norm_kwargs)
@@ -152,7 +166,7 @@ class ResNetV1(HybridBlock):
                         if stride != 1 or in_channels != out_channels:
                             downsample = _shortcut_projection(out_channels, stride, avg_down, norm_kwargs)
                         stage.add(block(width, stride, downsample, last_gamma, norm_kwargs,
-                                        stride_in_3x3=stride_in_3x3))
+                                        stride_in_3x3=stride_in_3x3, drop_rate=next(drop_rates)))
                         in_channels = out_channels
                 setattr(self, f"layer{index + 1}", stage)
             self.avgpool = nn.GlobalAvgPool2D()

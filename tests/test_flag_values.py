@@ -34,6 +34,9 @@ OUT_OF_BOUNDS = [
     ("--wd", "-0.0001", ()),
     ("--lr-decay", "0", ()), ("--lr-decay", "-0.1", ()), ("--lr-decay", "1.5", ()),
     ("--poly-power", "0", ()), ("--poly-power", "-1", ()),
+    ("--cutmix", "-1", ()), ("--mixup-prob", "1.5", ()), ("--mixup-switch-prob", "-0.1", ()),
+    ("--reprob", "1.5", ()), ("--model-ema-decay", "1", ()), ("--model-ema-steps", "0", ()),
+    ("--drop-path", "1", ()), ("--bce-target-thresh", "1.5", ("--bce-loss",)),
     ("--warmup-epochs", "-1", ()), ("--warmup-epochs", "2", ()),
     ("--warmup-lr", "-0.1", ()),
     ("--label-smoothing", "-0.1", ()), ("--label-smoothing", "1", ()),
@@ -89,7 +92,10 @@ def test_messages_say_the_bounds(tiny_set, tmp_path, capsys):
                            (["--num-classes", "1"], "--num-classes must be at least 2, got 1"),
                            (["--seed", "-1"], "--seed must be in [0, 4294967295], got -1"),
                            (["--mixup", "--mixup-off-epoch", "2"],
-                            "--mixup-off-epoch 2 turns mixup off for all --num-epochs 2; give fewer than 2 epochs "
+                            "--mixup-off-epoch 2 turns mixing off for all --num-epochs 2; give fewer than 2 epochs "
+                            "without mixup"),
+                           (["--cutmix", "1", "--mixup-off-epoch", "2"],
+                            "--mixup-off-epoch 2 turns mixing off for all --num-epochs 2; give fewer than 2 epochs "
                             "without mixup"),
                            (["--resume-epoch", "2"], "--resume-epoch 2 is not an epoch of --num-epochs 2"),
                            (["--lr-decay-epoch=-1,1"],
@@ -217,3 +223,13 @@ def test_unknown_kvstore_lists_the_known_ones(tiny_set, tmp_path, capsys):
         "horovod")
     assert _error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "nccl")) == (
         "error: --kvstore nccl reduces gradients between GPUs; give --num-gpus or --gpus, or use --kvstore device")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--bce-loss", "--teacher", "resnet18_v1b"), "error: --bce-loss with --teacher: distillation's soft term is a "
+                                                  "softmax cross-entropy; drop one of the two"),
+    (("--bce-target-thresh", "0.2"), "error: --bce-target-thresh needs --bce-loss"),
+    (("--export-ema",), "error: --export-ema needs --model-ema, the average it exports"),
+])
+def test_tricks_that_need_or_exclude_another_are_one_line(flags, message, tiny_set, tmp_path, capsys):
+    assert _error_line(capsys, tiny_args(tiny_set, tmp_path, *flags)) == message

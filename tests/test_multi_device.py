@@ -19,7 +19,7 @@ from utils import checkpoint
 from utils.batch_transform import BatchTransform
 from utils.devices import build_contexts, split_batch
 from utils.distillation import CrossEntropyLoss
-from utils.mixup import MixupSchedule
+from utils.mixup import MixSchedule
 from utils.precision import Float16, build_precision
 from utils.seeding import seed_everything
 
@@ -161,9 +161,9 @@ def test_mixup_pairs_images_within_each_devices_slice_with_one_lambda_everywhere
     worker_0, worker_1 = (build_batch_transform(config, 3) for _ in range(2))
     slices = [mx.nd.arange(24).reshape((4, 6)) + 100 * device for device in range(2)]
     labels = [mx.nd.array([0, 1, 2, 0]), mx.nd.array([1, 1, 2, 2])]
-    lambdas = MixupSchedule(0.4, config.num_epochs, seed=config.seed)
+    lambdas = MixSchedule(0.4, 0.0, config.num_epochs, seed=config.seed)
     for _ in range(3):
-        lam = lambdas.draw(0)
+        lam = lambdas.draw(0, (4, 6)).lam
         for worker in (worker_0, worker_1):
             images, targets, _ = worker(slices, labels, 0)
             for image, target, original, label in zip(images, targets, slices, labels):
@@ -171,3 +171,17 @@ def test_mixup_pairs_images_within_each_devices_slice_with_one_lambda_everywhere
                                            (1 - lam) * original.asnumpy()[::-1], rtol=1e-6)
                 one_hot = np.eye(3)[label.asnumpy().astype(int)]
                 np.testing.assert_allclose(target.asnumpy(), lam * one_hot + (1 - lam) * one_hot[::-1], rtol=1e-6)
+
+
+def test_initial_weights_are_drawn_from_the_runs_seed_when_the_network_is_built(tiny_set):
+    """Each dist worker seeds its epochs by rank before the first batch; the weights must not depend on that."""
+    config = _config(tiny_args(tiny_set, "unused", "--no-last-gamma"))
+    weights = []
+    for worker_seed in (1, 2):
+        seed_everything(config.seed)
+        net = build_network(config, 3, [mx.cpu()])
+        mx.random.seed(worker_seed)
+        net(mx.nd.zeros((1, 3, 24, 24)))
+        weights.append({name: param.data().asnumpy() for name, param in net._collect_params_with_prefix().items()})
+    for name, value in weights[0].items():
+        np.testing.assert_array_equal(weights[1][name], value, err_msg=name)

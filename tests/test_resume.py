@@ -25,10 +25,15 @@ from utils import checkpoint
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DETERMINISTIC = dict(os.environ, MXNET_ENFORCE_DETERMINISM="1", OMP_NUM_THREADS="1", MXNET_ENGINE_TYPE="NaiveEngine",
                      PYTHONUNBUFFERED="1")
-# Every trick whose state crosses epochs: warmup and cosine (the update count), mixup (its generator), smoothing.
-RECIPE = ["--num-epochs", "4", "--lr-mode", "cosine", "--warmup-epochs", "1", "--mixup", "--label-smoothing",
-          "--save-frequency", "1", "--keep-checkpoints", "2"]
+# Every trick whose state crosses epochs: warmup and cosine (the update count), mixup and CutMix (their generator),
+# random erasing (the batch it is at), smoothing, the weights' moving average (its values and its step count:
+# updated every 5th step, 6 an epoch, so that the resumes below, after epoch 0 or 1 or batch 1 to 3 of epoch 1,
+# fall between two updates).
+RECIPE = ["--num-epochs", "4", "--lr-mode", "cosine", "--warmup-epochs", "1", "--mixup", "--cutmix", "1.0",
+          "--mixup-prob", "0.8", "--reprob", "0.5", "--label-smoothing", "--model-ema", "--model-ema-decay", "0.9",
+          "--model-ema-steps", "5", "--save-frequency", "1", "--keep-checkpoints", "2"]
 FINAL_PARAMS = "resnet18_v1d-0003.params"
+FINAL_EMA_PARAMS = "resnet18_v1d-ema-0003.params"
 
 
 def _start(tiny_set, save_dir, *extra):
@@ -84,9 +89,16 @@ def _assert_same_params(path, reference_path):
         np.testing.assert_array_equal(actual[name], expected[name], err_msg=name)
 
 
+def _assert_same_final_params(save_dir, reference):
+    """The network's and the moving average's final parameters are the reference run's, bit for bit."""
+    for name in (FINAL_PARAMS, FINAL_EMA_PARAMS):
+        _assert_same_params(save_dir / name, reference / name)
+
+
 def _metrics(save_dir):
     """The figures of metrics.jsonl that do not depend on the machine's speed."""
-    return [{key: record[key] for key in ("epoch", "lr", "train_loss", "train_top1", "val_top1", "val_top5")}
+    return [{key: record[key] for key in ("epoch", "lr", "train_loss", "train_top1", "val_top1", "val_top5",
+                                          "val_top1_ema", "val_top5_ema")}
             for record in checkpoint.read_metrics(str(save_dir))]
 
 
@@ -102,7 +114,7 @@ def test_two_uninterrupted_runs_are_identical(reference, tiny_set, tmp_path):
     """The premise of the resume tests: in deterministic mode a run repeats bit for bit."""
     save_dir = tmp_path / "again"
     _finish(_start(tiny_set, save_dir), save_dir)
-    _assert_same_params(save_dir / FINAL_PARAMS, reference / FINAL_PARAMS)
+    _assert_same_final_params(save_dir, reference)
 
 
 def test_kill_9_while_writing_a_checkpoint_and_mid_epoch_then_resume_gives_the_same_run(reference, tiny_set,
@@ -127,7 +139,7 @@ def test_kill_9_while_writing_a_checkpoint_and_mid_epoch_then_resume_gives_the_s
     # 3. Resume to the end.
     output = _finish(_start(tiny_set, save_dir, "--resume"), save_dir)
     assert output.count("Resuming from") == 2, output
-    _assert_same_params(save_dir / FINAL_PARAMS, reference / FINAL_PARAMS)
+    _assert_same_final_params(save_dir, reference)
     assert _metrics(save_dir) == _metrics(reference)
     # The 2 newest checkpoints and the best (by validation top-1; of equals the newest) are kept.
     assert not any(name.startswith(".") for name in os.listdir(checkpoint.checkpoints_dir(str(save_dir))))
@@ -146,7 +158,7 @@ def test_sigterm_saves_mid_epoch_and_resume_finishes_the_same_epoch(reference, t
     assert len(mid_epoch) == 1 and mid_epoch[0].startswith("epoch-0001-batch-"), mid_epoch
 
     _finish(_start(tiny_set, save_dir, "--resume"), save_dir)
-    _assert_same_params(save_dir / FINAL_PARAMS, reference / FINAL_PARAMS)
+    _assert_same_final_params(save_dir, reference)
     # The resumed epoch 1 reports its whole loss and top-1, the batches before the signal included.
     assert _metrics(save_dir) == _metrics(reference)
 
@@ -222,7 +234,7 @@ def test_resuming_a_finished_run_trains_nothing(reference, tiny_set, tmp_path):
     shutil.copytree(reference, save_dir)
     assert train_imagenet.main(tiny_args(tiny_set, save_dir, *RECIPE, "--resume")) == 0
     assert checkpoint.read_metrics(str(save_dir)) == checkpoint.read_metrics(str(reference))
-    _assert_same_params(save_dir / FINAL_PARAMS, reference / FINAL_PARAMS)
+    _assert_same_final_params(save_dir, reference)
 
 
 def test_a_diverging_run_leaves_the_last_good_checkpoint_untouched(tiny_set, tmp_path, capsys):
@@ -256,5 +268,5 @@ def test_two_devices_resume_their_momenta_and_statistics_exactly(tiny_set, tmp_p
     process.kill()
     process.wait()
     _finish(_start(tiny_set, save_dir, *two_devices, "--resume"), save_dir)
-    _assert_same_params(save_dir / FINAL_PARAMS, reference / FINAL_PARAMS)
+    _assert_same_final_params(save_dir, reference)
     assert _metrics(save_dir) == _metrics(reference)

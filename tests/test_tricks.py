@@ -22,7 +22,7 @@ from utils.distillation import CrossEntropyLoss, DistillationLoss
 from utils.errors import UserError
 from utils.label_smoothing import smooth_targets
 from utils.lr_schedule import build_lr_scheduler, linear_scaled_lr
-from utils.mixup import MixupSchedule, dominant_labels, mix
+from utils.mixup import MixDraw, MixSchedule, dominant_labels, mix
 from utils.weight_decay import apply_no_bias_decay
 
 
@@ -96,12 +96,13 @@ def test_mixup_formula_with_a_fixed_lambda():
 
 
 def test_mixup_schedule_draws_beta_and_stops_for_the_last_epochs():
-    schedule = MixupSchedule(alpha=0.2, num_epochs=10, off_epochs=2, seed=0)
-    draws = [schedule.draw(epoch=0) for _ in range(2000)]
+    schedule = MixSchedule(mixup_alpha=0.2, cutmix_alpha=0.0, num_epochs=10, off_epochs=2, seed=0)
+    draws = [schedule.draw(0, (24, 24)).lam for _ in range(2000)]
     assert all(0 <= lam <= 1 for lam in draws)
     assert np.mean(draws) == pytest.approx(0.5, abs=0.03)          # Beta(a, a) has mean 1/2
     assert np.var(draws) == pytest.approx(1 / (4 * (2 * 0.2 + 1)), abs=0.02)  # and variance 1/(4(2a+1))
-    assert schedule.draw(epoch=7) != 1.0 and schedule.draw(epoch=8) == 1.0 == schedule.draw(epoch=9)
+    assert schedule.draw(7, (24, 24)).lam != 1.0 and schedule.draw(8, (24, 24)) == MixDraw("none") == schedule.draw(
+        9, (24, 24))
 
 
 class _FixedLambda:
@@ -110,8 +111,8 @@ class _FixedLambda:
     def __init__(self, lam):
         self.lam = lam
 
-    def draw(self, epoch):
-        return self.lam
+    def draw(self, epoch, image_size):
+        return MixDraw("mixup", self.lam)
 
 
 def _arrays(*rows):
@@ -134,7 +135,7 @@ def test_batch_transform_without_tricks_passes_the_batch_through():
 ])
 def test_batch_transform_smooths_then_mixes_worked_by_hand(lam, mixed_images, mixed_targets, dominant):
     """3 classes, labels [0, 2], eps 0.1 paper style (0.9 and 0.05), images 10 and 20."""
-    transform = BatchTransform(3, 0.1, "paper", _FixedLambda(lam))
+    transform = BatchTransform(3, 0.1, "paper", mix_schedule=_FixedLambda(lam))
     images, targets, metric_labels = transform(_arrays([[[[10.0]]], [[[20.0]]]]), _arrays([0, 2]), epoch=0)
     np.testing.assert_allclose(images[0].asnumpy().ravel(), mixed_images, rtol=1e-6)
     np.testing.assert_allclose(targets[0].asnumpy(), mixed_targets, rtol=1e-6)
@@ -144,7 +145,7 @@ def test_batch_transform_smooths_then_mixes_worked_by_hand(lam, mixed_images, mi
 def test_batch_transform_mixes_one_hot_targets_within_each_device_slice():
     """Without smoothing the targets are one-hot; each device's slice pairs its own first and last image."""
     images = _arrays([[[[10.0]]], [[[20.0]]]], [[[[30.0]]], [[[40.0]]]])
-    images, targets, _ = BatchTransform(3, mixup=_FixedLambda(0.7))(images, _arrays([0, 2], [1, 1]), epoch=0)
+    images, targets, _ = BatchTransform(3, mix_schedule=_FixedLambda(0.7))(images, _arrays([0, 2], [1, 1]), epoch=0)
     assert [x.asnumpy().ravel().tolist() for x in images] == [pytest.approx([13, 17]), pytest.approx([33, 37])]
     np.testing.assert_allclose(targets[0].asnumpy(), [[0.7, 0, 0.3], [0.3, 0, 0.7]], rtol=1e-6)
     np.testing.assert_allclose(targets[1].asnumpy(), [[0, 1, 0], [0, 1, 0]], rtol=1e-6)

@@ -1,35 +1,72 @@
-"""What one training batch trains on: its labels as they are, smoothed (section 5.2), mixed (section 5.4)."""
+"""What one training batch trains on: its labels as they are, smoothed (section 5.2), mixed by mixup (section 5.4)
+or CutMix (``utils/cutmix.py``); then its images randomly erased (``utils/random_erasing.py``)."""
+from utils.cutmix import cutmix
 from utils.label_smoothing import smooth_targets
-from utils.mixup import dominant_labels, mix
+from utils.mixup import UNMIXED, dominant_labels, mix
 
 
 class BatchTransform:
-    """Built once before the loop from the run's tricks; called on every batch's per-device slices.
+    """Built once before the loop from the run's tricks; called on every batch's per-device slices, in order.
 
-    Returns the images to train on, the targets for the loss (integer labels when neither trick is on,
-    dense rows otherwise) and the labels that the training accuracy is measured against (under mixup the
-    dominant one of each pair).
+    Returns the images to train on, the targets for the loss (integer labels unless smoothing or mixing is on,
+    dense rows otherwise) and the labels that the training accuracy is measured against (under mixup and
+    CutMix the dominant one of each pair).
+
+    ``mix_schedule`` (``utils.mixup.MixSchedule``) draws each batch's mixing; ``erasing``
+    (``utils.random_erasing.RandomErasing``) erases after it, and needs to know where each image is in the
+    global batch: ``first_index`` is the index of this process's first image (0 but under ``dist_*``), and
+    each device's slice follows the previous one. It also needs the batch's number in its epoch: the transform
+    counts the calls of each epoch, and a checkpoint keeps the count (``get_state``).
     """
 
-    def __init__(self, num_classes, label_smoothing=0.0, smoothing_style="paper", mixup=None):
+    def __init__(self, num_classes, label_smoothing=0.0, smoothing_style="paper", mix_schedule=None, erasing=None,
+                 first_index=0):
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
         self.smoothing_style = smoothing_style
-        self.mixup = mixup
+        self.mix_schedule = mix_schedule
+        self.erasing = erasing
+        self.first_index = first_index
+        self._epoch, self._next_batch = None, 0
 
     @property
     def sparse_targets(self):
         """True when the loss gets integer labels rather than target distributions."""
-        return not self.label_smoothing and self.mixup is None
+        return not self.label_smoothing and self.mix_schedule is None
+
+    def get_state(self):
+        """What a checkpoint keeps so that a resumed run transforms its batches as the uninterrupted run would:
+        the mixing schedule's generator, and the epoch and number of the next batch."""
+        schedule = self.mix_schedule.get_state() if self.mix_schedule is not None else None
+        return dict(mix_schedule=schedule, epoch=self._epoch, next_batch=self._next_batch)
+
+    def set_state(self, state):
+        if state["mix_schedule"] is not None and self.mix_schedule is not None:
+            self.mix_schedule.set_state(state["mix_schedule"])
+        self._epoch, self._next_batch = state["epoch"], state["next_batch"]
 
     def __call__(self, images, labels, epoch):
-        if self.sparse_targets:
-            return images, labels, labels
-        targets = [smooth_targets(label, self.num_classes, self.label_smoothing, self.smoothing_style)
-                   for label in labels]
-        lam = self.mixup.draw(epoch) if self.mixup is not None else 1.0
-        if lam == 1.0:
-            return images, targets, labels
-        mixed = [mix(image, target, lam) for image, target in zip(images, targets)]
-        return ([pair[0] for pair in mixed], [pair[1] for pair in mixed],
-                [dominant_labels(label, lam) for label in labels])
+        batch = self._next_batch if epoch == self._epoch else 0
+        self._epoch, self._next_batch = epoch, batch + 1
+        targets, metric_labels = labels, labels
+        if not self.sparse_targets:
+            targets = [smooth_targets(label, self.num_classes, self.label_smoothing, self.smoothing_style)
+                       for label in labels]
+            draw = UNMIXED if self.mix_schedule is None else self.mix_schedule.draw(epoch, images[0].shape[-2:])
+            if draw.lam != 1.0:
+                if draw.mode == "cutmix":
+                    mixed = [cutmix(image, target, draw.box, draw.lam) for image, target in zip(images, targets)]
+                else:
+                    mixed = [mix(image, target, draw.lam) for image, target in zip(images, targets)]
+                images, targets = [pair[0] for pair in mixed], [pair[1] for pair in mixed]
+                metric_labels = [dominant_labels(label, draw.lam) for label in labels]
+        if self.erasing is not None:
+            images = self._erase(images, epoch, batch)
+        return images, targets, metric_labels
+
+    def _erase(self, images, epoch, batch):
+        erased, first_index = [], self.first_index
+        for image in images:
+            erased.append(self.erasing(image, epoch, batch, first_index))
+            first_index += image.shape[0]
+        return erased

@@ -2,7 +2,8 @@
 
 A checkpoint is a folder ``SAVE_DIR/checkpoints/epoch-EEEE`` (after epoch EEEE) or
 ``epoch-EEEE-batch-BBBBBB`` (stopped by a signal after batch BBBBBB of epoch EEEE) holding the network's
-parameters (``<model>-EEEE.params``, loadable on its own like any saved network), the trainer's optimizer
+parameters (``<model>-EEEE.params``, loadable on its own like any saved network), with ``--model-ema`` those
+of the weights' moving average (``<model>-ema-EEEE.params``, loadable the same way), the trainer's optimizer
 states, the random generators' states and ``state.json`` (where to go on, the best epoch so far, the run's
 settings). It is written under a hidden temporary name and renamed into place, so a folder under a final
 name is always whole, whatever moment a crash or a ``kill -9`` hits.
@@ -30,6 +31,15 @@ def params_name(model, epoch):
 
 def params_path(save_dir, model, epoch):
     return os.path.join(save_dir, params_name(model, epoch))
+
+
+def ema_params_name(model, epoch):
+    """``<model>-ema-<epoch>.params``: the weights' moving average (``--model-ema``), loaded as ``params_name``'s."""
+    return f"{model}-ema-{epoch:04d}.params"
+
+
+def ema_params_path(save_dir, model, epoch):
+    return os.path.join(save_dir, ema_params_name(model, epoch))
 
 
 def export_prefix(save_dir, model):
@@ -109,24 +119,28 @@ def keep_metrics_before(save_dir, epoch):
     atomic_write_text(metrics_path(save_dir), "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
 
-def save_checkpoint(save_dir, name, net, trainer, state, random_states, params_name):
+def save_checkpoint(save_dir, name, net, trainer, state, random_states, params_name, ema_net=None,
+                    ema_params_name=None):
     """Write checkpoint ``name`` whole or not at all; returns its folder.
 
     ``state`` (JSON) says where the run goes on; ``random_states`` (pickled) holds generator states;
-    ``trainer`` may be None when its states live elsewhere (on a distributed job's servers).
+    ``trainer`` may be None when its states live elsewhere (on a distributed job's servers); ``ema_net``, the
+    weights' moving average, is saved as ``ema_params_name`` when given.
     """
     final = os.path.join(checkpoints_dir(save_dir), name)
     os.makedirs(checkpoints_dir(save_dir), exist_ok=True)
     temporary = tempfile.mkdtemp(prefix=f".{name}.", dir=checkpoints_dir(save_dir))
     net.save_parameters(os.path.join(temporary, params_name))
+    if ema_net is not None:
+        ema_net.save_parameters(os.path.join(temporary, ema_params_name))
     if trainer is not None:
         trainer.save_states(os.path.join(temporary, TRAINER_STATES))
     with open(os.path.join(temporary, RANDOM_STATES), "wb") as handle:
         pickle.dump(random_states, handle)
     # state.json goes last: a folder holding it has every other file of the checkpoint.
     with open(os.path.join(temporary, STATE), "w") as handle:
-        json.dump(dict(state, params=params_name, trainer_states=trainer is not None), handle, indent=2,
-                  sort_keys=True)
+        json.dump(dict(state, params=params_name, ema_params=ema_params_name, trainer_states=trainer is not None),
+                  handle, indent=2, sort_keys=True)
     _sync_folder(temporary)
     if os.path.exists(final):
         shutil.rmtree(final)
@@ -180,13 +194,16 @@ def read_checkpoint_state(folder):
         return json.load(handle)
 
 
-def load_checkpoint(folder, net, trainer, contexts):
-    """Load a checkpoint's parameters into ``net`` and optimizer states into ``trainer`` (unless None).
+def load_checkpoint(folder, net, trainer, contexts, ema_net=None):
+    """Load a checkpoint's parameters into ``net``, optimizer states into ``trainer`` (unless None) and the
+    weights' moving average into ``ema_net`` (unless None).
 
     Returns ``(state, random_states)``.
     """
     state = read_checkpoint_state(folder)
     net.load_parameters(os.path.join(folder, state["params"]), ctx=contexts)
+    if ema_net is not None:
+        ema_net.load_parameters(os.path.join(folder, state["ema_params"]), ctx=contexts)
     if trainer is not None and state["trainer_states"]:
         trainer.load_states(os.path.join(folder, TRAINER_STATES))
     with open(os.path.join(folder, RANDOM_STATES), "rb") as handle:
@@ -213,7 +230,15 @@ def prune_checkpoints(save_dir, keep):
 
 def save_params(net, save_dir, model, epoch):
     """Save the network's parameters for ``epoch``; the file appears whole or not at all."""
-    path = params_path(save_dir, model, epoch)
+    return _save_whole(net, params_path(save_dir, model, epoch))
+
+
+def save_ema_params(ema_net, save_dir, model, epoch):
+    """Save the weights' moving average for ``epoch`` beside the network's parameters, whole or not at all."""
+    return _save_whole(ema_net, ema_params_path(save_dir, model, epoch))
+
+
+def _save_whole(net, path):
     with atomic_write(path) as temporary:
         net.save_parameters(temporary)
     return path

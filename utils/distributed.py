@@ -103,3 +103,32 @@ def weights_fingerprint(net):
         if param.grad_req != "null":
             digest.update(param.data(param.list_ctx()[0]).asnumpy().tobytes())
     return digest.hexdigest()
+
+
+def start_kvstore(trainer, step_batch):
+    """Create the trainer's kvstore and give every device and worker the same starting parameters, before its
+    first step, which divides the gradient by ``step_batch``.
+
+    Two orderings that MXNet 1.9.1 leaves open are closed here. A static-memory graph's writes to BatchNorm's
+    running statistics are not ordered before later reads, so the queued work is finished before device 0's
+    parameters are copied to the others. Under ``dist_*``, rank 0 pushes the initial values from the
+    parameters' own arrays on CPU and passes the init barrier without waiting for the push to reach the servers
+    (``KVStoreDist::InitImpl``), so another worker's first pull could arrive first and the server aborts ("init
+    K first"); here rank 0 finishes its pushes and a second barrier holds the others until it has.
+    """
+    mx.nd.waitall()
+    # The optimizer goes to the servers with the kvstore, so it must carry the gradient's scale already.
+    trainer._check_and_rescale_grad(trainer._scale / step_batch)
+    trainer._init_kvstore()
+    kvstore = trainer._kvstore
+    if kvstore is None or "dist" not in kvstore.type:
+        trainer._init_params()
+        return
+    params = trainer._params_to_init
+    keys = [trainer._param2idx[param.name] for param in params]
+    kvstore.init(keys, [param.list_data()[0] for param in params])
+    mx.nd.waitall()
+    kvstore._barrier()
+    kvstore.pull(keys, out=[param.list_data() for param in params])
+    mx.nd.waitall()
+    trainer._params_to_init = []

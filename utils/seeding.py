@@ -9,9 +9,13 @@ import mxnet as mx
 import numpy as np
 
 
-def epoch_seed(seed, epoch):
-    """A 31-bit seed for one epoch of one run; runs with neighbouring seeds do not share epochs."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] >> 1)
+def epoch_seed(seed, epoch, worker=0):
+    """A 31-bit seed for one epoch of one run; runs with neighbouring seeds do not share epochs.
+
+    ``worker``, a distributed job's rank, gives each worker its own stream for what the network draws
+    (stochastic depth, dropout); worker 0's is the one-machine run's.
+    """
+    return int(np.random.SeedSequence([seed, epoch, *([worker] if worker else [])]).generate_state(1)[0] >> 1)
 
 
 def seed_everything(seed):
