@@ -1,4 +1,5 @@
-"""What the tricks cost in training throughput: baseline vs all tricks vs all tricks with a teacher.
+"""What the tricks cost in training throughput: the paper's (all at once, and with a teacher) and each trick
+beyond the paper on its own, against the baseline.
 
 Each configuration runs the project's own training step (``engine.loop.train_one_epoch``: input pipeline,
 augmentation, forward, backward, update, metrics) for the same number of batches from the same packed data;
@@ -34,6 +35,17 @@ from data.records import RecordFiles, read_class_names  # noqa: E402
 
 TRICKS = ["--warmup-epochs", "1", "--last-gamma", "--no-wd", "--lr-mode", "cosine", "--label-smoothing",
           "--mixup"]
+# Each against the baseline alone, so that its own cost shows.
+BEYOND_THE_PAPER = {
+    "+ CutMix": ["--cutmix", "1.0"],
+    "+ random erasing": ["--reprob", "0.25"],
+    "+ EMA every step": ["--model-ema"],
+    "+ EMA every 32 steps": ["--model-ema", "--model-ema-steps", "32"],
+    "+ stochastic depth": ["--drop-path", "0.1"],
+    "+ BCE loss": ["--bce-loss"],
+    "+ LAMB": ["--optimizer", "lamb"],
+    "+ AdamW": ["--optimizer", "adamw"],
+}
 
 
 class FirstBatches:
@@ -83,6 +95,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("-j", "--num-data-workers", type=int, default=2)
     parser.add_argument("--output", default="tricks_overhead.json")
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        help="measure only these configurations beside the baseline (e.g. '+ CutMix')")
     args = parser.parse_args(argv)
     class_names = read_class_names(args.rec_train)
     if class_names is None:
@@ -98,7 +112,10 @@ def main(argv=None):
             "baseline": common,
             "all tricks": common + TRICKS,
             "all tricks + distillation": common + TRICKS + ["--teacher", args.teacher, "--teacher-params", teacher],
+            **{name: common + flags for name, flags in BEYOND_THE_PAPER.items()},
         }
+        configurations = {name: argv for name, argv in configurations.items()
+                          if name == "baseline" or not args.only or name in args.only}
         runs = {name: measure(argv, args.batches, os.path.join(folder, str(index)))
                 for index, (name, argv) in enumerate(configurations.items())}
         speeds = {name: [] for name in configurations}
