@@ -15,7 +15,6 @@ of a residual branch of an NCHW map, with no parameters and in a static graph. I
 generator of the device the branch runs on: each GPU has its own, seeded from the global seed and the GPU's id; all
 CPU contexts share one.
 """
-from utils.errors import UserError
 
 # One keep-or-drop per sample of an NCHW map: the mask is shared over channels, height and width.
 _SAMPLE_AXES = (1, 2, 3)
@@ -32,9 +31,3 @@ def drop_path(F, branch, rate):
     if rate == 0:
         return branch
     return F.Dropout(branch, p=rate, axes=_SAMPLE_AXES)
-
-
-def refuse_drop_path(rate, network):
-    """For builders of networks without residual branches, which stochastic depth could drop."""
-    if rate:
-        raise UserError(f"{network} has no residual blocks, so --drop-path does not apply")

@@ -17,8 +17,7 @@ from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 from mxnet.gluon.contrib.nn import HybridConcurrent
 
-from models.drop_path import refuse_drop_path
-from models.registry import refuse_zero_gamma, register_model
+from models.registry import refuse_residual_tricks, register_model
 
 FEATURE_CHANNELS = 2048
 # Dropout before the classifier, GluonCV's (and torchvision's) rate.
@@ -135,8 +134,7 @@ class InceptionV3(HybridBlock):
 
     def __init__(self, classes=1000, last_gamma=False, norm_kwargs=None, drop_path=0.0, **kwargs):
         super().__init__(**kwargs)
-        refuse_zero_gamma(last_gamma, "Inception-v3")
-        refuse_drop_path(drop_path, "Inception-v3")
+        refuse_residual_tricks("Inception-v3", last_gamma, drop_path)
         norm_kwargs = dict(norm_kwargs or {})
         with self.name_scope():
             self.features = nn.HybridSequential(prefix="")

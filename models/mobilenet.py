@@ -14,8 +14,8 @@ from functools import partial
 from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
-from models.drop_path import drop_path, linear_decay_rates, refuse_drop_path
-from models.registry import refuse_zero_gamma, register_model
+from models.drop_path import drop_path, linear_decay_rates
+from models.registry import refuse_residual_tricks, register_model
 
 MULTIPLIERS = (1.0, 0.75, 0.5, 0.25)
 
@@ -80,8 +80,7 @@ class MobileNetV1(HybridBlock):
 
     def __init__(self, multiplier=1.0, classes=1000, last_gamma=False, norm_kwargs=None, drop_path=0.0, **kwargs):
         super().__init__(**kwargs)
-        refuse_zero_gamma(last_gamma, "MobileNet v1")
-        refuse_drop_path(drop_path, "MobileNet v1")
+        refuse_residual_tricks("MobileNet v1", last_gamma, drop_path)
         norm_kwargs = dict(norm_kwargs or {})
         with self.name_scope():
             self.features = nn.HybridSequential(prefix="")

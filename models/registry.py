@@ -34,10 +34,11 @@ def get_model(name, **kwargs):
     return _BUILDERS[name](**kwargs)
 
 
-def refuse_zero_gamma(last_gamma, network):
-    """Every builder takes ``last_gamma``; a network without residual blocks has no BatchNorm it could zero."""
-    if last_gamma:
-        raise UserError(f"{network} has no residual blocks, so --last-gamma does not apply")
+def refuse_residual_tricks(network, last_gamma=False, drop_path=0.0):
+    """Every builder takes ``last_gamma`` and ``drop_path``; both act on residual blocks, which ``network`` lacks."""
+    for asked, flag in ((last_gamma, "--last-gamma"), (drop_path, "--drop-path")):
+        if asked:
+            raise UserError(f"{network} has no residual blocks, so {flag} does not apply")
 
 
 def min_input_size(name):

@@ -35,7 +35,20 @@ def _conv(channels, kernel, stride=1):
     return nn.Conv2D(channels, kernel_size=kernel, strides=stride, padding=kernel // 2, use_bias=False)
 
 
-class BasicBlock(HybridBlock):
+class _ResidualBlock(HybridBlock):
+    """What both blocks share: the branch, dropped per sample with probability ``drop_rate`` in training
+    (stochastic depth), is added to the shortcut (``downsample(x)``, or ``x`` itself), then the ReLU."""
+
+    def __init__(self, drop_rate, **kwargs):
+        super().__init__(**kwargs)
+        self.drop_rate = drop_rate
+
+    def _join(self, F, branch, x):
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return F.Activation(drop_path(F, branch, self.drop_rate) + shortcut, act_type="relu")
+
+
+class BasicBlock(_ResidualBlock):
     """Two 3x3 convolutions (ResNet-18/34); the stride sits on the first. ``stride_in_3x3`` has no effect here.
 
     In training the branch is dropped per sample with probability ``drop_rate`` (stochastic depth).
@@ -45,8 +58,7 @@ class BasicBlock(HybridBlock):
 
     def __init__(self, width, stride, downsample, last_gamma, norm_kwargs, stride_in_3x3=True, drop_rate=0.0,
                  **kwargs):
-        super().__init__(**kwargs)
-        self.drop_rate = drop_rate
+        super().__init__(drop_rate, **kwargs)
         with self.name_scope():
             self.conv1 = _conv(width, 3, stride)
             self.bn1 = _batch_norm(norm_kwargs)
@@ -55,13 +67,11 @@ class BasicBlock(HybridBlock):
             self.downsample = downsample
 
     def hybrid_forward(self, F, x):
-        shortcut = x if self.downsample is None else self.downsample(x)
         out = F.Activation(self.bn1(self.conv1(x)), act_type="relu")
-        out = drop_path(F, self.bn2(self.conv2(out)), self.drop_rate)
-        return F.Activation(out + shortcut, act_type="relu")
+        return self._join(F, self.bn2(self.conv2(out)), x)
 
 
-class Bottleneck(HybridBlock):
+class Bottleneck(_ResidualBlock):
     """1x1 -> 3x3 -> 1x1 bottleneck (ResNet-50/101/152), Figure 1 of the paper.
 
     The original ResNet strides the first 1x1 convolution, which skips three quarters of the input;
@@ -73,8 +83,7 @@ class Bottleneck(HybridBlock):
 
     def __init__(self, width, stride, downsample, last_gamma, norm_kwargs, stride_in_3x3=True, drop_rate=0.0,
                  **kwargs):
-        super().__init__(**kwargs)
-        self.drop_rate = drop_rate
+        super().__init__(drop_rate, **kwargs)
         with self.name_scope():
             self.conv1 = _conv(width, 1, 1 if stride_in_3x3 else stride)
             self.bn1 = _batch_norm(norm_kwargs)
@@ -85,11 +94,9 @@ class Bottleneck(HybridBlock):
             self.downsample = downsample
 
     def hybrid_forward(self, F, x):
-        shortcut = x if self.downsample is None else self.downsample(x)
         out = F.Activation(self.bn1(self.conv1(x)), act_type="relu")
         out = F.Activation(self.bn2(self.conv2(out)), act_type="relu")
-        out = drop_path(F, self.bn3(self.conv3(out)), self.drop_rate)
-        return F.Activation(out + shortcut, act_type="relu")
+        return self._join(F, self.bn3(self.conv3(out)), x)
 
 
 def _shortcut_projection(channels, stride, avg_down, norm_kwargs):
