@@ -329,6 +329,9 @@ def _check_tricks(values):
                         "of the two")
     if values["bce_target_thresh"] is not None and not values["bce_loss"]:
         raise UserError("--bce-target-thresh needs --bce-loss")
+    if values["optimizer"] in ("lamb", "adamw") and values["momentum"] != TrainConfig.momentum:
+        raise UserError(f"--momentum is for --optimizer nag and sgd; --optimizer {values['optimizer']} keeps its own "
+                        "moment estimates (betas 0.9, 0.999)")
     if values["export_ema"] and not values["model_ema"]:
         raise UserError("--export-ema needs --model-ema, the average it exports")
 

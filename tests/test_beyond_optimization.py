@@ -238,7 +238,8 @@ def test_each_optimizer_takes_its_first_step_by_its_formula(name, tiny_set):
     """The recipe's trainer on one batch of 16: --lr 0.02 warmed up over the 6 batches of epoch 0, so the first
     update's rate is 0.02 / 6; the gradient summed over the batch and divided by 16; wd 0.05 but on biases and
     BatchNorm."""
-    config = parse_config(tiny_args(tiny_set, "unused", "--optimizer", name, "--momentum", "0.8", "--wd", "0.05",
+    momentum = ("--momentum", "0.8") if name in ("nag", "sgd") else ()
+    config = parse_config(tiny_args(tiny_set, "unused", "--optimizer", name, *momentum, "--wd", "0.05",
                                     "--no-wd", "--warmup-epochs", "1"))
     contexts = build_contexts()
     data = build_data(config, contexts)

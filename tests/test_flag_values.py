@@ -230,6 +230,8 @@ def test_unknown_kvstore_lists_the_known_ones(tiny_set, tmp_path, capsys):
                                                   "softmax cross-entropy; drop one of the two"),
     (("--bce-target-thresh", "0.2"), "error: --bce-target-thresh needs --bce-loss"),
     (("--export-ema",), "error: --export-ema needs --model-ema, the average it exports"),
+    (("--optimizer", "adamw", "--momentum", "0.5"), "error: --momentum is for --optimizer nag and sgd; --optimizer "
+                                                    "adamw keeps its own moment estimates (betas 0.9, 0.999)"),
 ])
 def test_tricks_that_need_or_exclude_another_are_one_line(flags, message, tiny_set, tmp_path, capsys):
     assert _error_line(capsys, tiny_args(tiny_set, tmp_path, *flags)) == message
