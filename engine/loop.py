@@ -138,7 +138,7 @@ def train_one_epoch(epoch, recipe, data, contexts, config, start_batch=0, meter=
     for batch_number, batch in enumerate(progress, start=start_batch + 1):
         check_labels(batch.label[0], data.num_classes, data.find_bad_records)
         images, targets, metric_labels = recipe.batch_transform(
-            split_batch(batch.data[0], contexts), split_batch(batch.label[0], contexts), epoch)
+            split_batch(batch.data[0], contexts), split_batch(batch.label[0], contexts), epoch, batch_number - 1)
         outputs, losses = train_step(recipe, images, targets)
         meter.accuracy.update(metric_labels, outputs)
         meter.mean_loss.update(None, losses)

@@ -93,7 +93,7 @@ def restore_random_states(recipe, states):
     random.setstate(states["python"])
     np.random.set_state(states["numpy"])
     # Checkpoints written before CutMix and random erasing existed hold mixup's generator alone.
-    transform_state = states.get("batch_transform") or dict(mix_schedule=states["mixup"], epoch=None, next_batch=0)
+    transform_state = states.get("batch_transform") or dict(mix_schedule=states["mixup"])
     recipe.batch_transform.set_state(transform_state)
 
 

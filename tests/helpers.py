@@ -111,7 +111,7 @@ class RunRecorder:
         self.teacher_at_start = None if self.teacher is None else {
             name: param.data(param.list_ctx()[0]).asnumpy() for name, param in self.teacher.collect_params().items()}
 
-    def _transformed(self, result, images, labels, epoch):
+    def _transformed(self, result, images, labels, epoch, batch=0):
         self.batches.append(dict(epoch=epoch, images=[x.asnumpy() for x in images],
                                  labels=[y.asnumpy() for y in labels], calls=[]))
 

@@ -205,10 +205,7 @@ def test_erasing_is_the_same_however_the_global_batch_is_split():
     halves = [erasing(images[:8], 2, 5, 0), erasing(images[8:], 2, 5, 8)]
     np.testing.assert_array_equal(np.concatenate([half.asnumpy() for half in halves]), whole)
     second_worker = BatchTransform(3, erasing=erasing, first_index=8)
-    for _ in range(3):   # epoch 1 then epoch 2: the transform counts each epoch's batches from 0
-        second_worker([images[8:12], images[12:16]], [mx.nd.zeros(4)] * 2, 1)
-    for _ in range(6):
-        erased, _, _ = second_worker([images[8:12], images[12:16]], [mx.nd.zeros(4)] * 2, 2)
+    erased, _, _ = second_worker([images[8:12], images[12:16]], [mx.nd.zeros(4)] * 2, 2, 5)
     np.testing.assert_array_equal(np.concatenate([part.asnumpy() for part in erased]), whole[8:])
     # Seed 3 erases 11 of the 16 at probability 0.5: both kinds of image are in the comparison.
     assert sum(rectangle is not None for rectangle in _erased_rectangles(images.asnumpy(), whole)) == 11
@@ -222,14 +219,14 @@ def test_batch_transform_state_resumes_the_mixing_and_the_erasing_where_they_wer
     images = [mx.nd.array(np.random.RandomState(0).normal(size=(8, 3, 24, 24)))]
     labels = [mx.nd.array([0, 1, 2, 0, 1, 2, 0, 1])]
     transform = build_batch_transform(config, 3)
-    for _ in range(3):
-        transform(images, labels, 0)
+    for batch in range(3):
+        transform(images, labels, 0, batch)
     state = transform.get_state()
-    ahead = [transform(images, labels, 0) for _ in range(3)]
+    ahead = [transform(images, labels, 0, batch) for batch in range(3, 6)]
     resumed = build_batch_transform(config, 3)
     resumed.set_state(state)
     for (images_ahead, targets_ahead, _), (images_resumed, targets_resumed, _) in zip(
-            ahead, [resumed(images, labels, 0) for _ in range(3)]):
+            ahead, [resumed(images, labels, 0, batch) for batch in range(3, 6)]):
         np.testing.assert_array_equal(images_resumed[0].asnumpy(), images_ahead[0].asnumpy())
         np.testing.assert_array_equal(targets_resumed[0].asnumpy(), targets_ahead[0].asnumpy())
 

@@ -15,8 +15,7 @@ class BatchTransform:
     ``mix_schedule`` (``utils.mixup.MixSchedule``) draws each batch's mixing; ``erasing``
     (``utils.random_erasing.RandomErasing``) erases after it, and needs to know where each image is in the
     global batch: ``first_index`` is the index of this process's first image (0 but under ``dist_*``), and
-    each device's slice follows the previous one. It also needs the batch's number in its epoch: the transform
-    counts the calls of each epoch, and a checkpoint keeps the count (``get_state``).
+    each device's slice follows the previous one; and the batch's number in its epoch, which the loop gives.
     """
 
     def __init__(self, num_classes, label_smoothing=0.0, smoothing_style="paper", mix_schedule=None, erasing=None,
@@ -27,7 +26,6 @@ class BatchTransform:
         self.mix_schedule = mix_schedule
         self.erasing = erasing
         self.first_index = first_index
-        self._epoch, self._next_batch = None, 0
 
     @property
     def sparse_targets(self):
@@ -35,19 +33,16 @@ class BatchTransform:
         return not self.label_smoothing and self.mix_schedule is None
 
     def get_state(self):
-        """What a checkpoint keeps so that a resumed run transforms its batches as the uninterrupted run would:
-        the mixing schedule's generator, and the epoch and number of the next batch."""
-        schedule = self.mix_schedule.get_state() if self.mix_schedule is not None else None
-        return dict(mix_schedule=schedule, epoch=self._epoch, next_batch=self._next_batch)
+        """What a checkpoint keeps so that a resumed run mixes its batches as the uninterrupted run would: the
+        mixing schedule's generator (erasing draws from the batch's place alone)."""
+        return dict(mix_schedule=self.mix_schedule.get_state() if self.mix_schedule is not None else None)
 
     def set_state(self, state):
         if state["mix_schedule"] is not None and self.mix_schedule is not None:
             self.mix_schedule.set_state(state["mix_schedule"])
-        self._epoch, self._next_batch = state["epoch"], state["next_batch"]
 
-    def __call__(self, images, labels, epoch):
-        batch = self._next_batch if epoch == self._epoch else 0
-        self._epoch, self._next_batch = epoch, batch + 1
+    def __call__(self, images, labels, epoch, batch=0):
+        """The batch numbered ``batch`` (from 0) in ``epoch``, as per-device slices."""
         targets, metric_labels = labels, labels
         if not self.sparse_targets:
             targets = [smooth_targets(label, self.num_classes, self.label_smoothing, self.smoothing_style)
