@@ -17,7 +17,7 @@ from utils.distributed import Cluster
 from utils.ema import ModelEma
 from utils.lr_schedule import build_lr_scheduler, linear_scaled_lr
 from utils.mixup import MixSchedule
-from utils.optimizers import optimizer_settings
+from utils.optimizers import create_optimizer, optimizer_settings
 from utils.precision import build_precision
 from utils.pretrained import cached_gluoncv_params, load_for_finetuning
 from utils.random_erasing import RandomErasing
@@ -124,12 +124,13 @@ def build_trainer(config, net, contexts, batches_per_epoch, precision, cluster=N
                                   config.num_epochs, warmup_epochs=config.warmup_epochs,
                                   warmup_lr=config.warmup_lr, decay=config.lr_decay,
                                   decay_epochs=config.lr_decay_epoch, poly_power=config.poly_power)
-    optimizer_params = dict(learning_rate=schedule.base_lr, wd=config.wd, lr_scheduler=schedule,
-                            begin_num_update=begin_num_update, **optimizer_settings(config.optimizer, config.momentum))
+    optimizer = create_optimizer(config.optimizer, learning_rate=schedule.base_lr, wd=config.wd,
+                                 lr_scheduler=schedule, begin_num_update=begin_num_update,
+                                 **optimizer_settings(config.optimizer, config.momentum))
     update_on_kvstore = cluster.update_on_kvstore
     if update_on_kvstore is None:
         update_on_kvstore = precision.update_on_kvstore
-    trainer = gluon.Trainer(net.collect_params(), config.optimizer, optimizer_params, kvstore=cluster.kvstore,
+    trainer = gluon.Trainer(net.collect_params(), optimizer, kvstore=cluster.kvstore,
                             update_on_kvstore=update_on_kvstore)
     keep_multipliers_by_index(trainer.optimizer)
     return precision.prepare_trainer(trainer)

@@ -19,13 +19,13 @@ from tests.launch_job import Job, local_launch_args
 from utils import checkpoint
 from utils.binary_cross_entropy import BinaryCrossEntropyLoss
 from utils.devices import build_contexts
-from utils.optimizers import AdamW, optimizer_settings
+from utils.optimizers import LAMB, AdamW, create_optimizer, optimizer_settings
 from utils.precision import build_precision
 
 LOGITS = [[2.0, 0.0, -1.0], [0.5, 1.5, -2.0]]
 # log(1 + e^x) of LOGITS, from which every BCE value below is summed by hand.
 SOFTPLUS = [[2.1269280, 0.6931472, 0.3132617], [0.9740770, 1.7014133, 0.1269280]]
-OPTIMIZER_TYPES = {"nag": mx.optimizer.NAG, "sgd": mx.optimizer.SGD, "lamb": mx.optimizer.LAMB, "adamw": AdamW}
+OPTIMIZER_TYPES = {"nag": mx.optimizer.NAG, "sgd": mx.optimizer.SGD, "lamb": LAMB, "adamw": AdamW}
 
 
 def _bce(logits, targets):
@@ -108,8 +108,8 @@ def _adamw_steps(weight, grads, lrs, wd, beta1=0.9, beta2=0.999, eps=1e-8):
 
 def _lamb(**settings):
     """MXNet's LAMB with the settings --optimizer lamb gives it; no decay on index 1, a bias."""
-    optimizer = mx.optimizer.create("lamb", learning_rate=0.1, wd=0.5, rescale_grad=0.5,
-                                    **optimizer_settings("lamb", None), **settings)
+    optimizer = create_optimizer("lamb", learning_rate=0.1, wd=0.5, rescale_grad=0.5,
+                                 **optimizer_settings("lamb", None), **settings)
     optimizer.set_wd_mult({1: 0.0})
     return optimizer
 
@@ -195,6 +195,24 @@ def test_adamw_follows_its_schedule_and_timm_settings_against_numpy():
     np.testing.assert_allclose(result.asnumpy(), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(updater.states[0][0].asnumpy(), mean, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(updater.states[0][1].asnumpy(), var, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["lamb", "adamw"])
+def test_moments_that_start_fresh_at_a_later_step_are_corrected_as_at_the_first(name):
+    """A resumed dist job's servers (or --resume-params without states) start from zero moments at step 1000:
+    the first update must be a first Adam step, bias-corrected by 1 - beta, as a fresh run's, not by
+    1 - beta^1001 = 1 (which makes it (1 - beta1) / sqrt(1 - beta2) = 3.16 times too long), while the rate
+    schedule's count goes on from 1000. On a worker's updater and on a server's unpickled copy."""
+    weight, grad = np.array([[0.3, -0.2], [0.1, 0.4]]), np.array([[0.5, -0.1], [0.02, 0.3]])
+    settings = dict(learning_rate=0.01, wd=0.02, **optimizer_settings(name, None))
+    first_step = mx.nd.array(weight)
+    mx.optimizer.get_updater(create_optimizer(name, **settings))(0, mx.nd.array(grad), first_step)
+    for copy in (lambda optimizer: optimizer, lambda optimizer: pickle.loads(pickle.dumps(optimizer))):
+        later = copy(create_optimizer(name, begin_num_update=1000, **settings))
+        resumed = mx.nd.array(weight)
+        mx.optimizer.get_updater(later)(0, mx.nd.array(grad), resumed)
+        np.testing.assert_allclose(resumed.asnumpy(), first_step.asnumpy(), rtol=1e-6)
+        assert later.num_update == 1001
 
 
 def test_optimizer_settings_are_timms():

@@ -16,12 +16,22 @@ LAMB (You et al. 2020, Algorithm 2) as MXNet 1.9.1 computes it, per parameter ``
 
 timm's ``Lamb`` differs in two ways: it leaves out the trust ratio for parameters without weight decay (in
 timm's recipes the biases and normalization layers, as ``--no-wd`` here) and clips the global gradient norm to 1.
+
+Both correct their moments by ``1 - beta^t``, ``t`` the number of updates the moments have seen. MXNet counts
+``t`` from ``begin_num_update``, the schedule's step at which a resumed run starts; that is right only if the
+moments were saved at that step. Moments that start from zero at a later step (on the parameter servers of a
+resumed ``dist_*`` job, which MXNet cannot save; or ``--resume-params`` without ``--resume-states``) would be
+divided by about 1 instead of ``1 - beta``: first steps ``(1 - beta1) / sqrt(1 - beta2)``, about 3 times too
+long. Here ``t`` counts the moments' own updates, from 0 when they are fresh and from the checkpoint when they
+are loaded with it (the optimizer pickled in the trainer states carries its counts); the rate schedule still
+counts from ``begin_num_update``.
 """
 import math
 
 from mxnet.ndarray import zeros
 from mxnet.ndarray.contrib import adamw_update
-from mxnet.optimizer import Optimizer, register
+from mxnet.optimizer import LAMB as MXNetLAMB
+from mxnet.optimizer import Optimizer, create, register
 
 # timm's betas and epsilons (MXNet's LAMB and Adam have the same defaults).
 ADAPTIVE_SETTINGS = {"lamb": dict(beta1=0.9, beta2=0.999, epsilon=1e-6),
@@ -35,8 +45,28 @@ def optimizer_settings(name, momentum):
     return dict(momentum=momentum)
 
 
+def create_optimizer(name, **settings):
+    """The optimizer of ``--optimizer NAME``: MXNet's for nag and sgd, this module's for lamb and adamw."""
+    adaptive = {"lamb": LAMB, "adamw": AdamW}
+    return adaptive[name](**settings) if name in adaptive else create(name, **settings)
+
+
+class MomentsCountTheirUpdates:
+    """Bias correction's ``t`` counts the updates of this optimizer's moments (see the module's docstring); the
+    rate schedule's step, ``num_update``, counts from ``begin_num_update`` as in MXNet."""
+
+    def _update_count(self, index):
+        for position in index if isinstance(index, (list, tuple)) else [index]:
+            self._index_update_count[position] = self._index_update_count.get(position, 0) + 1
+            self.num_update = max(self.num_update, self.begin_num_update + self._index_update_count[position])
+
+
+class LAMB(MomentsCountTheirUpdates, MXNetLAMB):
+    """MXNet's LAMB, its moments corrected by their own update count."""
+
+
 @register
-class AdamW(Optimizer):
+class AdamW(MomentsCountTheirUpdates, Optimizer):
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019), as PyTorch's and timm's ``AdamW``.
 
     At update ``t`` of a parameter ``w`` with gradient ``g`` (times ``rescale_grad``, clipped to
