@@ -44,6 +44,7 @@ from utils.lr_schedule import build_lr_scheduler, linear_scaled_lr
 
 TABLE_TITLES = {"4": "Table 4: efficient training (section 3)", "5": "Table 5: ResNet tweaks (section 4)",
                 "6": "Table 6: training refinements (section 5)",
+                "beyond": "Beyond the paper: the tricks of torchvision's and timm's recipes, one at a time",
                 "gluoncv": "GluonCV's budget: baseline and all tricks at one batch size"}
 
 
@@ -75,7 +76,20 @@ def grid(args, teacher_params):
     v1b, v1d = f"--model={family}_v1b", f"--model={family}_v1d"
     all_tricks = (v1d, "--batch-size", str(small), *warmup, "--last-gamma", "--no-wd", "--lr-mode", "cosine",
                   "--label-smoothing", *mixup)
+    beyond, flags = [], (*refined, *mixup)
+    for label, added in (("Table 6 without distillation (cosine, smoothing, mixup)", ()),
+                         ("+ CutMix (alpha 1, half the mixed batches)", ("--cutmix", "1.0")),
+                         (f"+ random erasing (p {args.reprob})", ("--reprob", str(args.reprob))),
+                         (f"+ EMA of weights (decay {args.ema_decay})",
+                          ("--model-ema", "--model-ema-decay", str(args.ema_decay))),
+                         (f"+ stochastic depth ({args.drop_path})", ("--drop-path", str(args.drop_path))),
+                         ("+ binary cross-entropy", ("--bce-loss",)),
+                         (f"+ LAMB (lr {args.lamb_lr}, wd {args.lamb_wd})",
+                          ("--optimizer", "lamb", "--lr", str(args.lamb_lr), "--wd", str(args.lamb_wd)))):
+        flags += added
+        beyond.append(Row("beyond", label, flags))
     rows = {
+        "beyond": beyond,
         "gluoncv": [
             Row("gluoncv", f"baseline {family}_v1d, batch {small}", (v1d, "--batch-size", str(small))),
             Row("gluoncv", "+ all tricks (cosine, warmup, zero gamma, no bias decay, smoothing, mixup)", all_tricks)],
@@ -173,6 +187,8 @@ def summarize(args, rows):
     """Per row: the seeds' final top-1/top-5 and top-1 curves, then the statistics of ``with_deltas``."""
     entries = []
     for row in rows:
+        averaged = "--model-ema" in row.flags  # the row's figure is its moving average's, the network's beside it
+        reported = "_ema" if averaged else ""
         metrics, seeds, diverged_seeds = [], [], []
         for seed in args.seeds:
             save_dir = run_dir(args, row.flags, seed)
@@ -185,9 +201,11 @@ def summarize(args, rows):
                             diverged_seeds=diverged_seeds,
                             command=shlex.join(["python", "train_imagenet.py", *common_flags(args), *row.flags,
                                                 "--seed", "SEED", "--save-dir", "DIR", "--resume"]),
-                            val_top1=[m[-1]["val_top1"] for m in metrics],
-                            val_top5=[m[-1]["val_top5"] for m in metrics],
-                            curves=[[line["val_top1"] for line in m] for m in metrics]))
+                            reported="EMA" if averaged else "network",
+                            network_top1=[m[-1]["val_top1"] for m in metrics],
+                            val_top1=[m[-1]["val_top1" + reported] for m in metrics],
+                            val_top5=[m[-1]["val_top5" + reported] for m in metrics],
+                            curves=[[line["val_top1" + reported] for line in m] for m in metrics]))
     return with_deltas(entries, rows)
 
 
@@ -244,6 +262,9 @@ def markdown(args, results, teacher):
             if entry["compared_to"]:
                 delta += f" (vs {entry['compared_to']})"
             per_seed = [f"{100 * value:.2f}" for value in entry["val_top1"]]
+            if entry.get("reported") == "EMA":
+                per_seed = [f"{average} (network {100 * own:.2f})"
+                            for average, own in zip(per_seed, entry["network_top1"])]
             per_seed += [f"diverged (seed {seed})" for seed in entry["diverged_seeds"]]
             lines.append(f"| {entry['label']} | {len(entry['seeds'])} | "
                          f"{_percent(entry['val_top1_mean'], entry['val_top1_std'])} | {delta} | "
@@ -254,6 +275,10 @@ def markdown(args, results, teacher):
             lines += [f"`{family}` has basic blocks, where ResNet-B has no 1x1 stride to move: "
                       f"`{family}_v1b` is the same network as `{family}_v1`, trained here with the same "
                       "seeds: the difference of their rows is how far two runs of one configuration differ.", ""]
+    if "beyond" in args.tables:
+        lines += ["Beyond the paper: each row adds one trick to the row above. Rows with an EMA of weights report "
+                  "the average's accuracy (the network's own per seed in brackets). `--bce-loss` refuses "
+                  "`--teacher`, so the table starts from Table 6's last row without distillation.", ""]
     lines += ["Every run is `python train_imagenet.py COMMON ROW --seed SEED --save-dir DIR --resume` with", "",
               f"COMMON = `{shlex.join(common_flags(args))}`", "", "and ROW:", ""]
     lines += [f"- {entry['label']}: `{shlex.join(entry['flags'])}`" for entry in results]
@@ -264,9 +289,10 @@ def lr_schedule(args, flags, num_images):
     """Rate per optimizer update of a row, from the same scheduler the trainer builds."""
     batch = int(flags[flags.index("--batch-size") + 1])
     batches_per_epoch = -(-num_images // batch)
+    rate = float(flags[flags.index("--lr") + 1]) if "--lr" in flags else linear_scaled_lr(batch)
     mode = flags[flags.index("--lr-mode") + 1] if "--lr-mode" in flags else "step"
     warmup = float(flags[flags.index("--warmup-epochs") + 1]) if "--warmup-epochs" in flags else 0
-    scheduler = build_lr_scheduler(mode, linear_scaled_lr(batch), batches_per_epoch, args.num_epochs,
+    scheduler = build_lr_scheduler(mode, rate, batches_per_epoch, args.num_epochs,
                                    warmup_epochs=warmup, decay_epochs=[int(e) for e in
                                                                        decay_epochs(args.num_epochs).split(",")])
     updates = batches_per_epoch * args.num_epochs
@@ -332,6 +358,13 @@ def build_parser():
     parser.add_argument("--warmup-epochs", type=int, default=1)
     parser.add_argument("--mixup-off-epochs", type=int, default=2)
     parser.add_argument("--temperature", type=float, default=20.0)
+    parser.add_argument("--reprob", type=float, default=0.25, help="the beyond table's random erasing (timm's)")
+    parser.add_argument("--ema-decay", type=float, default=0.99,
+                        help="the beyond table's EMA decay per step: about 1/(1 - D) steps averaged, a fraction "
+                             "of a short budget (the recipes' 0.9998 suits hundreds of thousands of steps)")
+    parser.add_argument("--drop-path", type=float, default=0.05, help="the beyond table's stochastic depth (RSB's)")
+    parser.add_argument("--lamb-lr", type=float, default=0.01, help="the beyond table's LAMB rate, used as given")
+    parser.add_argument("--lamb-wd", type=float, default=0.02, help="the beyond table's LAMB weight decay (RSB A3's)")
     parser.add_argument("-j", "--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--work-dir", default="runs/ablation", help="one folder per run (the cache)")
     parser.add_argument("--output-dir", default="ablation-results")
@@ -355,7 +388,9 @@ def saved_results(args):
     compares them; the training images are counted from ``--rec-train`` if the file does not say."""
     with open(args.from_json) as handle:
         saved = json.load(handle)
-    budget = argparse.Namespace(**{**saved["budget"], "output_dir": args.output_dir, "from_json": args.from_json})
+    defaults = vars(build_parser().parse_args(["--rec-train", args.rec_train, "--rec-val", args.rec_val]))
+    budget = argparse.Namespace(**{**defaults, **saved["budget"], "output_dir": args.output_dir,
+                                   "from_json": args.from_json})
     teacher = budget.teacher_params if "6" in budget.tables else None
     rows = grid(budget, teacher)
     entries = {(entry["table"], entry["label"]): entry for entry in saved["rows"]}
