@@ -17,6 +17,7 @@ use_physical_cores()  # before MXNet loads: it sizes its CPU thread pool once, a
 
 from data.class_list import read_class_list
 from data.loaders import InputConfig, validation_source
+from engine.config import add_flags, check_bounds
 from engine.loop import evaluate
 from models.inference import add_network_arguments, check_network_arguments, default_classes_file, load_network
 from utils.devices import build_contexts
@@ -30,9 +31,9 @@ def build_parser():
     data.add_argument("--rec-val", help="validation .rec packed by `python -m data.pack` (class list beside it)")
     data.add_argument("--rec-val-idx", help="its .idx (default: beside the .rec)")
     data.add_argument("--data-dir", help="raw images instead: DIR/val/<class>/*")
-    data.add_argument("--input-size", type=int, default=224, help="centre crop size (default %(default)s)")
-    data.add_argument("--crop-ratio", type=float, default=0.875,
-                      help="crop size / resized shorter side (default %(default)s: 224 of 256)")
+    data.add_argument("--input-size", type=int, default=224,
+                      help="centre crop size unless --val-input-size is given, as in training (default %(default)s)")
+    add_flags(data, "val_input_size", "crop_ratio")  # declared once, with the trainer's
     data.add_argument("--batch-size", type=int, default=32, help="images per device per batch (default 32)")
     data.add_argument("-j", "--num-data-workers", type=int, default=min(4, os.cpu_count() or 1),
                       help="decoding threads (default %(default)s)")
@@ -49,8 +50,7 @@ def check_args(args):
     for flag, value in (("--input-size", args.input_size), ("--batch-size", args.batch_size)):
         if value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
-    if not 0 < args.crop_ratio <= 1:
-        raise UserError(f"--crop-ratio must be in (0, 1], got {args.crop_ratio}")
+    check_bounds(vars(args), ("val_input_size", "crop_ratio"))
     if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
         raise UserError(f"the folder of --output {args.output} does not exist; create it first")
 
@@ -69,18 +69,20 @@ def run(args):
     check_args(args)
     contexts = build_contexts(args.num_gpus, args.num_cpu_contexts)
     config = InputConfig(batch_size=args.batch_size * len(contexts), input_size=args.input_size,
-                         crop_ratio=args.crop_ratio, num_workers=args.num_data_workers, seed=0)
+                         crop_ratio=args.crop_ratio, num_workers=args.num_data_workers, seed=0,
+                         val_input_size=args.val_input_size)
     data = validation_source(config, rec_val=args.rec_val, idx_val=args.rec_val_idx, data_dir=args.data_dir)
     check_classes_match(data.class_names, args.params)
-    net = load_network(args.params, contexts, args.input_size, model=args.model, symbol=args.symbol,
+    net = load_network(args.params, contexts, config.val_size, model=args.model, symbol=args.symbol,
                        num_classes=data.num_classes)
     tic = time.time()
     accuracy = evaluate(net, data, contexts)
     seconds = time.time() - tic
     result = dict(model=args.model or args.symbol, params=args.params, data=args.rec_val or args.data_dir,
                   num_images=data.num_val, num_classes=data.num_classes, input_size=args.input_size,
-                  crop_ratio=args.crop_ratio, top1_error=1 - accuracy["val_top1"],
-                  top5_error=1 - accuracy["val_top5"], images_per_sec=data.num_val / seconds, seconds=seconds)
+                  val_input_size=config.val_size, val_resize=config.val_resize, crop_ratio=args.crop_ratio,
+                  top1_error=1 - accuracy["val_top1"], top5_error=1 - accuracy["val_top5"],
+                  images_per_sec=data.num_val / seconds, seconds=seconds)
     if args.output:
         with open(args.output, "w") as handle:
             handle.write(json.dumps(result, indent=2, sort_keys=True) + "\n")

@@ -18,7 +18,8 @@ import mxnet as mx
 
 from engine.config import describe_tricks, parse_config
 from engine.loop import EpochMeter, StoppedMidEpoch, current_lr, evaluate, train_one_epoch
-from engine.recipe import build_data, build_recipe, effective_lr, total_batch_size
+from engine.recipe import (build_data, build_input_config, build_recipe, effective_lr, progressive_resize,
+                           total_batch_size, train_input_size)
 from engine.resume import RunState, find_resume_point, restore
 from utils import checkpoint
 from utils.devices import build_contexts
@@ -43,7 +44,7 @@ def save_outputs(recipe, config, epoch, contexts):
     exported = recipe.model_ema.averaged if config.export_ema else recipe.net
     if config.mode != "hybrid":
         exported.hybridize()
-    sample = mx.nd.zeros((1, 3, config.input_size, config.input_size), ctx=contexts[0])
+    sample = mx.nd.zeros((1, 3, config.val_input_size, config.val_input_size), ctx=contexts[0])
     exported(sample)
     return params, checkpoint.export_deployable(exported, config.save_dir, config.model)
 
@@ -74,6 +75,10 @@ def log_recipe(config, data, contexts, cluster):
                  cluster.num_workers, len(contexts), config.batch_size,
                  effective_lr(config, contexts, cluster.num_workers),
                  "given" if config.lr is not None else "linear scaling", describe_tricks(config))
+    schedule = progressive_resize(config)
+    logging.info("Training crops %s, validation centre crops %d of the shorter side resized to %d",
+                 schedule or config.input_size, config.val_input_size,
+                 build_input_config(config, contexts, cluster).val_resize)
     logging.info("CPU operator threads: %s", describe_cpu_threads())
 
 
@@ -97,8 +102,8 @@ def train_epoch(epoch, start, run, data, contexts, stop):
 
 
 def validate_and_record(epoch, stats, run, data, contexts):
-    """The epoch's line of metrics.jsonl: training figures, validation top-1 and top-5 (and the weights' average's,
-    with --model-ema), rate, memory."""
+    """The epoch's line of metrics.jsonl: training figures and crop size, validation top-1 and top-5 (and the
+    weights' average's, with --model-ema), rate, memory."""
     record = dict(epoch=epoch, **stats)
     record.update(evaluate(run.recipe.net, data, contexts))
     ema_text = ""
@@ -108,12 +113,12 @@ def validate_and_record(epoch, stats, run, data, contexts):
         ema_text = f" val-top1-ema={averaged['val_top1']:.4f} val-top5-ema={averaged['val_top5']:.4f}"
     updates = run.cluster.updates_per_epoch(data.batches_per_epoch) * (epoch + 1)
     record.update(lr=current_lr(run.recipe.trainer, run.cluster, updates), peak_rss_mb=round(peak_memory_mb(), 1),
-                  skipped_records=data.skipped_records)
+                  skipped_records=data.skipped_records, input_size=train_input_size(run.config, epoch))
     run.note_validation(epoch, record["val_top1"])
     logging.info("Epoch[%d] lr=%.5g train-loss=%.4f train-top1=%.4f val-top1=%.4f val-top5=%.4f%s "
-                 "%.1f samples/sec %.1fs", epoch, record["lr"], record["train_loss"], record["train_top1"],
-                 record["val_top1"], record["val_top5"], ema_text, record["samples_per_sec"],
-                 record["epoch_seconds"])
+                 "%.1f samples/sec at %dx%d %.1fs", epoch, record["lr"], record["train_loss"], record["train_top1"],
+                 record["val_top1"], record["val_top5"], ema_text, record["samples_per_sec"], record["input_size"],
+                 record["input_size"], record["epoch_seconds"])
     return record
 
 

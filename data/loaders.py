@@ -10,16 +10,19 @@ resumed run sees the data an uninterrupted one would. A short last validation ba
 import functools
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import mxnet as mx
 import numpy as np
+from mxnet.gluon import HybridBlock
 from mxnet.gluon.data import DataLoader
 from mxnet.gluon.data.vision import ImageFolderDataset, transforms
 
 from data.clean import clean_records, describe_bad_records
 from data.records import RecordFiles, check_record_files, count_records, read_class_names
+from data.repeated_augmentation import RepeatedBatchSampler, repeated_record_iter
 from utils.errors import UserError
+from utils.progressive_resize import ProgressiveResize
 from utils.seeding import epoch_seed, seed_everything
 
 # Section 2: RGB mean and standard deviation of ImageNet, on the [0, 255] scale.
@@ -44,11 +47,28 @@ class InputConfig:
     seed: int
     num_parts: int = 1
     part_index: int = 0
+    ra_reps: int = 1  # --ra-reps: each training image N times a batch (data.repeated_augmentation)
+    val_input_size: int = None  # --val-input-size: the validation crop (None: input_size)
+    progressive_resize: ProgressiveResize = None  # --progressive-resize: each epoch's training crop
+    # --auto-augment: training crops are only cropped and flipped, whole-number RGB, for the policy on the device
+    unnormalized_crops: bool = False
+
+    def train_size(self, epoch):
+        """The side of epoch ``epoch``'s training crops."""
+        return self.input_size if self.progressive_resize is None else self.progressive_resize.size(epoch)
+
+    @property
+    def val_size(self):
+        """The side of the validation centre crop."""
+        return self.val_input_size or self.input_size
 
     @property
     def val_resize(self):
-        """Validation resizes the shorter side to input / crop_ratio (256 for 224 at 0.875)."""
-        return int(math.ceil(self.input_size / self.crop_ratio))
+        """Validation resizes the shorter side to val_size / crop_ratio, rounded up, as GluonCV does (256 for 224 at
+        0.875); a quotient within 0.01% of a whole number is that number, so that a ratio typed to four decimals
+        gives the side it stands for (232 for 224 at 0.9655, torchvision's 224 of 232, not 233)."""
+        side = self.val_size / self.crop_ratio
+        return round(side) if abs(side - round(side)) <= 1e-4 * side else math.ceil(side)
 
 
 @dataclass
@@ -71,25 +91,35 @@ def _normalization():
                 std_r=RGB_STD[0], std_g=RGB_STD[1], std_b=RGB_STD[2])
 
 
-def train_record_iter(rec, idx, config, epoch=0):
-    """``ImageRecordIter`` with the paper's training augmentation, shuffled and augmented for ``epoch``."""
+def train_record_iter(rec, idx, config, epoch=0, seed_aug=None):
+    """``ImageRecordIter`` with the paper's training augmentation, shuffled and augmented for ``epoch``
+    (augmented from ``seed_aug`` instead when given)."""
     seed = epoch_seed(config.seed, epoch)
     return mx.io.ImageRecordIter(
         path_imgrec=rec, path_imgidx=idx, batch_size=config.batch_size,
-        data_shape=(3, config.input_size, config.input_size), shuffle=True, seed=seed, seed_aug=seed,
+        data_shape=(3, config.train_size(epoch), config.train_size(epoch)), shuffle=True, seed=seed,
+        seed_aug=seed if seed_aug is None else seed_aug,
         round_batch=True,
         preprocess_threads=config.num_workers, num_parts=config.num_parts, part_index=config.part_index,
         random_resized_crop=True, min_random_area=CROP_AREA[0], max_random_area=CROP_AREA[1],
         min_aspect_ratio=CROP_ASPECT_RATIO[0], max_aspect_ratio=CROP_ASPECT_RATIO[1],
-        rand_mirror=True, brightness=JITTER, contrast=JITTER, saturation=JITTER, pca_noise=LIGHTING_STD,
-        **_normalization())
+        rand_mirror=True, **({} if config.unnormalized_crops else dict(
+            brightness=JITTER, contrast=JITTER, saturation=JITTER, pca_noise=LIGHTING_STD, **_normalization())))
+
+
+def train_iterator(rec, idx, config, epoch=0):
+    """Epoch ``epoch``'s training batches: one ``ImageRecordIter``, or with ``--ra-reps N`` N of them read in step
+    (``data.repeated_augmentation``)."""
+    if config.ra_reps > 1:
+        return repeated_record_iter(functools.partial(train_record_iter, rec, idx), config, epoch)
+    return train_record_iter(rec, idx, config, epoch)
 
 
 def val_record_iter(rec, idx, config):
     """``ImageRecordIter`` for validation: shorter side to ``val_resize``, centre crop, no randomness."""
     return mx.io.ImageRecordIter(
         path_imgrec=rec, path_imgidx=idx, batch_size=config.batch_size,
-        data_shape=(3, config.input_size, config.input_size), shuffle=False, round_batch=False,
+        data_shape=(3, config.val_size, config.val_size), shuffle=False, round_batch=False,
         resize=config.val_resize, preprocess_threads=config.num_workers, **_normalization())
 
 
@@ -234,7 +264,7 @@ def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_
     find_bad_records = functools.partial(describe_bad_records, [(rec_train, idx_train), (rec_val, idx_val)],
                                          num_classes)
     val_iter = read_naming_bad_records(val_record_iter, find_bad_records, rec_val, idx_val, config)
-    return DataSource(train=EpochBatches(functools.partial(train_record_iter, rec_train, idx_train, config),
+    return DataSource(train=EpochBatches(functools.partial(train_iterator, rec_train, idx_train, config),
                                          batches_per_epoch, find_bad_records),
                       val=CountedBatches(val_iter, num_val, config.batch_size, find_bad_records),
                       num_classes=num_classes, class_names=class_names or [],
@@ -249,9 +279,10 @@ class FolderBatches:
         self._batch_size = config.batch_size
         self._seed = config.seed
         # Training drops the short last batch (the next shuffle covers those images); validation keeps it.
-        self._loader = DataLoader(dataset.transform_first(transform), batch_size=config.batch_size,
-                                  shuffle=training, last_batch="discard" if training else "keep",
-                                  num_workers=config.num_workers)
+        batching = dict(batch_size=config.batch_size, shuffle=training, last_batch="discard" if training else "keep")
+        if training and config.ra_reps > 1:
+            batching = dict(batch_sampler=RepeatedBatchSampler(len(dataset), config.batch_size, config.ra_reps))
+        self._loader = DataLoader(dataset.transform_first(transform), num_workers=config.num_workers, **batching)
 
     def epoch(self, epoch, start_batch=0):
         """Training batches of ``epoch`` from batch ``start_batch`` on (the earlier ones are read and dropped).
@@ -278,22 +309,55 @@ def validation_transform(config):
     """Decoded RGB image (HWC, uint8) to a normalized CHW tensor: shorter side to ``val_resize``, centre crop."""
     return transforms.Compose([
         transforms.Resize(config.val_resize, keep_ratio=True),
-        transforms.CenterCrop(config.input_size),
+        transforms.CenterCrop(config.val_size),
         transforms.ToTensor(),
         transforms.Normalize([m / 255 for m in RGB_MEAN], [s / 255 for s in RGB_STD]),
     ])
 
 
+class WholeNumberCHW(HybridBlock):
+    """A decoded HWC uint8 image as CHW float32 of its whole-number values, for a policy on the device."""
+
+    def hybrid_forward(self, F, image):
+        return F.transpose(F.cast(image, "float32"), axes=(2, 0, 1))
+
+
 def _folder_transforms(config):
+    crop = [transforms.RandomResizedCrop(config.input_size, scale=CROP_AREA, ratio=CROP_ASPECT_RATIO),
+            transforms.RandomFlipLeftRight()]
+    if config.unnormalized_crops:
+        return transforms.Compose([*crop, WholeNumberCHW()]), validation_transform(config)
     train = transforms.Compose([
-        transforms.RandomResizedCrop(config.input_size, scale=CROP_AREA, ratio=CROP_ASPECT_RATIO),
-        transforms.RandomFlipLeftRight(),
+        *crop,
         transforms.RandomColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER),
         transforms.RandomLighting(LIGHTING_STD),
         transforms.ToTensor(),
         transforms.Normalize([m / 255 for m in RGB_MEAN], [s / 255 for s in RGB_STD]),
     ])
     return train, validation_transform(config)
+
+
+class FolderEpochs:
+    """Training epochs from an image folder, each through a loader whose crops have that epoch's size
+    (``InputConfig.train_size``, which ``--progressive-resize`` changes); a loader is made anew when it changes."""
+
+    def __init__(self, dataset, config):
+        self._dataset, self._config = dataset, config
+        self._size, self._batches = None, None
+        self._batches_of(0)
+
+    def _batches_of(self, epoch):
+        size = self._config.train_size(epoch)
+        if size != self._size:
+            self._batches = None  # the previous loader's worker processes end before the next one's start
+            sized = replace(self._config, input_size=size, progressive_resize=None)
+            self._size, self._batches = size, FolderBatches(self._dataset, _folder_transforms(sized)[0],
+                                                            self._config, training=True)
+        return self._batches
+
+    def epoch(self, epoch, start_batch=0):
+        """``FolderBatches.epoch`` at the epoch's size."""
+        return self._batches_of(epoch).epoch(epoch, start_batch)
 
 
 def folder_source(data_dir, config, num_classes=None):
@@ -314,9 +378,8 @@ def folder_source(data_dir, config, num_classes=None):
         raise UserError(f"the class folders of {data_dir}/train and {data_dir}/val differ; they must match")
     check_num_classes(num_classes, splits["train"].synsets, f"{data_dir}/train")
     check_one_batch(len(splits["train"]), config, f"{data_dir}/train")
-    train_transform, val_transform = _folder_transforms(config)
-    return DataSource(train=FolderBatches(splits["train"], train_transform, config, training=True),
-                      val=FolderBatches(splits["val"], val_transform, config, training=False),
+    return DataSource(train=FolderEpochs(splits["train"], config),
+                      val=FolderBatches(splits["val"], validation_transform(config), config, training=False),
                       num_classes=len(splits["train"].synsets), class_names=list(splits["train"].synsets),
                       num_train=len(splits["train"]), num_val=len(splits["val"]),
                       batches_per_epoch=len(splits["train"]) // config.batch_size)

@@ -9,6 +9,8 @@ import math
 import os
 
 from models import model_names
+from data.auto_augment import parse_policy
+from data.repeated_augmentation import check_batch as check_ra_batch
 from models.registry import min_input_size
 from utils.distributed import DIST_KVSTORES
 from utils.errors import UserError
@@ -96,6 +98,27 @@ def _parse_gpu_ids(text):
     return ids
 
 
+def _parse_auto_augment(text):
+    """The policy's text as typed, once ``data.auto_augment`` can read it."""
+    if text is not None:
+        parse_policy(text)
+    return text
+
+
+def _parse_progressive_resize(text):
+    """START,END or START,END,FIRST_EPOCH,LAST_EPOCH as typed (checked against the run in _check_sizes)."""
+    if text is None:
+        return None
+    try:
+        numbers = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        numbers = ()
+    if len(numbers) not in (2, 4):
+        raise UserError(f"--progressive-resize {text!r} is not START,END or START,END,FIRST_EPOCH,LAST_EPOCH, e.g. "
+                        "160,192 or 160,192,65,76")
+    return numbers
+
+
 def _paper_demo(field, text):
     return f"{text} (paper/demo default {PAPER_DEFAULTS[field]}/{DEMO_DEFAULTS[field]})"
 
@@ -121,8 +144,14 @@ class TrainConfig:
                                           "and metrics.jsonl; without it the first bad record stops the run, named",
                                   False, free_on_resume=True, action="store_true")
     input_size: int = flag("data", _paper_demo("input_size", "training crop size"), bounds=AT_LEAST_ONE, type=int)
-    crop_ratio: float = flag("data", "validation centre crop = input size / shorter side (default %(default)s: 224 "
-                                     "of 256)", 0.875, bounds=Bounds(0, 1, low_open=True), type=float)
+    # FixRes (Touvron et al. 2019): a network trained on random-resized crops sees objects larger than a centre
+    # crop of the same size shows them, so it tests better at a larger size.
+    val_input_size: int = flag("data", "validation centre crop size (default: --input-size); e.g. torchvision's "
+                                       "recipe trains at 176 and validates at 224 (FixRes, Touvron et al. 2019)",
+                               bounds=AT_LEAST_ONE, type=int)
+    crop_ratio: float = flag("data", "validation resizes the shorter side to centre crop / ratio, rounded up "
+                                     "(default %(default)s: 224 of 256)", 0.875, bounds=Bounds(0, 1, low_open=True),
+                             type=float)
     num_data_workers: int = flag("data", "decoding and augmentation threads (default %(default)s)",
                                  min(4, os.cpu_count() or 1), names=("-j",), bounds=AT_LEAST_ONE,
                                  free_on_resume=True, type=int)
@@ -201,6 +230,16 @@ class TrainConfig:
                          trick=True, type=float)
     remode: str = flag("tricks", "what fills an erased rectangle: pixel, per-pixel normal noise; const, zeros "
                                  "(default %(default)s)", "pixel", trick=True, choices=("pixel", "const"))
+    auto_augment: str = flag("tricks", "augmentation policy on the device after crop and flip, instead of the "
+                                       "paper's colour jitter and lighting: ta_wide (TrivialAugment, Müller & "
+                                       "Hutter 2021; torchvision's recipe) or rand-mM-nN[-mstdS][-inc1] "
+                                       "(RandAugment, Cubuk et al. 2020, as timm spells it)", trick=True,
+                             parse=_parse_auto_augment, metavar="POLICY")
+    ra_reps: int = flag("tricks", "repeated augmentation (Hoffer et al. 2020, DeiT; torchvision's --ra-reps): each "
+                                  "batch holds batch/N images N times, each copy augmented on its own, copies on "
+                                  "different devices; an epoch keeps its steps, so it sees about 1/N of the images "
+                                  "(default 1: off; torchvision's recipe: 4)", 1, bounds=AT_LEAST_ONE, trick=True,
+                        type=int, metavar="N")
     model_ema: bool = flag("tricks", "keep an exponential moving average of the weights, evaluated every epoch and "
                                      "saved beside them", False, trick=True, action="store_true")
     model_ema_decay: float = flag("tricks", "decay of the moving average per step (default %(default)s)", 0.9998,
@@ -213,6 +252,15 @@ class TrainConfig:
     drop_path: float = flag("tricks", "stochastic depth (Huang et al. 2016): block l of L drops its residual "
                                       "branch with probability RATE x l / L (ResNets)", 0.0,
                             bounds=Bounds(0, 1, high_open=True), trick=True, type=float, metavar="RATE")
+    progressive_resize: tuple = flag("tricks", "progressive resizing, as FFCV's recipes: the training crop grows "
+                                               "from START at epoch FIRST_EPOCH (default 0) to END at LAST_EPOCH "
+                                               "(default the last), rounded to the nearest multiple of "
+                                               "--progressive-resize-step; instead of --input-size",
+                                     trick=True, parse=_parse_progressive_resize,
+                                     metavar="START,END[,FIRST_EPOCH,LAST_EPOCH]")
+    progressive_resize_step: int = flag("tricks", "with --progressive-resize: every size is a multiple of S "
+                                                  "(default %(default)s, FFCV's)", 32, bounds=AT_LEAST_ONE,
+                                        trick=True, type=int, metavar="S")
     bce_loss: bool = flag("tricks", "binary cross-entropy on the (smoothed, mixed) targets, as timm's ResNet "
                                     "strikes back", False, trick=True, action="store_true")
     bce_target_thresh: float = flag("tricks", "with --bce-loss: targets above it become 1, the rest 0 (timm's "
@@ -276,17 +324,34 @@ def build_parser(description=None):
                + ", ".join(f"{key}={PAPER_DEFAULTS[key]}/{DEMO_DEFAULTS[key]}" for key in PAPER_DEFAULTS))
     groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
     for field in FLAGS:
-        meta = field.metadata
-        groups[meta["group"]].add_argument(*meta["names"], option(field.name), default=field.default,
-                                           help=meta["help"], **meta["argparse"])
+        _add_flag(groups[field.metadata["group"]], field)
     return parser
+
+
+def _add_flag(group, field):
+    meta = field.metadata
+    group.add_argument(*meta["names"], option(field.name), default=field.default, help=meta["help"],
+                       **meta["argparse"])
+
+
+def add_flags(group, *names):
+    """Declare the settings ``names`` on another script's parser or argument group exactly as the trainer does
+    (``eval_imagenet.py`` takes the validation crop's flags so); check them with ``check_bounds``."""
+    fields = {field.name: field for field in FLAGS}
+    for name in names:
+        _add_flag(group, fields[name])
+
+
+def check_bounds(values, names=tuple(FLAG_BOUNDS)):
+    """Each numeric flag of ``names`` that has a value within its bounds, or UserError naming it."""
+    for name in names:
+        if values[name] is not None and values[name] not in FLAG_BOUNDS[name]:
+            raise UserError(f"{option(name)} must be {FLAG_BOUNDS[name]}, got {values[name]}")
 
 
 def _check_numbers(values):
     """Each numeric flag within its bounds, then the epoch counts within the run."""
-    for name, bounds in FLAG_BOUNDS.items():
-        if values[name] is not None and values[name] not in bounds:
-            raise UserError(f"{option(name)} must be {bounds}, got {values[name]}")
+    check_bounds(values)
     num_epochs = values["num_epochs"]
     if values["warmup_epochs"] >= num_epochs:
         raise UserError(f"--warmup-epochs {values['warmup_epochs']:g} leaves no epoch after warmup of "
@@ -298,8 +363,32 @@ def _check_numbers(values):
         raise UserError(f"--resume-epoch {values['resume_epoch']} is not an epoch of --num-epochs {num_epochs}")
 
 
+def _joined(numbers):
+    return ",".join(str(number) for number in numbers)
+
+
+def _check_sizes(values):
+    """--progressive-resize: a growing ramp of multiples of its step, within the run, instead of --input-size."""
+    ramp = values["progressive_resize"]
+    if ramp is None:
+        return
+    start, end = ramp[:2]
+    first, last = ramp[2:] or (0, values["num_epochs"] - 1)
+    step = values["progressive_resize_step"]
+    if not 0 < start <= end:
+        raise UserError(f"--progressive-resize {_joined(ramp)}: START {start} must be positive and at most END {end}")
+    if start % step or end % step:
+        raise UserError(f"--progressive-resize {_joined(ramp)}: START and END must be multiples of "
+                        f"--progressive-resize-step {step}, so that every size lies between them")
+    if not 0 <= first <= last < values["num_epochs"]:
+        raise UserError(f"--progressive-resize {_joined(ramp)}: FIRST_EPOCH {first} and LAST_EPOCH {last} must be "
+                        f"epochs of --num-epochs {values['num_epochs']}, in order (0 <= FIRST_EPOCH <= LAST_EPOCH "
+                        f"<= {values['num_epochs'] - 1})")
+
+
 def _check_networks(values):
-    """Registered networks (the teacher may be an export) that accept --input-size; weight files that exist."""
+    """Registered networks (the teacher may be an export) that accept every input size of the run; weight files
+    that exist."""
     names = model_names()
     if values["model"] not in names:
         raise UserError(f"unknown model {values['model']!r}; known models: {', '.join(names)}")
@@ -310,11 +399,17 @@ def _check_networks(values):
                             f"known models: {', '.join(names)}")
         if not os.path.isfile(teacher):
             raise UserError(f"--teacher {teacher} does not exist")
+    ramp = values["progressive_resize"]
+    sizes = [("--input-size", values["input_size"]), ("--val-input-size", values["val_input_size"])]
     for name in ("model", "teacher"):
         smallest = min_input_size(values[name]) if values[name] in names else 1
-        if values["input_size"] < smallest:
-            raise UserError(f"--input-size {values['input_size']} is too small for --{name} {values[name]}, which "
-                            f"needs at least {smallest}; use --input-size {smallest} or more")
+        for flag_name, size in sizes:
+            if size < smallest:
+                raise UserError(f"{flag_name} {size} is too small for --{name} {values[name]}, which needs at least "
+                                f"{smallest}; use {flag_name} {smallest} or more")
+        if ramp and ramp[0] < smallest:
+            raise UserError(f"--progressive-resize {_joined(ramp)} starts at {ramp[0]}, too small for --{name} "
+                            f"{values[name]}, which needs at least {smallest}; start at {smallest} or more")
     if values["teacher_params"] and not teacher:
         raise UserError("--teacher-params needs --teacher, the network the file belongs to")
     for name in ("teacher_params", "pretrained_params"):
@@ -323,7 +418,9 @@ def _check_networks(values):
 
 
 def _check_tricks(values):
-    """Tricks that need another trick, or that do not go together."""
+    """Tricks that need another trick, or that do not go together, or another batch size."""
+    check_ra_batch(values["batch_size"], len(values["gpus"]) or values["num_gpus"] or values["num_cpu_contexts"],
+                   values["ra_reps"])
     if values["bce_loss"] and values["teacher"]:
         raise UserError("--bce-loss with --teacher: distillation's soft term is a softmax cross-entropy; drop one "
                         "of the two")
@@ -373,6 +470,9 @@ def resolve_config(args):
         raise UserError("--rec-train and --rec-val go together; give both")
     if args.rec_train and args.data_dir:
         raise UserError("give either --rec-train/--rec-val or --data-dir, not both")
+    if args.progressive_resize and args.input_size is not None:
+        raise UserError("--input-size and --progressive-resize both set the training crop size; drop --input-size "
+                        "(validation crops --val-input-size)")
     values = vars(args).copy()
     defaults = DEMO_DEFAULTS if not (args.rec_train or args.data_dir) else PAPER_DEFAULTS
     for key, default in defaults.items():
@@ -382,7 +482,8 @@ def resolve_config(args):
         if field.metadata["parse"]:
             values[field.name] = field.metadata["parse"](values[field.name])
     values["logging_file"] = values["logging_file"] or os.path.join(values["save_dir"], "train.log")
-    for check in (_check_numbers, _check_networks, _check_tricks, _check_distribution, _check_resume):
+    _derive(values)
+    for check in (_check_numbers, _check_sizes, _check_networks, _check_tricks, _check_distribution, _check_resume):
         check(values)
     return TrainConfig(**values)
 
@@ -392,12 +493,28 @@ def parse_config(argv=None, description=None):
     return resolve_config(build_parser(description).parse_args(argv))
 
 
+def _derive(values):
+    """Settings whose default is another setting's value."""
+    if values["val_input_size"] is None:
+        values["val_input_size"] = values["input_size"]
+
+
+def saved_settings(saved):
+    """A checkpointed run's settings (its ``args.json``) as this version resolves them: a flag added since then
+    takes its default, which is what the run did without it."""
+    values = {**{field.name: field.default for field in FLAGS}, **saved}
+    _derive(values)
+    return values
+
+
 def describe_tricks(config):
     """The run's tricks for the log: every trick flag that differs from its default, as it would be typed."""
     tricks = []
     for field in FLAGS:
         value = getattr(config, field.name)
         if field.metadata["trick"] and value not in (field.default, None, False):
+            if isinstance(value, tuple):
+                value = _joined(value)
             tricks.append(option(field.name) if value is True else f"{option(field.name)} {value:g}"
                           if isinstance(value, float) else f"{option(field.name)} {value}")
     return " ".join(tricks) or "none (the paper's baseline)"

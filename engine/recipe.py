@@ -6,8 +6,9 @@ import os
 import mxnet as mx
 from mxnet import gluon
 
+from data.auto_augment import AugmentThenNormalize, parse_policy
 from data.demo import make_demo_dataset
-from data.loaders import InputConfig, folder_source, record_source
+from data.loaders import RGB_MEAN, RGB_STD, InputConfig, folder_source, record_source
 from models import get_model
 from models.params import load_params
 from utils.batch_transform import BatchTransform
@@ -19,6 +20,7 @@ from utils.lr_schedule import build_lr_scheduler, linear_scaled_lr
 from utils.mixup import MixSchedule
 from utils.optimizers import create_optimizer, optimizer_settings
 from utils.precision import build_precision
+from utils.progressive_resize import ProgressiveResize
 from utils.pretrained import cached_gluoncv_params, load_for_finetuning
 from utils.random_erasing import RandomErasing
 from utils.weight_decay import apply_no_bias_decay, keep_multipliers_by_index
@@ -36,16 +38,39 @@ def effective_lr(config, contexts, num_workers=1):
     return linear_scaled_lr(total_batch_size(config, contexts) * num_workers, config.lr_base, config.lr_base_size)
 
 
+def progressive_resize(config):
+    """``--progressive-resize`` as the schedule of each epoch's training crop size, or None."""
+    if config.progressive_resize is None:
+        return None
+    start, end = config.progressive_resize[:2]
+    first, last = config.progressive_resize[2:] or (0, config.num_epochs - 1)
+    return ProgressiveResize(start, end, first, last, config.progressive_resize_step)
+
+
+def train_input_size(config, epoch):
+    """The side of epoch ``epoch``'s training crops: ``--input-size``, or ``--progressive-resize``'s size."""
+    schedule = progressive_resize(config)
+    return config.input_size if schedule is None else schedule.size(epoch)
+
+
+def build_input_config(config, contexts, cluster=None):
+    """What the input pipeline needs of the run's settings: this process's batch, its shard, the crops."""
+    cluster = cluster or Cluster(config.kvstore)
+    return InputConfig(batch_size=total_batch_size(config, contexts), input_size=config.input_size,
+                       crop_ratio=config.crop_ratio, num_workers=config.num_data_workers,
+                       seed=config.seed, num_parts=cluster.num_workers, part_index=cluster.rank,
+                       ra_reps=config.ra_reps, val_input_size=config.val_input_size,
+                       progressive_resize=progressive_resize(config),
+                       unnormalized_crops=config.auto_augment is not None)
+
+
 def build_data(config, contexts, cluster=None):
     """Training and validation batches with the paper's augmentation; classes and sizes come from the data.
 
     Each worker of a distributed job reads its own shard of the training set, with as many batches per epoch
     as every other worker (record_source derives them from the total count); all read the whole validation set.
     """
-    cluster = cluster or Cluster(config.kvstore)
-    input_config = InputConfig(batch_size=total_batch_size(config, contexts), input_size=config.input_size,
-                               crop_ratio=config.crop_ratio, num_workers=config.num_data_workers,
-                               seed=config.seed, num_parts=cluster.num_workers, part_index=cluster.rank)
+    input_config = build_input_config(config, contexts, cluster)
     if config.data_dir:
         return folder_source(config.data_dir, input_config, num_classes=config.num_classes)
     rec_train, rec_val = config.rec_train, config.rec_val
@@ -96,7 +121,8 @@ def build_teacher(config, num_classes, contexts):
 
 
 def build_batch_transform(config, num_classes, first_index=0):
-    """Label smoothing, mixup, CutMix and random erasing, resolved once; the loop only calls the result.
+    """The augmentation policy, label smoothing, mixup, CutMix and random erasing, resolved once; the loop only
+    calls the result.
 
     ``first_index`` is the index of this process's first image in the global batch (``dist_*`` workers other
     than rank 0 start further on), so that random erasing draws by the image's place in the global batch.
@@ -106,8 +132,11 @@ def build_batch_transform(config, num_classes, first_index=0):
         mix_schedule = MixSchedule(config.mixup_alpha if config.mixup else 0.0, config.cutmix, config.num_epochs,
                                    config.mixup_off_epoch, config.mixup_prob, config.mixup_switch_prob, config.seed)
     erasing = RandomErasing(config.reprob, config.remode, config.seed) if config.reprob else None
+    auto_augment = None
+    if config.auto_augment is not None:
+        auto_augment = AugmentThenNormalize(parse_policy(config.auto_augment, config.seed), RGB_MEAN, RGB_STD)
     return BatchTransform(num_classes, config.label_smoothing, config.label_smoothing_style, mix_schedule, erasing,
-                          first_index)
+                          first_index, auto_augment)
 
 
 def build_trainer(config, net, contexts, batches_per_epoch, precision, cluster=None, begin_num_update=0):

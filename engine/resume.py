@@ -13,7 +13,7 @@ import random
 
 import numpy as np
 
-from engine.config import FREE_ON_RESUME, option
+from engine.config import FREE_ON_RESUME, option, saved_settings
 from utils import checkpoint
 from utils.errors import UserError
 
@@ -50,6 +50,7 @@ def check_fresh_start(save_dir):
 def check_same_run(saved, current, global_batch, saved_global_batch, folder):
     """Raise UserError naming every setting that differs from the checkpointed run's."""
     current = json.loads(json.dumps(current))  # tuples become lists, as in the saved JSON
+    saved = json.loads(json.dumps(saved_settings(saved)))
     differing = [f"{option(key)} {saved.get(key)!r} -> {current[key]!r}"
                  for key in sorted(current) if key not in FREE_ON_RESUME and saved.get(key) != current[key]]
     if global_batch != saved_global_batch:

@@ -17,8 +17,8 @@ from tests.helpers import folder_top1, randomize_parameters
 from utils import checkpoint
 
 MODEL = "resnet18_v1d"  # what tiny_args trains
-RESULT_FIELDS = {"model", "params", "data", "num_images", "num_classes", "input_size", "crop_ratio", "top1_error",
-                 "top5_error", "images_per_sec", "seconds"}
+RESULT_FIELDS = {"model", "params", "data", "num_images", "num_classes", "input_size", "val_input_size", "val_resize",
+                 "crop_ratio", "top1_error", "top5_error", "images_per_sec", "seconds"}
 
 
 def _fails_with(capsys, main, argv, message):
@@ -86,6 +86,7 @@ def test_eval_reports_the_errors_that_training_measured(tiny_set, trained, tmp_p
     result = json.loads((tmp_path / "result.json").read_text())
     assert set(result) == RESULT_FIELDS
     assert (result["num_images"], result["num_classes"], result["input_size"]) == (30, 3, 24)
+    assert (result["val_input_size"], result["val_resize"]) == (24, 28)  # --input-size's, when not given
     with open(checkpoint.metrics_path(str(trained))) as handle:
         last_epoch = [json.loads(line) for line in handle][-1]
     assert result["top1_error"] == pytest.approx(1 - last_epoch["val_top1"])

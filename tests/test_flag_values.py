@@ -22,6 +22,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT_OF_BOUNDS = [
     ("--num-classes", "1", ()), ("--num-classes", "-3", ()),
     ("--input-size", "0", ()),
+    ("--val-input-size", "0", ()), ("--val-input-size", "-224", ()),
+    ("--progressive-resize-step", "0", ()), ("--progressive-resize-step", "-32", ()),
     ("--crop-ratio", "0", ()), ("--crop-ratio", "-0.5", ()), ("--crop-ratio", "1.01", ()),
     ("--crop-ratio", "nan", ()),
     ("--num-data-workers", "0", ()),
@@ -37,6 +39,7 @@ OUT_OF_BOUNDS = [
     ("--cutmix", "-1", ()), ("--mixup-prob", "1.5", ()), ("--mixup-switch-prob", "-0.1", ()),
     ("--reprob", "1.5", ()), ("--model-ema-decay", "1", ()), ("--model-ema-steps", "0", ()),
     ("--drop-path", "1", ()), ("--bce-target-thresh", "1.5", ("--bce-loss",)),
+    ("--ra-reps", "0", ()), ("--ra-reps", "-2", ()),
     ("--warmup-epochs", "-1", ()), ("--warmup-epochs", "2", ()),
     ("--warmup-lr", "-0.1", ()),
     ("--label-smoothing", "-0.1", ()), ("--label-smoothing", "1", ()),
@@ -121,6 +124,47 @@ def test_input_size_below_the_network_minimum_names_it(tiny_set, tmp_path, capsy
     assert "too small for --teacher inceptionv3, which needs at least 75" in _error_line(
         capsys, tiny_args(tiny_set, tmp_path, "--teacher", "inceptionv3"))
     assert _config(tiny_args(tiny_set, tmp_path, "--input-size", "17")).input_size == 17
+    assert _error_line(capsys, tiny_args(tiny_set, tmp_path, "--val-input-size", "16")) == (
+        "error: --val-input-size 16 is too small for --model resnet18_v1d, which needs at least 17; "
+        "use --val-input-size 17 or more")
+    assert _config(tiny_args(tiny_set, tmp_path, "--val-input-size", "17")).val_input_size == 17
+
+
+def _without_input_size(argv):
+    at = argv.index("--input-size")
+    return argv[:at] + argv[at + 2:]
+
+
+@pytest.mark.parametrize("value, extra, message", [
+    ("24", (), "--progressive-resize '24' is not START,END or START,END,FIRST_EPOCH,LAST_EPOCH, e.g. 160,192 or "
+               "160,192,65,76"),
+    ("24,40,1", (), "--progressive-resize '24,40,1' is not START,END or START,END,FIRST_EPOCH,LAST_EPOCH"),
+    ("a,40", (), "--progressive-resize 'a,40' is not START,END or START,END,FIRST_EPOCH,LAST_EPOCH"),
+    ("40,24", ("--progressive-resize-step", "8"), "--progressive-resize 40,24: START 40 must be positive and at "
+                                                  "most END 24"),
+    ("0,32", (), "--progressive-resize 0,32: START 0 must be positive and at most END 32"),
+    ("24,40", (), "--progressive-resize 24,40: START and END must be multiples of --progressive-resize-step 32, so "
+                  "that every size lies between them"),
+    ("24,40,1,2", ("--progressive-resize-step", "8"),
+     "--progressive-resize 24,40,1,2: FIRST_EPOCH 1 and LAST_EPOCH 2 must be epochs of --num-epochs 2, in order "
+     "(0 <= FIRST_EPOCH <= LAST_EPOCH <= 1)"),
+    ("24,40,1,0", ("--progressive-resize-step", "8"), "FIRST_EPOCH 1 and LAST_EPOCH 0 must be epochs"),
+    ("24,40,-1,1", ("--progressive-resize-step", "8"), "FIRST_EPOCH -1 and LAST_EPOCH 1 must be epochs"),
+    ("16,32", ("--progressive-resize-step", "8"), "--progressive-resize 16,32 starts at 16, too small for --model "
+                                                  "resnet18_v1d, which needs at least 17; start at 17 or more"),
+])
+def test_a_bad_progressive_resize_is_one_line_naming_it(value, extra, message, tiny_set, tmp_path, capsys):
+    argv = _without_input_size(tiny_args(tiny_set, tmp_path, "--progressive-resize", value, *extra))
+    assert message in _error_line(capsys, argv)
+
+
+def test_progressive_resize_replaces_input_size(tiny_set, tmp_path, capsys):
+    assert _error_line(capsys, tiny_args(tiny_set, tmp_path, "--progressive-resize", "32,64")) == (
+        "error: --input-size and --progressive-resize both set the training crop size; drop --input-size "
+        "(validation crops --val-input-size)")
+    config = _config(_without_input_size(tiny_args(tiny_set, tmp_path, "--progressive-resize", "24,40,0,1",
+                                                   "--progressive-resize-step", "8", "--val-input-size", "17")))
+    assert (config.progressive_resize, config.progressive_resize_step, config.val_input_size) == ((24, 40, 0, 1), 8, 17)
 
 
 @pytest.mark.parametrize("name", FAMILY_REPRESENTATIVES)

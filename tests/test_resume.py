@@ -6,6 +6,7 @@ thread, ``MXNET_ENFORCE_DETERMINISM=1``, one OpenMP thread and MXNet's synchrono
 through the first epoch and then differed by about 2e-7 in some runs, with the default threaded engine
 even at one OpenMP thread.
 """
+import dataclasses
 import os
 import shutil
 import signal
@@ -18,7 +19,10 @@ import numpy as np
 import pytest
 
 import train_imagenet
+from engine.config import parse_config
+from engine.resume import check_same_run
 from tests.conftest import tiny_args
+from utils.errors import UserError
 from tests.helpers import RunRecorder
 from utils import checkpoint
 
@@ -32,6 +36,9 @@ DETERMINISTIC = dict(os.environ, MXNET_ENFORCE_DETERMINISM="1", OMP_NUM_THREADS=
 RECIPE = ["--num-epochs", "4", "--lr-mode", "cosine", "--warmup-epochs", "1", "--mixup", "--cutmix", "1.0",
           "--mixup-prob", "0.8", "--reprob", "0.5", "--label-smoothing", "--model-ema", "--model-ema-decay", "0.9",
           "--model-ema-steps", "5", "--save-frequency", "1", "--keep-checkpoints", "2"]
+# Training crops of 24, 32, 32 and 40 over the 4 epochs (FFCV's rounding of 24 + 16 e / 3 to multiples of 8),
+# validation at 32: a resumed epoch must be read, and the network run, at that epoch's size.
+PROGRESSIVE = ["--progressive-resize", "24,40", "--progressive-resize-step", "8", "--val-input-size", "32"]
 FINAL_PARAMS = "resnet18_v1d-0003.params"
 FINAL_EMA_PARAMS = "resnet18_v1d-ema-0003.params"
 
@@ -39,7 +46,11 @@ FINAL_EMA_PARAMS = "resnet18_v1d-ema-0003.params"
 def _start(tiny_set, save_dir, *extra):
     """Start a training process; its output goes to SAVE_DIR.out.txt (a pipe could fill and block it)."""
     log = open(f"{save_dir}.out.txt", "a")
-    argv = [sys.executable, os.path.join(REPO, "train_imagenet.py"), *tiny_args(tiny_set, save_dir, *RECIPE, *extra)]
+    flags = tiny_args(tiny_set, save_dir, *RECIPE, *extra)
+    if "--progressive-resize" in extra:  # which sets the training crops instead of --input-size
+        at = flags.index("--input-size")
+        flags = flags[:at] + flags[at + 2:]
+    argv = [sys.executable, os.path.join(REPO, "train_imagenet.py"), *flags]
     return subprocess.Popen(argv, cwd=REPO, env=DETERMINISTIC, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -98,7 +109,7 @@ def _assert_same_final_params(save_dir, reference):
 def _metrics(save_dir):
     """The figures of metrics.jsonl that do not depend on the machine's speed."""
     return [{key: record[key] for key in ("epoch", "lr", "train_loss", "train_top1", "val_top1", "val_top5",
-                                          "val_top1_ema", "val_top5_ema")}
+                                          "val_top1_ema", "val_top5_ema", "input_size")}
             for record in checkpoint.read_metrics(str(save_dir))]
 
 
@@ -229,6 +240,17 @@ def test_resume_under_other_settings_names_them(reference, tiny_set, capsys):
     assert len(err) == 1 and "--batch-size 16 -> 8" in err[0] and "--lr 0.02 -> 0.5" in err[0], err
 
 
+def test_a_run_checkpointed_before_newer_flags_existed_resumes_under_their_defaults(tiny_set, tmp_path):
+    """A checkpoint's args.json from before --val-input-size, --cutmix and --progressive-resize existed: the run
+    did what their defaults do (validation at --input-size, 24), so it continues; a changed setting is still named."""
+    config = dataclasses.asdict(parse_config(tiny_args(tiny_set, tmp_path / "run")))
+    older = {key: value for key, value in config.items()
+             if key not in ("val_input_size", "cutmix", "progressive_resize")}
+    check_same_run(older, config, 16, 16, "epoch-0001")
+    with pytest.raises(UserError, match="--val-input-size 24 -> 40"):
+        check_same_run(older, dict(config, val_input_size=40), 16, 16, "epoch-0001")
+
+
 def test_resuming_a_finished_run_trains_nothing(reference, tiny_set, tmp_path):
     save_dir = tmp_path / "finished"
     shutil.copytree(reference, save_dir)
@@ -254,11 +276,12 @@ def test_a_diverging_run_leaves_the_last_good_checkpoint_untouched(tiny_set, tmp
         assert all(np.array_equal(after[key], arrays[key]) for key in arrays)
 
 
-def test_two_devices_resume_their_momenta_and_statistics_exactly(tiny_set, tmp_path):
+@pytest.mark.parametrize("extra", [(), ("--ra-reps", "2")], ids=["plain", "ra-reps-2"])
+def test_two_devices_resume_their_momenta_and_statistics_exactly(tiny_set, tmp_path, extra):
     """On two CPU contexts the trainer keeps its momenta on the kvstore and each device its BatchNorm statistics
     (averaged at the end of each epoch): a run killed after epoch 1 and resumed ends with the uninterrupted
-    run's weights and metrics."""
-    two_devices = ("--num-cpu-contexts", "2", "--batch-size", "8")
+    run's weights and metrics; with repeated augmentation too (two iterators per epoch, a copy on each device)."""
+    two_devices = ("--num-cpu-contexts", "2", "--batch-size", "8", *extra)
     reference = tmp_path / "reference"
     _finish(_start(tiny_set, reference, *two_devices), reference)
     save_dir = tmp_path / "killed"
@@ -268,5 +291,27 @@ def test_two_devices_resume_their_momenta_and_statistics_exactly(tiny_set, tmp_p
     process.kill()
     process.wait()
     _finish(_start(tiny_set, save_dir, *two_devices, "--resume"), save_dir)
+    _assert_same_final_params(save_dir, reference)
+    assert _metrics(save_dir) == _metrics(reference)
+
+
+def test_progressive_resize_resumes_each_epoch_at_its_size(tiny_set, tmp_path):
+    """Stopped by SIGTERM in epoch 1 (the first at 32, after 24) and again in epoch 3 (the one at 40), a run under
+    --progressive-resize resumes each epoch at its size, read from its first batch on: it ends with the
+    uninterrupted run's weights, average and metrics, bit for bit."""
+    reference = tmp_path / "reference"
+    _finish(_start(tiny_set, reference, *PROGRESSIVE), reference)
+    assert [record["input_size"] for record in checkpoint.read_metrics(str(reference))] == [24, 32, 32, 40]
+    save_dir = tmp_path / "preempted"
+    for epoch in (1, 3):
+        resume = ("--resume",) if epoch > 1 else ()
+        process = _start(tiny_set, save_dir, *PROGRESSIVE, "--log-interval", "1", *resume)
+        _wait_until(lambda: _log_count(save_dir, f"Epoch[{epoch}] Batch [0-1]") == 1, process)
+        process.send_signal(signal.SIGTERM)
+        _finish(process, save_dir, expected_status=128 + signal.SIGTERM)
+        newest = os.path.basename(checkpoint.list_checkpoints(str(save_dir))[-1][0])
+        assert newest.startswith(f"epoch-{epoch:04d}-batch-"), newest
+    output = _finish(_start(tiny_set, save_dir, *PROGRESSIVE, "--resume"), save_dir)
+    assert output.count("Resuming from") == 2 and "samples/sec at 40x40" in output, output
     _assert_same_final_params(save_dir, reference)
     assert _metrics(save_dir) == _metrics(reference)

@@ -1,4 +1,5 @@
 """The training entry point end to end on a tiny packed set: loss falls, outputs load, bad input is one line."""
+import itertools
 import json
 import math
 import os
@@ -52,7 +53,7 @@ def test_short_run_learns_and_writes_loadable_outputs(tiny_set, tmp_path):
     assert metrics[-1]["train_top1"] > 0.8
     assert [m["lr"] for m in metrics] == pytest.approx([0.02, 0.02, 0.002])
     assert set(metrics[0]) == {"epoch", "lr", "train_loss", "train_top1", "val_top1", "val_top5",
-                               "samples_per_sec", "epoch_seconds", "peak_rss_mb", "skipped_records"}
+                               "samples_per_sec", "epoch_seconds", "peak_rss_mb", "skipped_records", "input_size"}
     with open(checkpoint.args_path(str(save_dir))) as handle:
         assert json.load(handle)["model"] == "resnet18_v1d"
 
@@ -134,7 +135,7 @@ def test_validation_resizes_the_shorter_side_then_keeps_only_the_centre(tmp_path
     """At input 28 and crop ratio 0.875 the shorter side goes to ceil(28 / 0.875) = 32, a quarter of 128, and the
     centre 28x28 stays: 2 pixels off each side, which hold all of the border (6 / 4 = 1.5 pixels), and the blue
     square, 16x16 once resized, sits at rows and columns 6 to 21. A missing crop would keep green at the edges;
-    a missing resize would show blue only."""
+    a missing resize would show blue only. The same with training at 20 and --val-input-size 28."""
     for split in ("train", "val"):
         for name in ("a", "b"):
             os.makedirs(tmp_path / "images" / split / name)
@@ -143,9 +144,11 @@ def test_validation_resizes_the_shorter_side_then_keeps_only_the_centre(tmp_path
     names, colours = list(CROP_COLOURS_RGB), np.array(list(CROP_COLOURS_RGB.values()), np.float64)
     expected = np.full((28, 28), names.index("red"))
     expected[6:22, 6:22] = names.index("blue")
-    for data_flags in (["--rec-train", str(tmp_path / "train.rec"), "--rec-val", str(tmp_path / "val.rec")],
-                       ["--data-dir", str(tmp_path / "images")]):
-        config = _config([*data_flags, "--input-size", "28", "--crop-ratio", "0.875", "--batch-size", "1", "-j", "1",
+    sources = (["--rec-train", str(tmp_path / "train.rec"), "--rec-val", str(tmp_path / "val.rec")],
+               ["--data-dir", str(tmp_path / "images")])
+    sizes = (["--input-size", "28"], ["--input-size", "20", "--val-input-size", "28"])
+    for data_flags, size_flags in itertools.product(sources, sizes):
+        config = _config([*data_flags, *size_flags, "--crop-ratio", "0.875", "--batch-size", "1", "-j", "1",
                           "--save-dir", str(tmp_path / "run")])
         batches = list(build_data(config, [mx.cpu()]).val)
         assert len(batches) == 2
@@ -153,7 +156,7 @@ def test_validation_resizes_the_shorter_side_then_keeps_only_the_centre(tmp_path
             rgb = batch.data[0][0].asnumpy().transpose(1, 2, 0) * RGB_STD + RGB_MEAN
             # The nearest of the three colours, pixel by pixel: JPEG's few units of error do not change it.
             nearest = np.linalg.norm(rgb[:, :, None, :] - colours, axis=3).argmin(axis=2)
-            np.testing.assert_array_equal(nearest, expected, err_msg=data_flags[0])
+            np.testing.assert_array_equal(nearest, expected, err_msg=" ".join(data_flags[:1] + size_flags))
 
 
 def test_training_pipeline_shapes_and_ranges(tiny_set):

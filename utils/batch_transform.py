@@ -1,5 +1,6 @@
-"""What one training batch trains on: its labels as they are, smoothed (section 5.2), mixed by mixup (section 5.4)
-or CutMix (``utils/cutmix.py``); then its images randomly erased (``utils/random_erasing.py``)."""
+"""What one training batch trains on: its images through an augmentation policy (``data/auto_augment.py``) when
+the reader left them unnormalized for it; its labels as they are, smoothed (section 5.2), mixed by mixup
+(section 5.4) or CutMix (``utils/cutmix.py``); then its images randomly erased (``utils/random_erasing.py``)."""
 from utils.cutmix import cutmix
 from utils.label_smoothing import smooth_targets
 from utils.mixup import UNMIXED, dominant_labels, mix
@@ -12,20 +13,23 @@ class BatchTransform:
     dense rows otherwise) and the labels that the training accuracy is measured against (under mixup and
     CutMix the dominant one of each pair).
 
+    ``auto_augment`` (``data.auto_augment.AugmentThenNormalize``) augments and normalizes the images first;
     ``mix_schedule`` (``utils.mixup.MixSchedule``) draws each batch's mixing; ``erasing``
-    (``utils.random_erasing.RandomErasing``) erases after it, and needs to know where each image is in the
-    global batch: ``first_index`` is the index of this process's first image (0 but under ``dist_*``), and
-    each device's slice follows the previous one; and the batch's number in its epoch, which the loop gives.
+    (``utils.random_erasing.RandomErasing``) erases after it. The policy and erasing draw per image, and need
+    to know where each image is in the global batch: ``first_index`` is the index of this process's first image
+    (0 but under ``dist_*``), and each device's slice follows the previous one; and the batch's number in its
+    epoch, which the loop gives.
     """
 
     def __init__(self, num_classes, label_smoothing=0.0, smoothing_style="paper", mix_schedule=None, erasing=None,
-                 first_index=0):
+                 first_index=0, auto_augment=None):
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
         self.smoothing_style = smoothing_style
         self.mix_schedule = mix_schedule
         self.erasing = erasing
         self.first_index = first_index
+        self.auto_augment = auto_augment
 
     @property
     def sparse_targets(self):
@@ -44,6 +48,8 @@ class BatchTransform:
     def __call__(self, images, labels, epoch, batch=0):
         """The batch numbered ``batch`` (from 0) in ``epoch``, as per-device slices."""
         targets, metric_labels = labels, labels
+        if self.auto_augment is not None:
+            images = self._per_image(self.auto_augment, images, epoch, batch)
         if not self.sparse_targets:
             targets = [smooth_targets(label, self.num_classes, self.label_smoothing, self.smoothing_style)
                        for label in labels]
@@ -56,12 +62,13 @@ class BatchTransform:
                 images, targets = [pair[0] for pair in mixed], [pair[1] for pair in mixed]
                 metric_labels = [dominant_labels(label, draw.lam) for label in labels]
         if self.erasing is not None:
-            images = self._erase(images, epoch, batch)
+            images = self._per_image(self.erasing, images, epoch, batch)
         return images, targets, metric_labels
 
-    def _erase(self, images, epoch, batch):
-        erased, first_index = [], self.first_index
+    def _per_image(self, transform, images, epoch, batch):
+        """``transform(slice, epoch, batch, index of the slice's first image in the global batch)`` per slice."""
+        transformed, first_index = [], self.first_index
         for image in images:
-            erased.append(self.erasing(image, epoch, batch, first_index))
+            transformed.append(transform(image, epoch, batch, first_index))
             first_index += image.shape[0]
-        return erased
+        return transformed
