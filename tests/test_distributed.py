@@ -72,6 +72,26 @@ def test_two_workers_train_in_step_and_rank_zero_alone_writes(tiny_set, tmp_path
     assert job.leftovers() == []
 
 
+def test_the_input_tricks_train_in_step_on_two_workers(tiny_set, tmp_path):
+    """--progressive-resize (24 then 32), --ra-reps 2 and --auto-augment ta_wide under dist_sync: each worker
+    reads its shard at the epoch's size, both end with the same weights, and rank 0 records the sizes."""
+    save_dir = tmp_path / "run"
+    command = _train_command(tiny_set, save_dir, "--progressive-resize", "24,32", "--progressive-resize-step", "8",
+                             "--ra-reps", "2", "--auto-augment", "ta_wide")
+    at = command.index("--input-size")
+    del command[at:at + 2]
+    job = Job(local_launch_args(), command)
+    code, output = job.wait(timeout=120)
+    assert code == 0, output
+    metrics = _read_metrics(save_dir)
+    assert [m["input_size"] for m in metrics] == [24, 32]
+    assert all(0 < m["train_loss"] < 10 for m in metrics)
+    assert len(re.findall(r"\[rank [01]/2\] Epoch\[1\] .* samples/sec at 32x32 ", output)) == 2, output
+    fingerprints = _fingerprints(output)
+    assert set(fingerprints) == {"0", "1"} and fingerprints["0"] == fingerprints["1"], output
+    assert job.leftovers() == []
+
+
 def test_a_killed_worker_stops_the_whole_job(tiny_set, tmp_path):
     job = Job(local_launch_args(),
               _train_command(tiny_set, tmp_path / "run", "--num-epochs", "200", "--log-interval", "1"))
