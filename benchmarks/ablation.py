@@ -76,6 +76,14 @@ def grid(args, teacher_params):
     v1b, v1d = f"--model={family}_v1b", f"--model={family}_v1d"
     all_tricks = (v1d, "--batch-size", str(small), *warmup, "--last-gamma", "--no-wd", "--lr-mode", "cosine",
                   "--label-smoothing", *mixup)
+    # torchvision's train 176 / test 224 of 232 and FFCV's 160 to 192 (then 224), scaled to --input-size; sizes
+    # are multiples of 4 below 64 (of 8 below 128, of 32 beyond, as FFCV's steps).
+    step = 4 if args.input_size < 64 else 8 if args.input_size < 128 else 32
+    train_size = max(step, round(args.input_size * 176 / 224 / step) * step)
+    test_resize = round(args.input_size * 232 / 224)
+    test_crop_ratio = args.input_size / test_resize
+    ramp = (max(step, round(args.input_size * 160 / 224 / step) * step),
+            max(step, round(args.input_size * 192 / 224 / step) * step), step)
     beyond, flags = [], (*refined, *mixup)
     for label, added in (("Table 6 without distillation (cosine, smoothing, mixup)", ()),
                          ("+ CutMix (alpha 1, half the mixed batches)", ("--cutmix", "1.0")),
@@ -85,7 +93,18 @@ def grid(args, teacher_params):
                          (f"+ stochastic depth ({args.drop_path})", ("--drop-path", str(args.drop_path))),
                          ("+ binary cross-entropy", ("--bce-loss",)),
                          (f"+ LAMB (lr {args.lamb_lr}, wd {args.lamb_wd})",
-                          ("--optimizer", "lamb", "--lr", str(args.lamb_lr), "--wd", str(args.lamb_wd)))):
+                          ("--optimizer", "lamb", "--lr", str(args.lamb_lr), "--wd", str(args.lamb_wd))),
+                         ("+ TrivialAugment (ta_wide)", ("--auto-augment", "ta_wide")),
+                         (f"+ train {train_size} / test {args.input_size} of {test_resize} (FixRes, as torchvision's "
+                          "176 / 224 of 232)",
+                          ("--input-size", str(train_size), "--val-input-size", str(args.input_size),
+                           "--crop-ratio", f"{test_crop_ratio:.4f}")),
+                         (f"+ progressive resizing {ramp[0]} to {ramp[1]} instead of {train_size} (FFCV)",
+                          ("--progressive-resize", f"{ramp[0]},{ramp[1]}", "--progressive-resize-step",
+                           str(ramp[2])))):
+        if added[:1] == ("--progressive-resize",):  # which replaces --input-size
+            at = flags.index("--input-size")
+            flags = flags[:at] + flags[at + 2:]
         flags += added
         beyond.append(Row("beyond", label, flags))
     rows = {
@@ -113,8 +132,10 @@ def grid(args, teacher_params):
     return [row for table in args.tables for row in rows[table]]
 
 
-def common_flags(args):
-    return ["--rec-train", args.rec_train, "--rec-val", args.rec_val, "--input-size", str(args.input_size),
+def common_flags(args, flags=()):
+    """The budget's flags; a row that sets its own training sizes (``flags``) leaves out ``--input-size``."""
+    size = [] if "--progressive-resize" in flags else ["--input-size", str(args.input_size)]
+    return ["--rec-train", args.rec_train, "--rec-val", args.rec_val, *size,
             "--num-epochs", str(args.num_epochs), "--lr-decay-epoch", decay_epochs(args.num_epochs),
             "-j", str(args.threads), "--log-interval", "1000", "--save-frequency", "1", "--keep-checkpoints", "1"]
 
@@ -126,13 +147,13 @@ def teacher_flags(args):
 
 def run_dir(args, flags, seed):
     """The folder of one run: readable start, then a hash of everything that defines the run."""
-    key = json.dumps([os.path.abspath(args.rec_train), *common_flags(args)[2:], *flags, seed])
+    key = json.dumps([os.path.abspath(args.rec_train), *common_flags(args, flags)[2:], *flags, seed])
     model = next(flag.split("=", 1)[1] for flag in flags if flag.startswith("--model="))
     return os.path.join(args.work_dir, f"{model}-seed{seed}-{hashlib.sha1(key.encode()).hexdigest()[:10]}")
 
 
 def command(args, flags, seed, save_dir):
-    return [sys.executable, TRAINER, *common_flags(args), *flags, "--seed", str(seed), "--save-dir", save_dir,
+    return [sys.executable, TRAINER, *common_flags(args, flags), *flags, "--seed", str(seed), "--save-dir", save_dir,
             "--resume"]
 
 
@@ -199,8 +220,8 @@ def summarize(args, rows):
                 diverged_seeds.append(seed)
         entries.append(dict(table=row.table, label=row.label, flags=list(row.flags), seeds=seeds,
                             diverged_seeds=diverged_seeds,
-                            command=shlex.join(["python", "train_imagenet.py", *common_flags(args), *row.flags,
-                                                "--seed", "SEED", "--save-dir", "DIR", "--resume"]),
+                            command=shlex.join(["python", "train_imagenet.py", *common_flags(args, row.flags),
+                                                *row.flags, "--seed", "SEED", "--save-dir", "DIR", "--resume"]),
                             reported="EMA" if averaged else "network",
                             network_top1=[m[-1]["val_top1"] for m in metrics],
                             val_top1=[m[-1]["val_top1" + reported] for m in metrics],
