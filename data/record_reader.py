@@ -1,0 +1,365 @@
+"""Training batches from a packed ``.rec``/``.idx`` pair with the paper's augmentation (section 2) drawn per image.
+
+``RecordReader(...).epoch(e, start_batch, size)`` yields ``mx.io.DataBatch`` objects as ``data.loaders.EpochBatches``
+does: exactly ``batches_per_epoch`` full batches, ``data`` float32 (B, 3, S, S) RGB normalized by ``RGB_MEAN`` and
+``RGB_STD``, ``label`` float32 (B,). It replaces MXNet 1.9.1's ``ImageRecordIter``, whose augmentation is not the
+paper's, image by image independent one: with ``seed_aug`` it reseeds each image's generator from its place in its
+batch, so that every batch of an epoch gets the same B crops, flips and colours by place; without, each decoding
+thread's generator is seeded once, apart from ``--seed``. It also resizes a random crop into the very image it
+reads the crop from, which garbles it when the output size is the image's (CIFAR-10's 32-pixel records at 32).
+
+Order. Epoch ``e`` permutes all N records with ``utils.seeding.epoch_seed(seed, e)``. Worker ``part_index`` of
+``num_parts`` reads places ``part_index, part_index + num_parts, ...`` of that permutation, truncated to
+``num_parts * (N // num_parts)`` places so that the shards are disjoint and equal (``N % num_parts`` records, other
+ones each epoch, sit out); when ``batches_per_epoch`` batches need more images than the shard holds it goes round
+it again. A worker's batch j of b images holds the places ``j b .. (j + 1) b - 1`` of its shard, so batch j of all
+workers together holds global places ``j B .. (j + 1) B - 1``: the images, and the augmentation, of batch j of a
+one-worker run of batch B = b x num_parts. With ``reps`` N (repeated augmentation, ``--ra-reps``), batch j holds
+b/N places, then the same images again N - 1 times, copy k in block k, each copy augmented on its own.
+
+Randomness. Each image draws from its own ``image_generator(seed, epoch, place, copy)`` (numpy's default PCG64
+behind a SeedSequence, some 20 microseconds to build, a few percent of an image's decoding at 224), ``place``
+its place in the epoch's global order: the same for any number of threads, devices and workers, and a resumed
+epoch skips the earlier batches without decoding them. The draws, a fixed number per image, are MXNet's
+``src/io/image_aug_default.cc`` (``random_resized_crop`` with ``brightness``, ``contrast``, ``saturation`` and
+``pca_noise``, as ``data.loaders.train_record_iter`` configures it) and ``iter_image_recordio_2.cc`` (mirror):
+
+1. Random resized crop: up to 10 tries of an area fraction uniform in ``area`` and an aspect ratio (width over
+   height) uniform, not log-uniform, in ``aspect_ratio``; sides ``round(sqrt(A / r))`` by ``round(sqrt(A r))``,
+   swapped with probability 1/2; the first that fits is placed uniformly and resized to S x S bilinearly
+   (``cv2.INTER_LINEAR``). If none fits, MXNet's fallback: the centre S x S of the image, upscaled (keeping its
+   aspect, sides truncated) only if a side is below S. With area and ratio both exactly 1, MXNet does no random
+   crop and takes that centre crop directly; so do we.
+2. Horizontal flip with probability 1/2.
+3. Colour jitter, in a random order: brightness ``x a_b``, contrast ``x a_c + (1 - a_c) mean(grey)``, saturation
+   ``x a_s + (1 - a_s) grey``, each factor uniform in [1 - 0.4, 1 + 0.4], each step rounded and clipped to 0..255
+   as MXNet's 8-bit OpenCV calls do.
+4. Lighting (AlexNet's PCA noise): ``alpha ~ N(0, 0.1^2)`` per component, RGB offset ``eigvec @ (alpha * eigval)``
+   with MXNet's eigenvalues and eigenvectors (on the 0..255 scale), clipped to 0..255.
+5. ``(x - RGB_MEAN) / RGB_STD``.
+
+Where we differ from MXNet, and why:
+- the generator and the order of draws (per image, keyed by its place, instead of std::mt19937 per thread);
+- grey for contrast and saturation is ITU-R 601 luma, 0.299 R + 0.587 G + 0.114 B, as ``mx.image``'s jitter
+  computes it: MXNet's C++ augmenter converts its BGR image with ``CV_RGB2GRAY``, weighting blue 0.299 and red
+  0.114;
+- the lighting offset is added in floating point: MXNet truncates each pixel's sum toward zero (half a grey
+  level darker on average); the output is float anyway;
+- the crop's sides are computed in float64 (MXNet: float32), which may move a side by one pixel where the square
+  root lands within float32 rounding of a half;
+- a crop side of zero pixels counts as not fitting (MXNet would fail on it; only images of a pixel or two get one);
+- none in decoding: ``cv2.imdecode`` without EXIF rotation gives the pixels of MXNet's TurboJPEG decoding (the same
+  on CIFAR-10's JPEGs and the tests' images, as are crops, resizes and the normalization where nothing is random).
+
+``Augmentation(raw=True)`` stops after the crop and the flip and gives RGB whole numbers 0..255 (float32), the input
+of ``data.auto_augment``'s policies, which torchvision applies after crop and flip only.
+
+Speed: ``num_workers`` threads decode and augment the images, 8 a task (OpenCV releases the GIL while it decodes,
+resizes and blends), each writing straight into its slot of a preallocated batch that an NDArray shares without a
+copy. The tasks of ``prefetch + 1`` batches wait in the threads' queue ahead of the batch the consumer holds, so it
+waits only when the threads fall behind; the queue is the background worker, no other thread is needed. Batches
+are recycled: a batch's arrays are written again when the consumer asks for the second batch after it (once the
+MXNet operations queued on them have finished); copy what must be kept, as with ``ImageRecordIter``'s batches.
+Images are decoded whole: decoding at a half or a quarter of the size where the crop shrinks that much (as DALI
+does) differs from the bilinear resize of the whole image by several grey levels, not by rounding.
+"""
+import collections
+import functools
+import itertools
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import cv2
+import mxnet as mx
+import numpy as np
+
+from data.loaders import BAD_RECORD_HINT, CROP_AREA, CROP_ASPECT_RATIO, JITTER, LIGHTING_STD, RGB_MEAN, RGB_STD
+from data.records import _locate_record, _read_payload, _Rejected, check_record_files, read_record_index
+from utils.errors import UserError
+from utils.seeding import epoch_seed
+
+IMAGES_PER_TASK = 8  # images a thread decodes per task: fewer hand-overs, still several tasks per batch
+CROP_TRIES = 10  # MXNet's random_resized_crop gives up after 10 crops that do not fit
+CROP_DRAWS = 5  # per try: area, aspect ratio, side swap, top, left
+MIRROR_PROBABILITY = 0.5
+# MXNet's image_aug_default.cc: eigenvalues times eigenvectors of ImageNet's RGB covariance on the 0..255 scale;
+# row c gives channel c's offset from the three components' alphas.
+LIGHTING_EIGVEC = np.array([[55.46 * -0.5675, 4.794 * 0.7192, 1.148 * 0.4009],
+                            [55.46 * -0.5808, 4.794 * -0.0045, 1.148 * -0.8140],
+                            [55.46 * -0.5836, 4.794 * -0.6948, 1.148 * 0.4203]])
+# Keeps these draws apart from the other generators seeded from --seed and the epoch: random erasing's (no spawn
+# key), data.auto_augment's ((1,)) and data.repeated_augmentation's ((copy,)); SeedSequence pads its entropy with
+# zeros, so a small key would meet the latter's at place 0. "read" in ASCII.
+SPAWN_KEY = (0x72656164,)
+GREY_LEVELS = np.arange(256, dtype=np.float64)
+RAW_TABLES = np.tile(GREY_LEVELS.astype(np.float32), (3, 1))  # raw mode: each channel's values as they are
+MEAN_COLUMN, STD_COLUMN = np.array(RGB_MEAN)[:, None], np.array(RGB_STD)[:, None]
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """The training augmentation's settings; the defaults are section 2's (``data.loaders``'s constants)."""
+
+    area: tuple = CROP_AREA  # fraction of the image's area covered by the crop
+    aspect_ratio: tuple = CROP_ASPECT_RATIO  # the crop's width over height
+    mirror: float = MIRROR_PROBABILITY  # probability of a horizontal flip
+    jitter: float = JITTER  # brightness, contrast and saturation factors in [1 - jitter, 1 + jitter]
+    lighting: float = LIGHTING_STD  # standard deviation of the PCA noise's alphas
+    raw: bool = False  # stop after crop and flip: RGB whole numbers 0..255, no colour, no normalization
+
+
+@dataclass(frozen=True)
+class Draws:
+    """One image's random choices: ``crop`` (top, left, height, width) or None for MXNet's centre-crop fallback,
+    ``mirror``, the brightness, contrast and saturation ``jitter`` factors applied in ``jitter_order`` (0, 1, 2
+    name them), and the RGB ``lighting`` offset."""
+
+    crop: tuple
+    mirror: bool
+    jitter: tuple
+    jitter_order: tuple
+    lighting: np.ndarray
+
+
+def image_generator(seed, epoch, place, copy=0):
+    """The generator of the image at ``place`` of ``epoch``'s global order (its copy ``copy`` under --ra-reps)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, place, copy], spawn_key=SPAWN_KEY))
+
+
+def draw_augmentation(generator, height, width, augmentation):
+    """The Draws of one image of ``height`` x ``width`` pixels, always the same number of them from ``generator``."""
+    uniforms = generator.random(CROP_TRIES * CROP_DRAWS + 4).tolist()
+    order = tuple(generator.permutation(3).tolist())
+    alphas = generator.normal(0.0, augmentation.lighting, 3)
+    crop = random_resized_crop(uniforms[:CROP_TRIES * CROP_DRAWS], height, width, augmentation.area,
+                               augmentation.aspect_ratio)
+    jitter = tuple(1 + augmentation.jitter * (2 * uniform - 1) for uniform in uniforms[-3:])
+    return Draws(crop=crop, mirror=uniforms[-4] < augmentation.mirror, jitter=jitter, jitter_order=order,
+                 lighting=LIGHTING_EIGVEC @ alphas)
+
+
+def random_resized_crop(uniforms, height, width, area, aspect_ratio):
+    """(top, left, crop height, crop width) of the first of 10 tries that fits, as MXNet draws them; None when none
+    fits or both ranges are exactly 1 (MXNet's centre crop). ``uniforms``: 5 numbers in [0, 1) a try, for its area,
+    aspect ratio, side swap, top and left."""
+    if tuple(area) == (1, 1) and tuple(aspect_ratio) == (1, 1):
+        return None
+    for start in range(0, CROP_TRIES * CROP_DRAWS, CROP_DRAWS):
+        area_draw, ratio_draw, swap_draw, top_draw, left_draw = uniforms[start:start + CROP_DRAWS]
+        target = height * width * (area[0] + (area[1] - area[0]) * area_draw)
+        ratio = aspect_ratio[0] + (aspect_ratio[1] - aspect_ratio[0]) * ratio_draw
+        # std::round: halves away from zero
+        crop_height = math.floor(math.sqrt(target / ratio) + 0.5)
+        crop_width = math.floor(math.sqrt(target * ratio) + 0.5)
+        if swap_draw > 0.5:
+            crop_height, crop_width = crop_width, crop_height
+        if 1 <= crop_height <= height and 1 <= crop_width <= width:
+            return (int(top_draw * (height - crop_height + 1)), int(left_draw * (width - crop_width + 1)),
+                    crop_height, crop_width)
+    return None
+
+
+def centre_crop(image, size):
+    """MXNet's fallback: an image with a side below ``size`` is first scaled up to it (the other side in float32,
+    truncated, as MXNet computes it), then its centre ``size`` x ``size`` is cut out."""
+    height, width = image.shape[:2]
+    if height < size:
+        width = int(np.float32(size) / np.float32(height) * np.float32(width))
+        height = size
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    if width < size:
+        height = int(np.float32(size) / np.float32(width) * np.float32(height))
+        width = size
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    top, left = (height - size) // 2, (width - size) // 2
+    return image[top:top + size, left:left + size]
+
+
+def colour_jitter(image, factors, order):
+    """Brightness, contrast and saturation of the 8-bit BGR ``image`` scaled by ``factors``, in ``order``.
+
+    ``addWeighted`` rounds and saturates each result to 8 bits, as MXNet's ``convertTo`` and ``addWeighted`` do.
+    """
+    for step in order:
+        factor = factors[step]
+        if step == 0:
+            image = cv2.addWeighted(image, factor, image, 0, 0)
+        elif step == 1:
+            grey_mean = cv2.mean(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))[0]
+            image = cv2.addWeighted(image, factor, image, 0, (1 - factor) * grey_mean)
+        else:
+            grey = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+            image = cv2.addWeighted(image, factor, grey, 1 - factor, 0)
+    return image
+
+
+def decode_image(image_bytes):
+    """The 8-bit BGR image of ``image_bytes``, or None if it does not decode. EXIF rotation is ignored, as MXNet's
+    TurboJPEG decoding ignores it."""
+    try:
+        image = cv2.imdecode(np.frombuffer(image_bytes, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error:
+        return None
+    return image if image is not None and image.size else None
+
+
+def crop_resized(image, crop, size):
+    """The ``crop`` (top, left, height, width) of ``image`` resized bilinearly to ``size`` x ``size``, or MXNet's
+    centre crop when ``crop`` is None."""
+    if crop is None:
+        return centre_crop(image, size)
+    top, left, crop_height, crop_width = crop
+    return cv2.resize(image[top:top + crop_height, left:left + crop_width], (size, size),
+                      interpolation=cv2.INTER_LINEAR)
+
+
+def channel_tables(lighting):
+    """(3, 256) float32: for each RGB channel, its 8-bit values plus the ``lighting`` offset, clipped to 0..255,
+    then normalized; lighting and normalization both map each channel's values on their own, so one table does
+    both."""
+    tables = GREY_LEVELS + lighting[:, None]
+    np.maximum(tables, 0, out=tables)
+    np.minimum(tables, 255, out=tables)
+    tables -= MEAN_COLUMN
+    tables /= STD_COLUMN
+    return tables.astype(np.float32)
+
+
+def write_rgb(patch, tables, out):
+    """Write the 8-bit BGR ``patch`` mapped through ``tables`` (one per RGB channel) into ``out``, (3, H, W)."""
+    for channel, plane in enumerate(reversed(cv2.split(patch))):
+        cv2.LUT(plane, tables[channel], dst=out[channel])
+
+
+def augment_image(image, draws, size, augmentation, out):
+    """Write the 8-bit BGR ``image`` augmented by ``draws`` into ``out``, float32 (3, ``size``, ``size``) RGB."""
+    patch = crop_resized(image, draws.crop, size)
+    if draws.mirror:
+        patch = cv2.flip(patch, 1)
+    if augmentation.raw:
+        write_rgb(patch, RAW_TABLES, out)
+        return
+    if augmentation.jitter > 0:
+        patch = colour_jitter(patch, draws.jitter, draws.jitter_order)
+    write_rgb(patch, channel_tables(draws.lighting), out)
+
+
+class RecordReader:
+    """Training batches of one worker's shard of ``rec``/``idx``, augmented per image (see the module docstring).
+
+    ``input_size`` is the crop side, or a function of the epoch giving it (``InputConfig.train_size`` under
+    --progressive-resize); ``batch_size`` is this worker's batch; ``reps`` must divide it. Read one epoch at a time.
+    """
+
+    def __init__(self, rec, idx, batch_size, input_size, seed, num_workers=1, num_parts=1, part_index=0, reps=1,
+                 augmentation=Augmentation(), batches_per_epoch=None, prefetch=2):
+        check_record_files(rec, idx)
+        self._rec, self._rec_size = rec, os.path.getsize(rec)
+        # (key, offset) rows: 16 bytes a record, where a list of tuples takes some 120 (ImageNet: 1.28 M records)
+        self._index = np.array(read_record_index(idx), np.int64)
+        self._shard = len(self._index) // num_parts
+        if self._shard == 0:
+            raise UserError(f"{rec} has {len(self._index)} records, too few for a shard of each of {num_parts} "
+                            "workers; use fewer workers or more data")
+        if batch_size % reps:
+            raise UserError(f"--ra-reps {reps} does not divide the batch of {batch_size} images")
+        self.batch_size, self.input_size, self.seed, self.reps = batch_size, input_size, seed, reps
+        self.num_workers, self.num_parts, self.part_index = num_workers, num_parts, part_index
+        self.augmentation, self.prefetch = augmentation, prefetch
+        self.batches_per_epoch = batches_per_epoch or math.ceil(self._shard / batch_size)
+
+    @classmethod
+    def from_config(cls, rec, idx, config, **kwargs):
+        """The reader of ``data.loaders.InputConfig`` ``config``: its batch, crop sizes, seed, threads, shard, reps."""
+        return cls(rec, idx, config.batch_size, config.train_size, config.seed, num_workers=config.num_workers,
+                   num_parts=config.num_parts, part_index=config.part_index, reps=config.ra_reps, **kwargs)
+
+    def epoch(self, epoch, start_batch=0, size=None):
+        """The batches of ``epoch`` from batch ``start_batch`` on (the earlier ones are not read), at ``size``
+        (default: ``input_size``)."""
+        if size is None:
+            size = self.input_size(epoch) if callable(self.input_size) else self.input_size
+        order = np.random.default_rng(epoch_seed(self.seed, epoch)).permutation(len(self._index))
+        # Batch b goes into buffer b mod (prefetch + 3): the batch the consumer holds, the one before it, prefetch + 1
+        # queued.
+        buffers = [self._buffer(size) for _ in range(self.prefetch + 3)]
+        files, local = [], threading.local()
+
+        def open_rec():  # each thread reads through its own file object
+            local.file = open(self._rec, "rb")
+            files.append(local.file)
+
+        def submit(batch):
+            return self._submit(pool, functools.partial(self._read_images, local, epoch, size), batch, order,
+                                buffers[batch % len(buffers)])
+
+        batches = iter(range(start_batch, self.batches_per_epoch))
+        pool = ThreadPoolExecutor(self.num_workers, initializer=open_rec)
+        try:
+            pending = collections.deque(map(submit, itertools.islice(batches, self.prefetch + 1)))
+            while pending:
+                data, label, futures = pending.popleft()
+                for future in futures:
+                    future.result()
+                pending.extend(map(submit, itertools.islice(batches, 1)))
+                yield mx.io.DataBatch(data=[data], label=[label], pad=0)
+        finally:
+            pool.shutdown(cancel_futures=True)
+            for file in files:
+                file.close()
+
+    def places(self, batch):
+        """The global places of the distinct images of ``batch`` (its first block under --ra-reps)."""
+        distinct = self.batch_size // self.reps
+        return self.part_index + self.num_parts * np.arange(batch * distinct, (batch + 1) * distinct)
+
+    def _buffer(self, size):
+        """Arrays for one batch of ``size`` x ``size`` images and its labels, each with a zero-copy NDArray over it
+        (``from_numpy`` makes its argument read-only, so it gets a view)."""
+        data, label = np.empty((self.batch_size, 3, size, size), np.float32), np.empty(self.batch_size, np.float32)
+        return data, mx.nd.from_numpy(data.view()), label, mx.nd.from_numpy(label.view())
+
+    def _submit(self, pool, read, batch, order, buffer):
+        """Queue the images of ``batch`` into ``buffer``; return its NDArrays and the tasks' futures."""
+        data_array, data, label_array, label = buffer
+        for array in (data, label):
+            mx.nd.to_dlpack_for_write(array)  # MXNet's wait-to-write: returns once the reads queued on it are done
+        places = self.places(batch)
+        records = order[places % (self._shard * self.num_parts)]  # going round the shard when the epoch is longer
+        images = list(enumerate(zip(places.tolist(), records.tolist())))
+        return data, label, [pool.submit(read, images[start:start + IMAGES_PER_TASK], data_array, label_array)
+                             for start in range(0, len(images), IMAGES_PER_TASK)]
+
+    def _read_images(self, local, epoch, size, images, data_array, label_array):
+        """Decode each ``(slot, (place, record))`` of ``images`` once and write its ``reps`` copies, each with its own
+        draws, at ``slot`` of each block of the batch."""
+        distinct = self.batch_size // self.reps
+        for slot, (place, record) in images:
+            label, image = self._read_record(local.file, record)
+            label_array[slot::distinct] = label
+            for copy in range(self.reps):
+                draws = draw_augmentation(image_generator(self.seed, epoch, place, copy), *image.shape[:2],
+                                          self.augmentation)
+                augment_image(image, draws, size, self.augmentation, data_array[slot + copy * distinct])
+
+    def _read_record(self, rec_file, record):
+        """The label and the decoded image of record ``record`` (its line in the .idx); UserError if it is bad."""
+        key, offset = self._index[record].tolist()
+        try:
+            span = _locate_record(rec_file, offset, self._rec_size)
+        except _Rejected as rejected:
+            raise self._bad_record(key, offset, str(rejected)) from None
+        header, image_bytes = mx.recordio.unpack(_read_payload(rec_file, span))
+        if header.flag > 1:
+            raise self._bad_record(key, offset, f"it holds {header.flag} labels; the trainer reads one per image")
+        image = decode_image(image_bytes)
+        if image is None:
+            raise self._bad_record(key, offset, "its image bytes do not decode")
+        return (header.label if header.flag == 0 else header.label[0]), image
+
+    def _bad_record(self, key, offset, reason):
+        """The one-line UserError naming a bad record and why."""
+        return UserError(f"record key {key} at byte {offset} of {self._rec}: {reason}; {BAD_RECORD_HINT}")
