@@ -1,9 +1,10 @@
-"""Images/s of the training input pipeline alone (ImageRecordIter with the paper's augmentation), per thread count
-and number of repeated-augmentation copies; and with ``--auto-augment`` policies, which leave the host only
-cropping and flipping and run on the device (``data/auto_augment.py``).
+"""Images/s of the training input pipeline alone (``data.record_reader.RecordReader`` with the paper's
+augmentation), per thread count and number of repeated-augmentation copies; and with ``--auto-augment`` policies,
+which leave the host only cropping and flipping and run on the device (``data/auto_augment.py``).
 
-It reads, decodes and augments batches exactly as training does (``data.loaders.train_iterator``) and
-drops them, so the figure says how many decoding threads keep how many accelerators fed. With several
+It reads, decodes and augments batches exactly as training does (``RecordReader.from_config``, as
+``data.loaders.record_source`` builds it) and drops them, so the figure says how many decoding threads keep how
+many accelerators fed. With several
 ``--rounds`` the configurations alternate and each row gives the median, so that a load on the machine that
 comes and goes affects them alike.
 
@@ -34,7 +35,9 @@ import numpy as np  # noqa: E402
 
 from benchmarks.machine import describe  # noqa: E402
 from data.auto_augment import AugmentThenNormalize, parse_policy  # noqa: E402
-from data.loaders import RGB_MEAN, RGB_STD, EpochBatches, InputConfig, train_iterator  # noqa: E402
+from data.augmentation import RGB_MEAN, RGB_STD  # noqa: E402
+from data.loaders import InputConfig  # noqa: E402
+from data.record_reader import RecordReader  # noqa: E402
 from data.records import RecordFiles  # noqa: E402
 
 
@@ -44,13 +47,13 @@ def crops_as_they_are(images, *_):
 
 
 def images_per_sec(rec, input_size, threads, batch_size, batches, warmup_batches=5, ra_reps=1, policy=None):
-    """Images/s over ``batches`` augmented training batches read with ``threads`` decoding threads in all (shared
-    out over the ``ra_reps`` iterators of repeated augmentation); with a ``policy``, the reader crops and flips
-    only, and the policy (``data.auto_augment.AugmentThenNormalize``) runs on each batch on ``mx.cpu()``."""
+    """Images/s over ``batches`` augmented training batches read with ``threads`` decoding threads, each image
+    ``ra_reps`` times (repeated augmentation); with a ``policy``, the reader crops and flips only, and the policy
+    (``data.auto_augment.AugmentThenNormalize``) runs on each batch on ``mx.cpu()``."""
     config = InputConfig(batch_size=batch_size, input_size=input_size, crop_ratio=0.875, num_workers=threads, seed=0,
                          ra_reps=ra_reps, unnormalized_crops=policy is not None)
-    idx = RecordFiles.from_rec_path(rec).idx
-    stream = EpochBatches(lambda epoch: train_iterator(rec, idx, config, epoch), warmup_batches + batches).epoch(0)
+    stream = RecordReader.from_config(rec, RecordFiles.from_rec_path(rec).idx, config,
+                                      batches_per_epoch=warmup_batches + batches).epoch(0)
     for _ in range(warmup_batches):
         next(stream).data[0].wait_to_read()
     tic = time.perf_counter()

@@ -1,6 +1,6 @@
-"""Images/s of ``data.record_reader.RecordReader`` against ``ImageRecordIter`` as ``data.loaders.train_record_iter``
-configures it (the paper's augmentation), on the same ``.rec`` with as many decoding threads, and what each step of
-our reader costs per image.
+"""Images/s of ``data.record_reader.RecordReader`` against MXNet's ``ImageRecordIter`` configured with the paper's
+augmentation (as training read records before ``RecordReader``), on the same ``.rec`` with as many decoding threads,
+and what each step of our reader costs per image.
 
     mkdir -p /tmp/rr && tar -xzf ../shared/datasets/cifar10-jpg.tar.gz -C /tmp/rr
     python -m data.pack /tmp/rr/cifar10/test /tmp/rr/test-256 --resize 256
@@ -10,19 +10,17 @@ our reader costs per image.
 Each round starts one child process per thread count T, with ``MXNET_OMP_MAX_THREADS=T``, which reads
 ``--batches`` batches (after the first few, which fill each reader's buffers) from each reader in turn, the order
 rotating between rounds; rows give the medians over the rounds and ratios of medians. The readers:
-``RecordReader`` with ``num_workers=T``; ``train_record_iter`` as training runs it, whose ``ImageRecordIter``
-decodes on max(cores / 2, 1) threads whatever ``-j`` says (one on 2 cores); and the same created for the CPU
-(``ctx='cpu'``), which decodes on MXNet's OpenMP threads, here exactly T. ``--profile`` adds, on one thread, the
-microseconds per image of each step of our reader.
+``RecordReader`` with ``num_workers=T``; ``ImageRecordIter`` (``paper_record_iter``) with
+``preprocess_threads=T``, which decodes on max(cores / 2, 1) threads whatever it says (one on 2 cores); and the
+same created for the CPU (``ctx='cpu'``), which decodes on MXNet's OpenMP threads, here exactly T. ``--profile``
+adds, on one thread, the microseconds per image of each step of our reader.
 """
 import argparse
-import functools
 import json
 import statistics
 import subprocess
 import sys
 import time
-from unittest import mock
 
 import cv2
 import mxnet as mx
@@ -31,10 +29,10 @@ import numpy as np
 from benchmarks.children import benchmark_command, child_environment
 from benchmarks.machine import describe
 from data import record_reader
-from data.loaders import EpochBatches, InputConfig, train_record_iter
-from data.records import RecordFiles, _locate_record, _read_payload, read_record_index
+from data.augmentation import CROP_AREA, CROP_ASPECT_RATIO, JITTER, LIGHTING_STD, RGB_MEAN, RGB_STD
+from data.records import RecordFiles, read_record, read_record_index
 
-READERS = ("RecordReader", "train_record_iter", "train_record_iter ctx=cpu")
+READERS = ("RecordReader", "ImageRecordIter", "ImageRecordIter ctx=cpu")
 WARMUP_BATCHES = 6  # RecordReader's default 5 buffers, and ImageRecordIter's 4, are all written once before timing
 
 
@@ -48,6 +46,24 @@ def images_per_sec(batches, batch_size, count):
     return count * batch_size / (time.perf_counter() - tic)
 
 
+def paper_record_iter(rec, idx, batch_size, size, threads, **kwargs):
+    """MXNet's ``ImageRecordIter`` with section 2's augmentation (``data.augmentation``), shuffled, seeded."""
+    return mx.io.ImageRecordIter(
+        path_imgrec=rec, path_imgidx=idx, batch_size=batch_size, data_shape=(3, size, size), shuffle=True, seed=0,
+        seed_aug=0, round_batch=True, preprocess_threads=threads, random_resized_crop=True,
+        min_random_area=CROP_AREA[0], max_random_area=CROP_AREA[1], min_aspect_ratio=CROP_ASPECT_RATIO[0],
+        max_aspect_ratio=CROP_ASPECT_RATIO[1], rand_mirror=True, brightness=JITTER, contrast=JITTER,
+        saturation=JITTER, pca_noise=LIGHTING_STD, mean_r=RGB_MEAN[0], mean_g=RGB_MEAN[1], mean_b=RGB_MEAN[2],
+        std_r=RGB_STD[0], std_g=RGB_STD[1], std_b=RGB_STD[2], **kwargs)
+
+
+def endless(iterator):
+    """The batches of ``iterator``, pass after pass."""
+    while True:
+        yield from iterator
+        iterator.reset()
+
+
 def reader_batches(name, rec, size, threads, batch_size, count):
     """The training batches of epoch 0 from reader ``name`` (one of READERS)."""
     idx = RecordFiles.from_rec_path(rec).idx
@@ -55,14 +71,9 @@ def reader_batches(name, rec, size, threads, batch_size, count):
         reader = record_reader.RecordReader(rec, idx, batch_size, size, seed=0, num_workers=threads,
                                             batches_per_epoch=WARMUP_BATCHES + count)
         return reader.epoch(0)
-    config = InputConfig(batch_size=batch_size, input_size=size, crop_ratio=0.875, num_workers=threads, seed=0)
-    if name == "train_record_iter":
-        iterator = train_record_iter(rec, idx, config)
-    else:
-        # ctx='cpu': decode on MXNet's OpenMP threads (MXNET_OMP_MAX_THREADS), not on max(cores / 2, 1).
-        with mock.patch.object(mx.io, "ImageRecordIter", functools.partial(mx.io.ImageRecordIter, ctx="cpu")):
-            iterator = train_record_iter(rec, idx, config)
-    return EpochBatches(lambda epoch: iterator, WARMUP_BATCHES + count).epoch(0)
+    # ctx='cpu': decode on MXNet's OpenMP threads (MXNET_OMP_MAX_THREADS), not on max(cores / 2, 1).
+    return endless(paper_record_iter(rec, idx, batch_size, size, threads,
+                                     **(dict(ctx="cpu") if name.endswith("ctx=cpu") else {})))
 
 
 def measure(args):
@@ -89,8 +100,8 @@ def profile(rec, size, images=300):
     with open(rec, "rb") as rec_file:
         rec_size = rec_file.seek(0, 2)
         for place, (_, offset) in enumerate(entries):
-            payload = timed("read", lambda: _read_payload(rec_file, _locate_record(rec_file, offset, rec_size)))
-            image = timed("decode", lambda: record_reader.decode_image(mx.recordio.unpack(payload)[1]))
+            _, image_bytes = timed("read", read_record, rec_file, offset, rec_size)
+            image = timed("decode", record_reader.decode_image, image_bytes)
             draws = timed("generator and draws", lambda: record_reader.draw_augmentation(
                 record_reader.image_generator(0, 0, place), *image.shape[:2], augmentation))
             patch = timed("crop and resize", record_reader.crop_resized, image, draws.crop, size)

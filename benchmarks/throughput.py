@@ -20,7 +20,7 @@ all cores, measured in the same run. MXNet's CPU operators get one thread per ph
 ``train_imagenet.py`` (``utils/cpu_threads.py``: MXNet's own default is half the logical CPUs on x86, half
 the cores of a machine without hyperthreading); GluonCV's script runs with MXNet's default, as its users get
 it, or with the same threads as ours under ``--gluoncv-threads ours``, which compares the loops alone.
-Then the input pipeline alone: the training ``ImageRecordIter`` with the paper's augmentation, per thread
+Then the input pipeline alone: the training reader (``data.record_reader``) with the paper's augmentation, per thread
 count and input size, from ``--rec-train`` and ``--rec-256`` (images packed at a shorter side of 256).
 Writes ``throughput.md`` and ``throughput.json`` into ``--output-dir``; with GluonCV's script the last line
 printed is the ratio ours / GluonCV's on resnet18_v1d at 32.
@@ -234,7 +234,7 @@ def markdown(result):
                      row["model_only_peak_rss_mb"], loop and loop["peak_rss_mb"], theirs and theirs["peak_rss_mb"]))]
         lines.append("| " + " | ".join(cells) + " |")
     if result["pipeline"]:
-        lines += ["", "Input pipeline alone (training ImageRecordIter, paper's augmentation):", "",
+        lines += ["", "Input pipeline alone (training RecordReader, paper's augmentation):", "",
                   "| data | input | threads | images/s | per thread |", "| --- | --- | --- | --- | --- |"]
         for row in result["pipeline"]:
             lines.append(f"| {row['data']} | {row['input_size']} | {row['threads']} | {row['images_per_sec']:.0f} | "

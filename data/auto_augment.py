@@ -26,9 +26,9 @@ corner, rotations about the centre; blends ``clamp(r x + (1 - r) y)`` truncated 
 ``0.2989 R + 0.587 G + 0.114 B`` truncated; contrast towards the grayscale mean; sharpness towards the 3x3
 smoothing [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13 rounded, the border kept; posterize, solarize (at or above the
 threshold inverted), per-channel autocontrast and per-channel equalize (``_scale_channel``'s step and table).
-Images are float32 (N, 3, H, W) holding whole numbers 0..255, as ``ImageRecordIter`` gives them before the
-mean and standard deviation; every operation returns whole numbers 0..255 again, what torchvision returns for
-the same uint8 image.
+Images are float32 (N, 3, H, W) holding whole numbers 0..255, as the training reader gives them cropped and
+flipped only (``data.record_reader``'s raw mode); every operation returns whole numbers 0..255 again, what
+torchvision returns for the same uint8 image.
 
 Batching: the images of one step are grouped by kernel (the five affine operations share one); each group is
 gathered with ``take``, transformed by one call of its kernel with a parameter per image, and written over its
@@ -462,7 +462,7 @@ def parse_policy(text, seed=0):
 
 class AugmentThenNormalize:
     """The policy on a device's slice of whole-number RGB images, then the mean and standard deviation that the
-    reader leaves out for it (section 2's, ``data.loaders.RGB_MEAN``, ``RGB_STD``), as one call of
+    reader leaves out for it (section 2's, ``data.augmentation.RGB_MEAN``, ``RGB_STD``), as one call of
     ``utils.batch_transform.BatchTransform``'s."""
 
     def __init__(self, policy, mean, std):

@@ -15,6 +15,9 @@ from data.records import RecordFiles, read_class_names, scan_records, write_clea
 from utils.errors import UserError, command_line_entry
 from utils.files import atomic_write_text
 
+# The advice that ends every message naming a bad record that the trainer met.
+BAD_RECORD_HINT = "pack the images again (`python -m data.pack`), or pass --skip-bad-records to train without them"
+
 
 def _source_identity(rec_path, idx_path):
     """What says that a source file is unchanged since its clean copy was made: paths, sizes and mtimes."""

@@ -3,9 +3,11 @@
 Both sources give ``mx.io.DataBatch`` objects of one fixed batch size, so that every batch splits evenly
 over the devices: ``source.train.epoch(e)`` the batches of training epoch ``e``, ``for batch in source.val``
 the validation set. Training epochs have exactly ``batches_per_epoch`` batches, which the learning-rate
-schedule counts on, and epoch ``e``'s order and augmentation depend only on the seed and ``e``, so that a
-resumed run sees the data an uninterrupted one would. A short last validation batch is padded and
-``batch.pad`` says how many trailing samples to ignore, so each validation image counts once.
+schedule counts on. Packed records train through ``data.record_reader.RecordReader``, whose epoch ``e`` has an
+order and an augmentation that depend only on the seed, ``e`` and each image's place, so that a resumed run sees
+the data an uninterrupted one would, whatever the threads; they validate through MXNet's ``ImageRecordIter``
+(nothing random there). A short last validation batch is padded and ``batch.pad`` says how many trailing samples
+to ignore, so each validation image counts once.
 """
 import functools
 import math
@@ -18,22 +20,14 @@ from mxnet.gluon import HybridBlock
 from mxnet.gluon.data import DataLoader
 from mxnet.gluon.data.vision import ImageFolderDataset, transforms
 
-from data.clean import clean_records, describe_bad_records
+from data.augmentation import CROP_AREA, CROP_ASPECT_RATIO, JITTER, LIGHTING_STD, RGB_MEAN, RGB_STD
+from data.clean import BAD_RECORD_HINT, clean_records, describe_bad_records
+from data.record_reader import RecordReader
 from data.records import RecordFiles, check_record_files, count_records, read_class_names
-from data.repeated_augmentation import RepeatedBatchSampler, repeated_record_iter
+from data.repeated_augmentation import RepeatedBatchSampler
 from utils.errors import UserError
 from utils.progressive_resize import ProgressiveResize
 from utils.seeding import epoch_seed, seed_everything
-
-# Section 2: RGB mean and standard deviation of ImageNet, on the [0, 255] scale.
-RGB_MEAN = (123.68, 116.779, 103.939)
-RGB_STD = (58.393, 57.12, 57.375)
-# Section 2: random-resized-crop area and aspect ratio, colour jitter strength, PCA lighting noise std.
-CROP_AREA = (0.08, 1.0)
-CROP_ASPECT_RATIO = (3 / 4, 4 / 3)
-JITTER = 0.4
-LIGHTING_STD = 0.1
-BAD_RECORD_HINT = "pack the images again (`python -m data.pack`), or pass --skip-bad-records to train without them"
 
 
 @dataclass(frozen=True)
@@ -91,66 +85,12 @@ def _normalization():
                 std_r=RGB_STD[0], std_g=RGB_STD[1], std_b=RGB_STD[2])
 
 
-def train_record_iter(rec, idx, config, epoch=0, seed_aug=None):
-    """``ImageRecordIter`` with the paper's training augmentation, shuffled and augmented for ``epoch``
-    (augmented from ``seed_aug`` instead when given)."""
-    seed = epoch_seed(config.seed, epoch)
-    return mx.io.ImageRecordIter(
-        path_imgrec=rec, path_imgidx=idx, batch_size=config.batch_size,
-        data_shape=(3, config.train_size(epoch), config.train_size(epoch)), shuffle=True, seed=seed,
-        seed_aug=seed if seed_aug is None else seed_aug,
-        round_batch=True,
-        preprocess_threads=config.num_workers, num_parts=config.num_parts, part_index=config.part_index,
-        random_resized_crop=True, min_random_area=CROP_AREA[0], max_random_area=CROP_AREA[1],
-        min_aspect_ratio=CROP_ASPECT_RATIO[0], max_aspect_ratio=CROP_ASPECT_RATIO[1],
-        rand_mirror=True, **({} if config.unnormalized_crops else dict(
-            brightness=JITTER, contrast=JITTER, saturation=JITTER, pca_noise=LIGHTING_STD, **_normalization())))
-
-
-def train_iterator(rec, idx, config, epoch=0):
-    """Epoch ``epoch``'s training batches: one ``ImageRecordIter``, or with ``--ra-reps N`` N of them read in step
-    (``data.repeated_augmentation``)."""
-    if config.ra_reps > 1:
-        return repeated_record_iter(functools.partial(train_record_iter, rec, idx), config, epoch)
-    return train_record_iter(rec, idx, config, epoch)
-
-
 def val_record_iter(rec, idx, config):
     """``ImageRecordIter`` for validation: shorter side to ``val_resize``, centre crop, no randomness."""
     return mx.io.ImageRecordIter(
         path_imgrec=rec, path_imgidx=idx, batch_size=config.batch_size,
         data_shape=(3, config.val_size, config.val_size), shuffle=False, round_batch=False,
         resize=config.val_resize, preprocess_threads=config.num_workers, **_normalization())
-
-
-class EpochBatches:
-    """Exactly ``batches_per_epoch`` full training batches per epoch, from an iterator made for that epoch.
-
-    ``ImageRecordIter`` with ``round_batch`` fills its last batch from the start of its next pass, so its
-    passes end after a varying number of batches (seen in MXNet 1.9.1: 7, 7, 6 batches for 105 images of
-    batch 16); each epoch therefore reads a fresh iterator, seeded for that epoch, for exactly
-    ``batches_per_epoch`` batches, going round it again if one pass is short.
-    """
-
-    def __init__(self, make_iterator, batches_per_epoch, find_bad_records=None):
-        self._make_iterator = make_iterator
-        self._find_bad_records = find_bad_records
-        self.batches_per_epoch = batches_per_epoch
-
-    def epoch(self, epoch, start_batch=0):
-        """The batches of ``epoch`` from batch ``start_batch`` on; the earlier ones are read and dropped."""
-        iterator = read_naming_bad_records(self._make_iterator, self._find_bad_records, epoch)
-        stream = self._endless(iterator)
-        for index in range(self.batches_per_epoch):
-            batch = read_naming_bad_records(next, self._find_bad_records, stream)
-            if index >= start_batch:
-                yield batch
-
-    @staticmethod
-    def _endless(iterator):
-        while True:
-            yield from iterator
-            iterator.reset()
 
 
 class CountedBatches:
@@ -180,8 +120,8 @@ class CountedBatches:
 def read_naming_bad_records(read, find_bad_records, *args):
     """``read(*args)``, with an MXNet error caused by a bad record turned into a UserError naming it.
 
-    ``ImageRecordIter`` reports an undecodable image only as an OpenCV assertion in some thread; the
-    records are then scanned (``find_bad_records``) to name the culprit. Other errors pass unchanged.
+    ``ImageRecordIter`` (validation's) reports an undecodable image only as an OpenCV assertion in some thread;
+    the records are then scanned (``find_bad_records``) to name the culprit. Other errors pass unchanged.
     """
     try:
         return read(*args)
@@ -226,10 +166,12 @@ def check_one_batch(num_images, config, where):
 
 def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_classes=None, clean_dir=None,
                   log=print):
-    """Training and validation data from packed ``.rec``/``.idx`` files, checked before MXNet opens them.
+    """Training and validation data from packed ``.rec``/``.idx`` files, checked before they are read.
 
-    With ``clean_dir`` (``--skip-bad-records``) every record is scanned first and a split with bad ones is
-    read from a copy of its good records in ``clean_dir``; ``skipped_records`` counts the bad ones.
+    Training reads through ``RecordReader.from_config`` (``data.record_reader``), which names a record that it
+    cannot read or decode; validation through ``val_record_iter``. With ``clean_dir`` (``--skip-bad-records``)
+    every record is scanned first and a split with bad ones is read from a copy of its good records in
+    ``clean_dir``; ``skipped_records`` counts the bad ones.
     """
     idx_train, idx_val = _default_index(rec_train, idx_train), _default_index(rec_val, idx_val)
     check_record_files(rec_train, idx_train)
@@ -264,8 +206,8 @@ def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_
     find_bad_records = functools.partial(describe_bad_records, [(rec_train, idx_train), (rec_val, idx_val)],
                                          num_classes)
     val_iter = read_naming_bad_records(val_record_iter, find_bad_records, rec_val, idx_val, config)
-    return DataSource(train=EpochBatches(functools.partial(train_iterator, rec_train, idx_train, config),
-                                         batches_per_epoch, find_bad_records),
+    return DataSource(train=RecordReader.from_config(rec_train, idx_train, config,
+                                                     batches_per_epoch=batches_per_epoch),
                       val=CountedBatches(val_iter, num_val, config.batch_size, find_bad_records),
                       num_classes=num_classes, class_names=class_names or [],
                       num_train=num_train, num_val=num_val, batches_per_epoch=batches_per_epoch,
@@ -273,7 +215,7 @@ def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_
 
 
 class FolderBatches:
-    """Batches from a Gluon ``DataLoader`` in the same ``DataBatch`` form as ``ImageRecordIter``."""
+    """Batches from a Gluon ``DataLoader`` in the same ``DataBatch`` form as the record readers'."""
 
     def __init__(self, dataset, transform, config, training):
         self._batch_size = config.batch_size

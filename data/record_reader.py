@@ -1,12 +1,14 @@
 """Training batches from a packed ``.rec``/``.idx`` pair with the paper's augmentation (section 2) drawn per image.
 
-``RecordReader(...).epoch(e, start_batch, size)`` yields ``mx.io.DataBatch`` objects as ``data.loaders.EpochBatches``
-does: exactly ``batches_per_epoch`` full batches, ``data`` float32 (B, 3, S, S) RGB normalized by ``RGB_MEAN`` and
-``RGB_STD``, ``label`` float32 (B,). It replaces MXNet 1.9.1's ``ImageRecordIter``, whose augmentation is not the
+``RecordReader(...).epoch(e, start_batch, size)`` yields the ``mx.io.DataBatch`` objects of training epoch ``e``:
+exactly ``batches_per_epoch`` full batches, ``data`` float32 (B, 3, S, S) RGB normalized by ``RGB_MEAN`` and
+``RGB_STD``, ``label`` float32 (B,). It is the trainer's reader of packed records (``data.loaders.record_source``,
+through ``RecordReader.from_config``) in place of MXNet 1.9.1's ``ImageRecordIter``, whose augmentation is not the
 paper's, image by image independent one: with ``seed_aug`` it reseeds each image's generator from its place in its
 batch, so that every batch of an epoch gets the same B crops, flips and colours by place; without, each decoding
 thread's generator is seeded once, apart from ``--seed``. It also resizes a random crop into the very image it
 reads the crop from, which garbles it when the output size is the image's (CIFAR-10's 32-pixel records at 32).
+Validation, where nothing is random, still reads through ``ImageRecordIter`` (``data.loaders.val_record_iter``).
 
 Order. Epoch ``e`` permutes all N records with ``utils.seeding.epoch_seed(seed, e)``. Worker ``part_index`` of
 ``num_parts`` reads places ``part_index, part_index + num_parts, ...`` of that permutation, truncated to
@@ -22,7 +24,7 @@ behind a SeedSequence, some 20 microseconds to build, a few percent of an image'
 its place in the epoch's global order: the same for any number of threads, devices and workers, and a resumed
 epoch skips the earlier batches without decoding them. The draws, a fixed number per image, are MXNet's
 ``src/io/image_aug_default.cc`` (``random_resized_crop`` with ``brightness``, ``contrast``, ``saturation`` and
-``pca_noise``, as ``data.loaders.train_record_iter`` configures it) and ``iter_image_recordio_2.cc`` (mirror):
+``pca_noise`` set to section 2's values, ``data.augmentation``) and ``iter_image_recordio_2.cc`` (mirror):
 
 1. Random resized crop: up to 10 tries of an area fraction uniform in ``area`` and an aspect ratio (width over
    height) uniform, not log-uniform, in ``aspect_ratio``; sides ``round(sqrt(A / r))`` by ``round(sqrt(A r))``,
@@ -76,8 +78,9 @@ import cv2
 import mxnet as mx
 import numpy as np
 
-from data.loaders import BAD_RECORD_HINT, CROP_AREA, CROP_ASPECT_RATIO, JITTER, LIGHTING_STD, RGB_MEAN, RGB_STD
-from data.records import _locate_record, _read_payload, _Rejected, check_record_files, read_record_index
+from data.augmentation import CROP_AREA, CROP_ASPECT_RATIO, JITTER, LIGHTING_STD, RGB_MEAN, RGB_STD
+from data.clean import BAD_RECORD_HINT
+from data.records import RejectedRecord, check_record_files, read_record, read_record_index
 from utils.errors import UserError
 from utils.seeding import epoch_seed
 
@@ -91,8 +94,8 @@ LIGHTING_EIGVEC = np.array([[55.46 * -0.5675, 4.794 * 0.7192, 1.148 * 0.4009],
                             [55.46 * -0.5808, 4.794 * -0.0045, 1.148 * -0.8140],
                             [55.46 * -0.5836, 4.794 * -0.6948, 1.148 * 0.4203]])
 # Keeps these draws apart from the other generators seeded from --seed and the epoch: random erasing's (no spawn
-# key), data.auto_augment's ((1,)) and data.repeated_augmentation's ((copy,)); SeedSequence pads its entropy with
-# zeros, so a small key would meet the latter's at place 0. "read" in ASCII.
+# key) and data.auto_augment's ((1,), over four numbers as here); SeedSequence pads its entropy with zeros, so a
+# small key would also meet any generator of [seed, epoch] and that key. "read" in ASCII.
 SPAWN_KEY = (0x72656164,)
 GREY_LEVELS = np.arange(256, dtype=np.float64)
 RAW_TABLES = np.tile(GREY_LEVELS.astype(np.float32), (3, 1))  # raw mode: each channel's values as they are
@@ -101,7 +104,7 @@ MEAN_COLUMN, STD_COLUMN = np.array(RGB_MEAN)[:, None], np.array(RGB_STD)[:, None
 
 @dataclass(frozen=True)
 class Augmentation:
-    """The training augmentation's settings; the defaults are section 2's (``data.loaders``'s constants)."""
+    """The training augmentation's settings; the defaults are section 2's (``data.augmentation``)."""
 
     area: tuple = CROP_AREA  # fraction of the image's area covered by the crop
     aspect_ratio: tuple = CROP_ASPECT_RATIO  # the crop's width over height
@@ -273,7 +276,9 @@ class RecordReader:
 
     @classmethod
     def from_config(cls, rec, idx, config, **kwargs):
-        """The reader of ``data.loaders.InputConfig`` ``config``: its batch, crop sizes, seed, threads, shard, reps."""
+        """The training reader of ``data.loaders.InputConfig`` ``config``: its batch, each epoch's crop size, seed,
+        threads, shard and reps, and section 2's augmentation, raw under --auto-augment (``unnormalized_crops``)."""
+        kwargs.setdefault("augmentation", Augmentation(raw=config.unnormalized_crops))
         return cls(rec, idx, config.batch_size, config.train_size, config.seed, num_workers=config.num_workers,
                    num_parts=config.num_parts, part_index=config.part_index, reps=config.ra_reps, **kwargs)
 
@@ -349,16 +354,13 @@ class RecordReader:
         """The label and the decoded image of record ``record`` (its line in the .idx); UserError if it is bad."""
         key, offset = self._index[record].tolist()
         try:
-            span = _locate_record(rec_file, offset, self._rec_size)
-        except _Rejected as rejected:
+            label, image_bytes = read_record(rec_file, offset, self._rec_size)
+        except RejectedRecord as rejected:
             raise self._bad_record(key, offset, str(rejected)) from None
-        header, image_bytes = mx.recordio.unpack(_read_payload(rec_file, span))
-        if header.flag > 1:
-            raise self._bad_record(key, offset, f"it holds {header.flag} labels; the trainer reads one per image")
         image = decode_image(image_bytes)
         if image is None:
             raise self._bad_record(key, offset, "its image bytes do not decode")
-        return (header.label if header.flag == 0 else header.label[0]), image
+        return label, image
 
     def _bad_record(self, key, offset, reason):
         """The one-line UserError naming a bad record and why."""

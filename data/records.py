@@ -5,7 +5,8 @@ RecordIO), ``PREFIX.idx`` (``key<TAB>byte offset`` of each record), ``PREFIX.lst
 ``index<TAB>label<TAB>relative/path``) and ``PREFIX.classes.txt`` (line i is the name of label i).
 The trainer imports this module to check its inputs before it spends minutes building a network:
 ``check_record_files`` reads three records, ``scan_records`` reads them all, and ``write_clean_copy``
-writes the records a scan found good into a new pair of files that ``ImageRecordIter`` reads.
+writes the records a scan found good into a new pair of files that the readers read. ``read_record`` reads one
+record, as the training reader (``data.record_reader``) does for each image.
 """
 import contextlib
 import functools
@@ -237,8 +238,21 @@ def write_clean_copy(rec_path, scan, out_prefix):
     return copy
 
 
-class _Rejected(Exception):
+class RejectedRecord(Exception):
     """Raised while reading one record that is bad; its message is the reason."""
+
+
+def read_record(rec_file, offset, rec_size):
+    """The label and the image bytes of the record at byte ``offset`` of the open .rec ``rec_file`` of
+    ``rec_size`` bytes, its split parts joined; RejectedRecord, its message the reason as ``scan_records`` gives
+    it, unless the record is whole and its image header holds one label. The label's range and the image are
+    the caller's to check."""
+    payload = _read_payload(rec_file, _locate_record(rec_file, offset, rec_size))
+    problem = _header_problem(payload)
+    if problem:
+        raise RejectedRecord(problem)
+    header, image_bytes = mx.recordio.unpack(payload)
+    return float(header.label[0] if header.flag else header.label), image_bytes
 
 
 @dataclass(frozen=True)
@@ -261,7 +275,7 @@ def _locate_records(rec_file, entries, rec_size):
         else:
             try:
                 located.append(_locate_record(rec_file, offset, rec_size))
-            except _Rejected as rejected:
+            except RejectedRecord as rejected:
                 located.append(str(rejected))
             first_key_at[offset] = key
         seen_keys.add(key)
@@ -283,32 +297,32 @@ def _reject_overlaps(entries, located):
 
 
 def _locate_record(rec_file, offset, rec_size):
-    """Return the _Span of the record starting at ``offset``; raise _Rejected unless it is whole."""
+    """Return the _Span of the record starting at ``offset``; raise RejectedRecord unless it is whole."""
     if offset % RECORD_ALIGNMENT:
-        raise _Rejected(NO_RECORD_HERE)
+        raise RejectedRecord(NO_RECORD_HERE)
     if offset + RECORD_HEADER_BYTES > rec_size:
-        raise _Rejected(STARTS_PAST_END)
+        raise RejectedRecord(STARTS_PAST_END)
     magic, flag, length = _read_part_header(rec_file, offset)
     if magic != RECORDIO_MAGIC:
-        raise _Rejected(NO_RECORD_HERE)
+        raise RejectedRecord(NO_RECORD_HERE)
     if flag in (MIDDLE_PART, LAST_PART):
-        raise _Rejected("a later part of a split record starts here (the .idx does not match the .rec)")
+        raise RejectedRecord("a later part of a split record starts here (the .idx does not match the .rec)")
     if flag not in (WHOLE, FIRST_PART):
-        raise _Rejected(f"invalid RecordIO part flag {flag}")
+        raise RejectedRecord(f"invalid RecordIO part flag {flag}")
     parts, position = [], offset
     while True:
         end = position + RECORD_HEADER_BYTES + _padded(length)
         if end > rec_size:
-            raise _Rejected(RUNS_PAST_END)
+            raise RejectedRecord(RUNS_PAST_END)
         parts.append((position + RECORD_HEADER_BYTES, length))
         if flag in (WHOLE, LAST_PART):
             return _Span(parts=tuple(parts), end=end)
         position = end
         if position + RECORD_HEADER_BYTES > rec_size:
-            raise _Rejected(RUNS_PAST_END)
+            raise RejectedRecord(RUNS_PAST_END)
         magic, flag, length = _read_part_header(rec_file, position)
         if magic != RECORDIO_MAGIC or flag not in (MIDDLE_PART, LAST_PART):
-            raise _Rejected(f"split record broken: its next part is missing at byte {position}")
+            raise RejectedRecord(f"split record broken: its next part is missing at byte {position}")
 
 
 def _read_part_header(rec_file, position):
@@ -355,8 +369,8 @@ def _read_payload(rec_file, span):
     return MAGIC_BYTES.join(parts)
 
 
-def _check_payload(payload, num_classes, decode):
-    """Return why the image record ``payload`` is bad (its header, label or image), or None if it is good."""
+def _header_problem(payload):
+    """Why the image header of the record ``payload`` is bad (cut short, several labels), or None."""
     if len(payload) < IMAGE_HEADER_BYTES:
         return f"record of {len(payload)} bytes is shorter than the {IMAGE_HEADER_BYTES}-byte image header"
     num_labels = struct.unpack_from("I", payload)[0]
@@ -364,8 +378,16 @@ def _check_payload(payload, num_classes, decode):
         return f"record holds {num_labels} labels; the trainer reads one per image"
     if num_labels == 1 and len(payload) < IMAGE_HEADER_BYTES + 4:
         return "record ends inside its label"
+    return None
+
+
+def _check_payload(payload, num_classes, decode):
+    """Return why the image record ``payload`` is bad (its header, label or image), or None if it is good."""
+    problem = _header_problem(payload)
+    if problem:
+        return problem
     header, image_bytes = mx.recordio.unpack(payload)
-    label = float(header.label[0]) if num_labels else float(header.label)
+    label = float(header.label[0]) if header.flag else float(header.label)
     if not (math.isfinite(label) and label.is_integer()):
         return f"label {label:.9g} is not a whole number"
     if not 0 <= label < num_classes:
@@ -410,7 +432,7 @@ def _copy_records(rec_path, good, files):
         for key, offset in good:
             try:
                 span = _locate_record(source, offset, rec_size)
-            except _Rejected as rejected:
+            except RejectedRecord as rejected:
                 raise UserError(f"{rec_path} changed since it was scanned (key {key} at byte {offset}: "
                                 f"{rejected}); scan it again") from None
             idx_out.write(f"{key}\t{rec_out.tell()}\n")

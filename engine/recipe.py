@@ -7,8 +7,9 @@ import mxnet as mx
 from mxnet import gluon
 
 from data.auto_augment import AugmentThenNormalize, parse_policy
+from data.augmentation import RGB_MEAN, RGB_STD
 from data.demo import make_demo_dataset
-from data.loaders import RGB_MEAN, RGB_STD, InputConfig, folder_source, record_source
+from data.loaders import InputConfig, folder_source, record_source
 from models import get_model
 from models.params import load_params
 from utils.batch_transform import BatchTransform

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import train_imagenet
+from data.augmentation import RGB_MEAN, RGB_STD
 from data.auto_augment import (RAND_OPERATIONS, TA_OPERATIONS, AugmentThenNormalize, RandAugment, TrivialAugmentWide,
                                apply_operations, image_generator, parse_policy)
-from data.loaders import RGB_MEAN, RGB_STD
 from engine.config import parse_config
 from engine.recipe import build_batch_transform, build_data
 from tests.conftest import tiny_args

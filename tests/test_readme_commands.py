@@ -80,7 +80,7 @@ PLACEHOLDERS = {
     # The benchmarks that the README's Layout table names beside it.
     "python -m benchmarks.NAME": tuple(f"python -m benchmarks.{name}" for name in (
         "throughput", "profile_models", "pytorch_reference", "ablation", "tricks_overhead", "input_pipeline",
-        "resume_check")),
+        "record_reader", "resume_check")),
 }
 
 # The demo's settings as the README's Results state them: ResNet-18-D at 32x32, batch 64, 6 epochs, zero gamma,

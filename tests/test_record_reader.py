@@ -1,20 +1,26 @@
 """data.record_reader: per-image augmentation from packed records, the same for any number of threads, devices and
 workers, on resume too; MXNet's crop, flip and normalization pixel for pixel where nothing is random; repeated
-augmentation, shards, raw mode, epoch length and size, and bad files."""
+augmentation, shards, raw mode, epoch length and size, and bad files; and end to end, the crops training sees."""
+import itertools
 import os
+import pathlib
+import shutil
 
 import cv2
 import mxnet as mx
 import numpy as np
 import pytest
 
+import train_imagenet
 from data import record_reader
-from data.loaders import RGB_MEAN, RGB_STD, InputConfig
+from data.augmentation import RGB_MEAN, RGB_STD
+from data.loaders import InputConfig
 from data.pack import pack_folder
 from data.record_reader import (LIGHTING_EIGVEC, Augmentation, RecordReader, draw_augmentation, image_generator,
                                 random_resized_crop)
 from data.records import RecordFiles
-from tests.conftest import COLOURS_RGB
+from tests.conftest import COLOURS_RGB, tiny_args
+from tests.helpers import RunRecorder
 from utils.errors import UserError
 from utils.progressive_resize import ProgressiveResize
 
@@ -295,3 +301,66 @@ def test_bad_files_and_records_give_one_line_user_errors(unique_set, tmp_path):
                                         r"pack the images again") as error:
         _epoch(_reader(broken))
     assert "\n" not in str(error.value)
+    # The header's checks are the scan's (data.records.read_record): several labels, or a record cut inside it.
+    image = bytes(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1])
+    for name, payload, reason in (
+            ("labels", mx.recordio.pack(mx.recordio.IRHeader(0, [1.0, 2.0], 3, 0), image),
+             "record holds 2 labels; the trainer reads one per image"),
+            ("short", b"\0" * 10, "record of 10 bytes is shorter than the 24-byte image header")):
+        files = RecordFiles(str(tmp_path / name))
+        writer = mx.recordio.MXIndexedRecordIO(files.idx, files.rec, "w")
+        for key in range(BATCH):
+            writer.write_idx(key, payload if key == 3 else mx.recordio.pack(
+                mx.recordio.IRHeader(0, float(key), key, 0), image))
+        writer.close()
+        with pytest.raises(UserError, match=rf"^record key 3 at byte \d+ of .*{name}.rec: {reason}; "):
+            _epoch(_reader(files))
+
+
+def _one_image_copy(tiny_set, folder):
+    """``tiny_set``'s packed splits copied into ``folder``, every training record holding the image of the first one
+    (labels kept); returns that image, decoded (BGR)."""
+    os.makedirs(folder)
+    first = None
+    for split in ("train", "val"):
+        source, target = RecordFiles(str(tiny_set / split)), RecordFiles(os.path.join(folder, split))
+        shutil.copyfile(source.classes, target.classes)
+        reader = mx.recordio.MXIndexedRecordIO(source.idx, source.rec, "r")
+        writer = mx.recordio.MXIndexedRecordIO(target.idx, target.rec, "w")
+        for key in reader.keys:
+            header, image_bytes = mx.recordio.unpack(reader.read_idx(key))
+            if split == "train":
+                first = image_bytes if first is None else first
+                image_bytes = first
+            writer.write_idx(key, mx.recordio.pack(header, image_bytes))
+        reader.close()
+        writer.close()
+    return cv2.imdecode(np.frombuffer(first, np.uint8), cv2.IMREAD_COLOR)
+
+
+def test_training_at_the_records_own_size_sees_each_place_its_own_valid_crop(tiny_set, tmp_path, monkeypatch):
+    """End to end, training at 24 on 24-pixel records that all hold one image: every crop the batch transform gets
+    (raw under --auto-augment, before the policy) is the crop drawn for its place in the epoch, resized from the
+    record and maybe flipped, and no place repeats the crop of another batch's same place. MXNet 1.9.1's
+    ImageRecordIter failed both: it garbles crops resized to the records' own size, and with seed_aug it gives
+    place i of every batch the same draws, so every batch here would be the same 16 images."""
+    folder = str(tmp_path / "data")
+    image = _one_image_copy(tiny_set, folder)
+    assert image.shape == (24, 24, 3)
+    recorder = RunRecorder(monkeypatch)
+    argv = tiny_args(pathlib.Path(folder), tmp_path / "run", "--auto-augment", "ta_wide", "--num-epochs", "1",
+                     "--seed", "3")
+    assert train_imagenet.main(argv) == 0
+    steps = recorder.steps()
+    assert len(steps) == 96 // 16
+    images = np.stack([images for _, images, _, _ in steps])  # (batch, place in it, 3, 24, 24)
+    for batch, (epoch, _, _, _) in enumerate(steps):
+        for slot in range(16):
+            draws = draw_augmentation(image_generator(3, epoch, batch * 16 + slot), 24, 24, Augmentation())
+            top, left, height, width = draws.crop
+            expected = cv2.resize(image[top:top + height, left:left + width], (24, 24),
+                                  interpolation=cv2.INTER_LINEAR)[:, :, ::-1].transpose(2, 0, 1)
+            np.testing.assert_array_equal(images[batch, slot], expected[:, :, ::-1] if draws.mirror else expected)
+    for slot in range(16):
+        for first, second in itertools.combinations(range(len(steps)), 2):
+            assert not np.array_equal(images[first, slot], images[second, slot]), (slot, first, second)

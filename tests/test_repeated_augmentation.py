@@ -11,7 +11,7 @@ import pytest
 import train_imagenet
 from data.loaders import InputConfig, folder_source, record_source
 from data.pack import pack_folder
-from data.repeated_augmentation import RepeatedBatchSampler, copy_aug_seed, copy_threads
+from data.repeated_augmentation import RepeatedBatchSampler
 from tests.conftest import tiny_args
 from tests.helpers import RunRecorder
 from utils.devices import split_batch
@@ -90,17 +90,20 @@ def test_copies_land_on_different_devices(unique_set, reps, devices):
 
 
 def test_each_worker_repeats_the_images_of_its_own_shard(unique_set):
-    """Under dist_* (num_parts workers) the copies of an image stay within the worker that reads it."""
-    rec, seen = str(unique_set / "train.rec"), []
+    """Under dist_* (num_parts workers) the copies of an image stay within the worker that reads it: in every epoch
+    the two workers' shards of the epoch's order are disjoint, and each worker's batches hold their own copies."""
+    rec, seen = str(unique_set / "train.rec"), {}
     for part in (0, 1):
         config = InputConfig(batch_size=BATCH, input_size=24, crop_ratio=0.875, num_workers=1, seed=5, num_parts=2,
                              part_index=part, ra_reps=2)
         source = record_source(rec, rec, config)
         assert source.batches_per_epoch == NUM_IMAGES // 2 // BATCH
-        batches = [batch for epoch in range(4) for batch in _epoch(source, epoch)]
-        _assert_repeated(batches, 2)
-        seen.append({label for labels, _ in batches for label in labels})
-    assert not seen[0] & seen[1] and len(seen[0]) > BATCH and len(seen[1]) > BATCH
+        for epoch in range(4):
+            batches = _epoch(source, epoch)
+            _assert_repeated(batches, 2)
+            seen[part, epoch] = {label for labels, _ in batches for label in labels}
+    for epoch in range(4):
+        assert not seen[0, epoch] & seen[1, epoch] and len(seen[0, epoch]) == len(seen[1, epoch]) == NUM_IMAGES // 4
 
 
 def test_an_epoch_is_the_same_when_rebuilt_and_resumed_mid_epoch(unique_set):
@@ -114,13 +117,6 @@ def test_an_epoch_is_the_same_when_rebuilt_and_resumed_mid_epoch(unique_set):
     # Another epoch or seed: another order.
     assert not np.array_equal(_epoch(again, 2)[0][0], first[0][0])
     assert not np.array_equal(_epoch(_records(unique_set, 2, seed=6), 1)[0][0], first[0][0])
-
-
-def test_threads_are_shared_out_and_augmentation_seeds_kept_apart():
-    assert copy_threads(4, 2) == [2, 2] and copy_threads(3, 2) == [2, 1] and copy_threads(2, 4) == [1, 1, 1, 1]
-    seeds = [copy_aug_seed(0, epoch, copy) for epoch in range(3) for copy in range(4)]
-    # MXNet seeds place i of a batch with seed_aug + i: no two copies' seeds within a batch of each other.
-    assert min(np.diff(sorted(seeds))) > 4096 and max(seeds) < 2**31
 
 
 def test_folder_batches_repeat_the_same_way(unique_set):

@@ -15,7 +15,8 @@ import train_imagenet
 from engine.config import parse_config
 from engine.loop import train_one_epoch
 from engine.recipe import build_data, build_network, build_recipe, effective_lr
-from data.loaders import RGB_MEAN, RGB_STD, InputConfig, folder_source, record_source
+from data.augmentation import RGB_MEAN, RGB_STD
+from data.loaders import InputConfig, folder_source, record_source
 from data.pack import pack_folder
 from models import get_model
 from utils import checkpoint
@@ -44,13 +45,15 @@ def _fails_with(capsys, argv, message):
 
 
 def test_short_run_learns_and_writes_loadable_outputs(tiny_set, tmp_path):
+    # Zero gamma, as in the demo: without it 18 steps leave BatchNorm's running statistics too unsettled for
+    # validation to tell anything, and the training loss of batches of 16 jumps from one batch to the next.
     save_dir = tmp_path / "run"
-    assert train_imagenet.main(tiny_args(tiny_set, save_dir, "--num-epochs", "3", "--lr-decay-epoch", "2")) == 0
+    assert train_imagenet.main(tiny_args(tiny_set, save_dir, "--num-epochs", "3", "--lr-decay-epoch", "2",
+                                         "--last-gamma")) == 0
     metrics = _read_metrics(save_dir)
     assert [m["epoch"] for m in metrics] == [0, 1, 2]
-    # So few steps leave BatchNorm's running statistics unsettled, so validation is not asserted here.
-    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"] / 2
-    assert metrics[-1]["train_top1"] > 0.8
+    assert min(m["train_loss"] for m in metrics[1:]) < metrics[0]["train_loss"] / 2
+    assert metrics[-1]["train_top1"] > 0.8 and metrics[-1]["val_top1"] > 0.9
     assert [m["lr"] for m in metrics] == pytest.approx([0.02, 0.02, 0.002])
     assert set(metrics[0]) == {"epoch", "lr", "train_loss", "train_top1", "val_top1", "val_top5",
                                "samples_per_sec", "epoch_seconds", "peak_rss_mb", "skipped_records", "input_size"}
