@@ -4,9 +4,8 @@ which leave the host only cropping and flipping and run on the device (``data/au
 
 It reads, decodes and augments batches exactly as training does (``RecordReader.from_config``, as
 ``data.loaders.record_source`` builds it) and drops them, so the figure says how many decoding threads keep how
-many accelerators fed. With several
-``--rounds`` the configurations alternate and each row gives the median, so that a load on the machine that
-comes and goes affects them alike.
+many accelerators fed. With several ``--rounds`` the configurations alternate and each row gives the median, so
+that a load on the machine that comes and goes affects them alike.
 
     python -m benchmarks.input_pipeline --rec-train train.rec --input-size 224 --threads 1 2 --batches 50
     python -m benchmarks.input_pipeline --rec-train train.rec --threads 2 --ra-reps 1 2 4 --rounds 5
@@ -14,8 +13,9 @@ comes and goes affects them alike.
         --write-jpegs /tmp/jpegs
 
 A policy row gives the host's images/s (crop and flip only: what a GPU's host does), the policy's own time per
-batch on ``mx.cpu()`` (what it adds to a step on the device, here a CPU), and the images/s of both one after the
-other on this CPU. ``--write-jpegs DIR`` writes the records' JPEG files, so that ``benchmarks.torchvision_pipeline``
+batch on ``mx.cpu()`` (what it adds to a step on the device, here a CPU), the images/s of both on this CPU (the
+reader's threads overlapping the policy's operators), and the images/s of one core doing both in turn.
+``--write-jpegs DIR`` writes the records' JPEG files, so that ``benchmarks.torchvision_pipeline``
 reads the same images.
 """
 import argparse
@@ -121,20 +121,26 @@ def main(argv=None):
             row["host_images_per_sec"] = statistics.median(row["host_rounds"])
             row["policy_ms_per_batch"] = 1000 * policy_seconds(policies[row["auto_augment"]], row["input_size"],
                                                                args.batch_size)
+            # One core doing both in turn: what a CPU-only machine gets per core, without the overlap of the
+            # reader's threads with the policy's operators that the images/s column has.
+            row["one_core_images_per_sec"] = 1 / (1 / row["host_images_per_sec"]
+                                                  + row["policy_ms_per_batch"] / 1000 / args.batch_size)
     result = dict(machine=describe(mxnet=mx.__version__), rec=args.rec_train, batch_size=args.batch_size,
                   batches=args.batches, runs=args.rounds, rows=rows)
     facts = result["machine"]
     print(f"{args.rec_train}: {facts['cpu']}, {facts['cores']} cores, MXNet {facts['mxnet']}, batch {args.batch_size}, "
           f"{args.batches} batches after 5 of warm-up, median of {args.rounds} alternating rounds")
     print("| input | threads | --ra-reps | augmentation | images/s | images/s per thread | rounds | host alone "
-          "(crop, flip), images/s | policy on mx.cpu(), ms per batch |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "(crop, flip), images/s | policy on mx.cpu(), ms per batch | host and policy in turn on one core, "
+          "images/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         policy = row["auto_augment"]
         print(f"| {row['input_size']} | {row['threads']} | {row['ra_reps']} | "
               f"{'--auto-augment ' + policy if policy else 'the paper'} | {row['images_per_sec']:.0f} | "
               f"{row['images_per_sec'] / row['threads']:.0f} | {', '.join(f'{x:.0f}' for x in row['rounds'])} | "
-              + (f"{row['host_images_per_sec']:.0f} | {row['policy_ms_per_batch']:.0f} |" if policy else "- | - |"))
+              + (f"{row['host_images_per_sec']:.0f} | {row['policy_ms_per_batch']:.0f} | "
+                 f"{row['one_core_images_per_sec']:.0f} |" if policy else "- | - | - |"))
     with open(args.output, "w") as handle:
         json.dump(result, handle, indent=2)
     return 0
