@@ -80,7 +80,7 @@ PLACEHOLDERS = {
     # The benchmarks that the README's Layout table names beside it.
     "python -m benchmarks.NAME": tuple(f"python -m benchmarks.{name}" for name in (
         "throughput", "profile_models", "pytorch_reference", "ablation", "tricks_overhead", "input_pipeline",
-        "record_reader", "resume_check")),
+        "record_reader", "torchvision_pipeline", "resume_check")),
 }
 
 # The demo's settings as the README's Results state them: ResNet-18-D at 32x32, batch 64, 6 epochs, zero gamma,
@@ -639,6 +639,8 @@ NOT_RUN = {
     "cd": ("SLURM's submit directory", None),
     "scontrol": ("SLURM's node list", None),
     "benchmarks.pytorch_reference": ("needs PyTorch, which this environment does not install", check_module_exists),
+    "benchmarks.torchvision_pipeline": ("needs torchvision, which this environment does not install",
+                                        check_module_exists),
 }
 
 # Checked without being run, from the README's words: ssh hosts, or minutes to hours of measuring.
