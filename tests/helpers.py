@@ -2,11 +2,13 @@
 import copy
 import math
 import os
+import shutil
 
 import mxnet as mx
 
 import train_imagenet
 from data.loaders import InputConfig, validation_transform
+from data.records import RecordFiles
 
 
 def randomize_parameters(net, seed):
@@ -126,3 +128,20 @@ class RunRecorder:
         """(epoch, images, labels, call) for every device of every batch, in training order."""
         return [(batch["epoch"], images, labels, call) for batch in self.batches
                 for images, labels, call in zip(batch["images"], batch["labels"], batch["calls"])]
+
+
+def copy_packed_set(tiny_set, folder, rewrite):
+    """``tiny_set``'s packed splits copied into ``folder``, each record through ``rewrite(split, key, header, image
+    bytes)``, which returns the header and image bytes to write."""
+    os.makedirs(folder, exist_ok=True)
+    for split in ("train", "val"):
+        source, target = RecordFiles(str(tiny_set / split)), RecordFiles(os.path.join(folder, split))
+        shutil.copyfile(source.classes, target.classes)
+        reader = mx.recordio.MXIndexedRecordIO(source.idx, source.rec, "r")
+        writer = mx.recordio.MXIndexedRecordIO(target.idx, target.rec, "w")
+        for key in reader.keys:
+            header, image = mx.recordio.unpack(reader.read_idx(key))
+            writer.write_idx(key, mx.recordio.pack(*rewrite(split, key, header, image)))
+        reader.close()
+        writer.close()
+    return folder

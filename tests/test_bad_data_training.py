@@ -4,35 +4,26 @@ import pathlib
 import re
 import shutil
 
-import mxnet as mx
 import pytest
 
 import train_imagenet
 from data.clean import main as clean_main
 from data.loaders import InputConfig, record_source
-from data.records import RecordFiles
 from tests.conftest import tiny_args
+from tests.helpers import copy_packed_set
 from utils import checkpoint
 from utils.errors import UserError
 
 
 def _copy_with(tiny_set, folder, split, replacements):
     """Copy ``tiny_set``'s packed splits into ``folder``, with ``{key: (label, image or None: kept)}`` in ``split``."""
-    os.makedirs(folder, exist_ok=True)
-    for name in ("train", "val"):
-        source, target = RecordFiles(str(tiny_set / name)), RecordFiles(os.path.join(folder, name))
-        shutil.copyfile(source.classes, target.classes)
-        reader = mx.recordio.MXIndexedRecordIO(source.idx, source.rec, "r")
-        writer = mx.recordio.MXIndexedRecordIO(target.idx, target.rec, "w")
-        for key in reader.keys:
-            header, image = mx.recordio.unpack(reader.read_idx(key))
-            if name == split and key in replacements:
-                label, replacement = replacements[key]
-                header, image = header._replace(label=float(label)), replacement or image
-            writer.write_idx(key, mx.recordio.pack(header, image))
-        reader.close()
-        writer.close()
-    return folder
+    def rewrite(name, key, header, image):
+        if name == split and key in replacements:
+            label, replacement = replacements[key]
+            return header._replace(label=float(label)), replacement or image
+        return header, image
+
+    return copy_packed_set(tiny_set, folder, rewrite)
 
 
 def _args(folder, save_dir, *extra):

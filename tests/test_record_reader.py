@@ -4,7 +4,6 @@ augmentation, shards, raw mode, epoch length and size, and bad files; and end to
 import itertools
 import os
 import pathlib
-import shutil
 
 import cv2
 import mxnet as mx
@@ -20,7 +19,7 @@ from data.record_reader import (LIGHTING_EIGVEC, Augmentation, RecordReader, dra
                                 random_resized_crop)
 from data.records import RecordFiles
 from tests.conftest import COLOURS_RGB, tiny_args
-from tests.helpers import RunRecorder
+from tests.helpers import RunRecorder, copy_packed_set
 from utils.errors import UserError
 from utils.progressive_resize import ProgressiveResize
 
@@ -320,22 +319,16 @@ def test_bad_files_and_records_give_one_line_user_errors(unique_set, tmp_path):
 def _one_image_copy(tiny_set, folder):
     """``tiny_set``'s packed splits copied into ``folder``, every training record holding the image of the first one
     (labels kept); returns that image, decoded (BGR)."""
-    os.makedirs(folder)
-    first = None
-    for split in ("train", "val"):
-        source, target = RecordFiles(str(tiny_set / split)), RecordFiles(os.path.join(folder, split))
-        shutil.copyfile(source.classes, target.classes)
-        reader = mx.recordio.MXIndexedRecordIO(source.idx, source.rec, "r")
-        writer = mx.recordio.MXIndexedRecordIO(target.idx, target.rec, "w")
-        for key in reader.keys:
-            header, image_bytes = mx.recordio.unpack(reader.read_idx(key))
-            if split == "train":
-                first = image_bytes if first is None else first
-                image_bytes = first
-            writer.write_idx(key, mx.recordio.pack(header, image_bytes))
-        reader.close()
-        writer.close()
-    return cv2.imdecode(np.frombuffer(first, np.uint8), cv2.IMREAD_COLOR)
+    first = []
+
+    def rewrite(split, key, header, image_bytes):
+        if split == "train":
+            first[:] = first or [image_bytes]
+            image_bytes = first[0]
+        return header, image_bytes
+
+    copy_packed_set(tiny_set, folder, rewrite)
+    return cv2.imdecode(np.frombuffer(first[0], np.uint8), cv2.IMREAD_COLOR)
 
 
 def test_training_at_the_records_own_size_sees_each_place_its_own_valid_crop(tiny_set, tmp_path, monkeypatch):
