@@ -371,6 +371,8 @@ def _check_sizes(values):
     """--progressive-resize: a growing ramp of multiples of its step, within the run, instead of --input-size."""
     ramp = values["progressive_resize"]
     if ramp is None:
+        if values["progressive_resize_step"] != TrainConfig.progressive_resize_step:
+            raise UserError("--progressive-resize-step needs --progressive-resize, the ramp whose sizes it rounds")
         return
     start, end = ramp[:2]
     first, last = ramp[2:] or (0, values["num_epochs"] - 1)

@@ -158,6 +158,11 @@ def test_a_bad_progressive_resize_is_one_line_naming_it(value, extra, message, t
     assert message in _error_line(capsys, argv)
 
 
+def test_progressive_resize_step_needs_progressive_resize(tiny_set, tmp_path, capsys):
+    assert _error_line(capsys, tiny_args(tiny_set, tmp_path, "--progressive-resize-step", "8")) == (
+        "error: --progressive-resize-step needs --progressive-resize, the ramp whose sizes it rounds")
+
+
 def test_progressive_resize_replaces_input_size(tiny_set, tmp_path, capsys):
     assert _error_line(capsys, tiny_args(tiny_set, tmp_path, "--progressive-resize", "32,64")) == (
         "error: --input-size and --progressive-resize both set the training crop size; drop --input-size "
