@@ -19,7 +19,7 @@ import mxnet as mx
 from engine.config import describe_tricks, parse_config
 from engine.loop import EpochMeter, StoppedMidEpoch, current_lr, evaluate, train_one_epoch
 from engine.recipe import (build_data, build_input_config, build_recipe, effective_lr, progressive_resize,
-                           total_batch_size, train_input_size)
+                           total_batch_size)
 from engine.resume import RunState, find_resume_point, restore
 from utils import checkpoint
 from utils.devices import build_contexts
@@ -113,7 +113,8 @@ def validate_and_record(epoch, stats, run, data, contexts):
         ema_text = f" val-top1-ema={averaged['val_top1']:.4f} val-top5-ema={averaged['val_top5']:.4f}"
     updates = run.cluster.updates_per_epoch(data.batches_per_epoch) * (epoch + 1)
     record.update(lr=current_lr(run.recipe.trainer, run.cluster, updates), peak_rss_mb=round(peak_memory_mb(), 1),
-                  skipped_records=data.skipped_records, input_size=train_input_size(run.config, epoch))
+                  skipped_records=data.skipped_records,
+                  input_size=build_input_config(run.config, contexts, run.cluster).train_size(epoch))
     run.note_validation(epoch, record["val_top1"])
     logging.info("Epoch[%d] lr=%.5g train-loss=%.4f train-top1=%.4f val-top1=%.4f val-top5=%.4f%s "
                  "%.1f samples/sec at %dx%d %.1fs", epoch, record["lr"], record["train_loss"], record["train_top1"],

@@ -48,12 +48,6 @@ def progressive_resize(config):
     return ProgressiveResize(start, end, first, last, config.progressive_resize_step)
 
 
-def train_input_size(config, epoch):
-    """The side of epoch ``epoch``'s training crops: ``--input-size``, or ``--progressive-resize``'s size."""
-    schedule = progressive_resize(config)
-    return config.input_size if schedule is None else schedule.size(epoch)
-
-
 def build_input_config(config, contexts, cluster=None):
     """What the input pipeline needs of the run's settings: this process's batch, its shard, the crops."""
     cluster = cluster or Cluster(config.kvstore)
