@@ -13,6 +13,7 @@ flag ignored on any one of them fails.
 import json
 import os
 import pickle
+import shutil
 import sys
 
 import mxnet as mx
@@ -150,6 +151,7 @@ class Outcomes:
             save_dir = str(self.tmp_path_factory.mktemp("topology"))
             _train(_argv(self.tiny_set, save_dir, row, topology, self.teacher_params), topology, self.monkeypatch)
             self.results[key] = _outcome(save_dir)
+            shutil.rmtree(save_dir)  # about 50 runs: their checkpoints would hold 17 GB until the module ends
         return self.results[key]
 
 
