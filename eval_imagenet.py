@@ -2,8 +2,10 @@
 
 The network is ``--model NAME --params FILE`` (parameters saved by training, or converted from GluonCV with
 ``python -m models.convert``) or a deployable export, ``--symbol PREFIX-symbol.json --params PREFIX-0000.params``.
-The images are resized and centre-cropped as in training's validation (section 2 of the paper), and the
-number of classes comes from the data's class list.
+The images are resized and centre-cropped as in training's validation (section 2 of the paper). The classes are
+the data's: the class list beside ``--rec-val`` or the folders of ``--data-dir``. A ``.rec`` without a class list
+(made by MXNet's ``tools/im2rec.py`` or GluonCV's scripts) takes the network's: the ``classes.txt`` that training
+wrote beside ``--params``, or else its classifier's K outputs, named 0 to K-1.
 """
 import argparse
 import json
@@ -15,11 +17,12 @@ from utils.cpu_threads import use_physical_cores
 
 use_physical_cores()  # before MXNet loads: it sizes its CPU thread pool once, at import
 
-from data.class_list import read_class_list
+from data.class_list import numbered_class_names, read_class_list
 from data.loaders import InputConfig, validation_source
 from engine.config import add_flags, check_bounds
 from engine.loop import evaluate
-from models.inference import add_network_arguments, check_network_arguments, default_classes_file, load_network
+from models.inference import (add_network_arguments, check_network_arguments, default_classes_file, load_network,
+                              num_outputs)
 from utils.devices import build_contexts
 from utils.errors import UserError, command_line_entry
 
@@ -28,7 +31,8 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_network_arguments(parser)
     data = parser.add_argument_group("data (give --rec-val or --data-dir)")
-    data.add_argument("--rec-val", help="validation .rec packed by `python -m data.pack` (class list beside it)")
+    data.add_argument("--rec-val", help="validation .rec (its classes: the class list beside it, written by "
+                                        "`python -m data.pack`, or else the network's)")
     data.add_argument("--rec-val-idx", help="its .idx (default: beside the .rec)")
     data.add_argument("--data-dir", help="raw images instead: DIR/val/<class>/*")
     data.add_argument("--input-size", type=int, default=224,
@@ -55,13 +59,24 @@ def check_args(args):
         raise UserError(f"the folder of --output {args.output} does not exist; create it first")
 
 
-def check_classes_match(class_names, params):
-    """Refuse data whose class list differs from the one saved beside the parameters (labels would be wrong)."""
+def network_class_names(params, outputs):
+    """The classes of the network: the ``classes.txt`` that training wrote beside ``params``, or else its
+    ``outputs`` classes named by their labels."""
+    trained = read_class_list(default_classes_file(params))
+    return trained if trained is not None else numbered_class_names(outputs)
+
+
+def check_classes_match(class_names, params, outputs):
+    """Refuse data whose classes differ from the network's: in number from its ``outputs``, or in names from the
+    class list saved beside the parameters (labels would be wrong)."""
     trained_path = default_classes_file(params)
     trained = read_class_list(trained_path)
     if trained is not None and trained != class_names:
         raise UserError(f"the data's {len(class_names)} classes differ from the {len(trained)} in {trained_path} "
                         "that the network was trained with; evaluate on data with the same class list")
+    if len(class_names) != outputs:
+        raise UserError(f"the network has {outputs} outputs but the data has {len(class_names)} classes; evaluate "
+                        "on data with the classes it was trained with")
 
 
 def run(args):
@@ -71,10 +86,12 @@ def run(args):
     config = InputConfig(batch_size=args.batch_size * len(contexts), input_size=args.input_size,
                          crop_ratio=args.crop_ratio, num_workers=args.num_data_workers, seed=0,
                          val_input_size=args.val_input_size)
-    data = validation_source(config, rec_val=args.rec_val, idx_val=args.rec_val_idx, data_dir=args.data_dir)
-    check_classes_match(data.class_names, args.params)
-    net = load_network(args.params, contexts, config.val_size, model=args.model, symbol=args.symbol,
-                       num_classes=data.num_classes)
+    # The network first: a .rec without a class list takes its classes, and its files fail faster than the data.
+    net = load_network(args.params, contexts, config.val_size, model=args.model, symbol=args.symbol)
+    outputs = num_outputs(net, config.val_size, contexts)
+    data = validation_source(config, network_class_names(args.params, outputs), rec_val=args.rec_val,
+                             idx_val=args.rec_val_idx, data_dir=args.data_dir)
+    check_classes_match(data.class_names, args.params, outputs)
     tic = time.time()
     accuracy = evaluate(net, data, contexts)
     seconds = time.time() - tic

@@ -5,6 +5,7 @@ epoch by epoch with mini-batch SGD (Nesterov momentum), evaluate, save. With no 
 small network on a built-in demo data set; with ``--rec-train``/``--rec-val`` or ``--data-dir`` it runs the
 paper's baseline recipe unless flags say otherwise.
 """
+import contextlib
 import dataclasses
 import logging
 import resource
@@ -16,8 +17,9 @@ use_physical_cores()  # before MXNet loads: it sizes its CPU thread pool once, a
 
 import mxnet as mx
 
-from engine.config import describe_tricks, parse_config
-from engine.loop import EpochMeter, StoppedMidEpoch, current_lr, evaluate, train_one_epoch
+from engine.config import describe_tricks, parse_config, replay_settings
+from engine.loop import (EpochMeter, StoppedMidEpoch, current_lr, evaluate, log_validation_as_module_fit,
+                         train_one_epoch)
 from engine.recipe import (build_data, build_input_config, build_recipe, effective_lr, progressive_resize,
                            total_batch_size)
 from engine.resume import RunState, find_resume_point, restore
@@ -27,6 +29,7 @@ from utils.distributed import join_cluster, weights_fingerprint
 from utils.errors import Interrupted, command_line_entry
 from utils.interrupt import StopSignals
 from utils.seeding import epoch_seed, seed_everything
+from utils.tensorboard import open_curves
 
 
 def peak_memory_mb():
@@ -56,7 +59,7 @@ def start_run_files(config, cluster, start, class_names):
         return
     checkpoint.remove_unfinished_checkpoints(config.save_dir)
     checkpoint.keep_metrics_before(config.save_dir, start.epoch)
-    checkpoint.save_run_args(config.save_dir, dataclasses.asdict(config), class_names)
+    checkpoint.save_run_args(config.save_dir, dataclasses.asdict(config), class_names, replay_settings(config))
 
 
 def setup_logging(config, cluster):
@@ -82,8 +85,9 @@ def log_recipe(config, data, contexts, cluster):
     logging.info("CPU operator threads: %s", describe_cpu_threads())
 
 
-def train_epoch(epoch, start, run, data, contexts, stop):
-    """Train one epoch, from where ``start`` left it if it is the first; on a signal, save where it is and stop."""
+def train_epoch(epoch, start, run, data, contexts, stop, curves):
+    """Train one epoch, from where ``start`` left it if it is the first; on a signal, save where it is and stop.
+    The speed lines' figures go to ``curves`` too."""
     config, recipe, cluster = run.config, run.recipe, run.cluster
     start_batch, meter = 0, None
     if epoch == start.epoch and start.batch:
@@ -91,27 +95,30 @@ def train_epoch(epoch, start, run, data, contexts, stop):
     else:
         seed_everything(epoch_seed(config.seed, epoch, cluster.rank))
     try:
-        return train_one_epoch(epoch, recipe, data, contexts, config, start_batch, meter, stop)
+        return train_one_epoch(epoch, recipe, data, contexts, config, start_batch, meter, stop, cluster, curves)
     except StoppedMidEpoch as stopped:
-        global_step = (cluster.updates_per_epoch(data.batches_per_epoch) * epoch
-                       + cluster.updates_per_epoch(stopped.batches_done))
+        global_step = cluster.global_step(data.batches_per_epoch, epoch, stopped.batches_done)
         folder = run.save(epoch, global_step, batches_done=stopped.batches_done,
                           meter=stopped.meter) if cluster.is_chief else config.save_dir
         raise Interrupted(f"{stop.signal_name} after batch {stopped.batches_done} of epoch {epoch}; saved "
                           f"{folder}; continue with the same command and --resume", stop.signal_number) from None
 
 
-def validate_and_record(epoch, stats, run, data, contexts):
+def validate_and_record(epoch, stats, run, data, contexts, curves):
     """The epoch's line of metrics.jsonl: training figures and crop size, validation top-1 and top-5 (and the
-    weights' average's, with --model-ema), rate, memory."""
+    weights' average's, with --model-ema), rate, memory; the validation figures also go to ``curves``."""
     record = dict(epoch=epoch, **stats)
     record.update(evaluate(run.recipe.net, data, contexts))
+    log_validation_as_module_fit(epoch, record)
+    updates = run.cluster.global_step(data.batches_per_epoch, epoch + 1)
+    points = {"val/top1": record["val_top1"], "val/top5": record["val_top5"]}
     ema_text = ""
     if run.recipe.model_ema is not None:
         averaged = evaluate(run.recipe.model_ema.averaged, data, contexts)
         record.update(val_top1_ema=averaged["val_top1"], val_top5_ema=averaged["val_top5"])
+        points.update({"val/top1_ema": averaged["val_top1"], "val/top5_ema": averaged["val_top5"]})
         ema_text = f" val-top1-ema={averaged['val_top1']:.4f} val-top5-ema={averaged['val_top5']:.4f}"
-    updates = run.cluster.updates_per_epoch(data.batches_per_epoch) * (epoch + 1)
+    curves.add(updates, points)
     record.update(lr=current_lr(run.recipe.trainer, run.cluster, updates), peak_rss_mb=round(peak_memory_mb(), 1),
                   skipped_records=data.skipped_records,
                   input_size=build_input_config(run.config, contexts, run.cluster).train_size(epoch))
@@ -133,8 +140,7 @@ def save_epoch(epoch, record, run, data, stop):
     if cluster.is_chief:
         checkpoint.append_metrics(config.save_dir, record)
         if due:
-            run.save(epoch, cluster.updates_per_epoch(data.batches_per_epoch) * (epoch + 1),
-                     val_top1=record["val_top1"])
+            run.save(epoch, cluster.global_step(data.batches_per_epoch, epoch + 1), val_top1=record["val_top1"])
     if stop.arrived and not last_epoch:
         raise Interrupted(f"{stop.signal_name} at the end of epoch {epoch}; saved its checkpoint in "
                           f"{checkpoint.checkpoints_dir(config.save_dir)}; continue with the same command "
@@ -177,10 +183,10 @@ def train(config):
     start_run_files(config, cluster, start, data.class_names)
     log_recipe(config, data, contexts, cluster)
     record = {}
-    with StopSignals() as stop:
+    with StopSignals() as stop, contextlib.closing(open_curves(config, cluster, start.global_step)) as curves:
         for epoch in range(start.epoch, config.num_epochs):
-            stats = train_epoch(epoch, start, run, data, contexts, stop)
-            record = validate_and_record(epoch, stats, run, data, contexts)
+            stats = train_epoch(epoch, start, run, data, contexts, stop, curves)
+            record = validate_and_record(epoch, stats, run, data, contexts, curves)
             save_epoch(epoch, record, run, data, stop)
     write_final_outputs(run, start, contexts)
     return record

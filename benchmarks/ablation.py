@@ -38,7 +38,7 @@ import time
 from benchmarks.children import REPO, TRAINER
 from data.records import RecordFiles, count_records
 from models.resnet import DEPTHS, Bottleneck
-from utils import checkpoint
+from utils import checkpoint, plots
 from utils.errors import Diverged
 from utils.lr_schedule import build_lr_scheduler, linear_scaled_lr
 
@@ -46,6 +46,8 @@ TABLE_TITLES = {"4": "Table 4: efficient training (section 3)", "5": "Table 5: R
                 "6": "Table 6: training refinements (section 5)",
                 "beyond": "Beyond the paper: the tricks of torchvision's and timm's recipes, one at a time",
                 "gluoncv": "GluonCV's budget: baseline and all tricks at one batch size"}
+TABLE_HEADER = ["row", "seeds", "val top-1 % (mean ± std)",
+                "Δ top-1 vs the row above or the row named (± standard error)", "val top-5 %", "per seed top-1 %"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,11 +273,7 @@ def markdown(args, results, teacher):
              f"{' '.join(map(str, args.seeds))}; data {args.rec_train}"
              + (f". Teacher: {args.teacher} ({teacher})." if "6" in args.tables else "."), ""]
     for table in args.tables:
-        lines += [f"### {TABLE_TITLES[table]}", "",
-                  "| row | seeds | val top-1 % (mean ± std) | Δ top-1 vs the row above or the row named (± standard "
-                  "error) | val top-5 % "
-                  "| per seed top-1 % |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        cells = []
         for entry in (e for e in results if e["table"] == table):
             delta = f"{100 * entry['delta_top1']:+.2f}" if entry["delta_top1"] is not None else "-"
             if entry["delta_top1_se"] is not None:
@@ -287,10 +285,10 @@ def markdown(args, results, teacher):
                 per_seed = [f"{average} (network {100 * own:.2f})"
                             for average, own in zip(per_seed, entry["network_top1"])]
             per_seed += [f"diverged (seed {seed})" for seed in entry["diverged_seeds"]]
-            lines.append(f"| {entry['label']} | {len(entry['seeds'])} | "
-                         f"{_percent(entry['val_top1_mean'], entry['val_top1_std'])} | {delta} | "
-                         f"{_percent(entry['val_top5_mean'], entry['val_top5_std'])} | {', '.join(per_seed)} |")
-        lines.append("")
+            cells.append([entry["label"], str(len(entry["seeds"])),
+                          _percent(entry["val_top1_mean"], entry["val_top1_std"]), delta,
+                          _percent(entry["val_top5_mean"], entry["val_top5_std"]), ", ".join(per_seed)])
+        lines += [f"### {TABLE_TITLES[table]}", "", *plots.markdown_table(TABLE_HEADER, cells), ""]
         if table == "5" and not has_bottlenecks(tweaks_family(args)):
             family = tweaks_family(args)
             lines += [f"`{family}` has basic blocks, where ResNet-B has no 1x1 stride to move: "
@@ -321,40 +319,31 @@ def lr_schedule(args, flags, num_images):
 
 
 def plot(args, results, rows, images):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """One PNG per table: top-1 per epoch of every row (band: its seeds), the rows' rate schedules, the deltas."""
     for table in args.tables:
         entries = [e for e in results if e["table"] == table and e["curves"]]
         if not entries:
             continue
-        figure, axes = plt.subplots(1, 3, figsize=(18, 5))
+        figure, (top1, rates, deltas_axis) = plots.panels(3)
         for entry in entries:
-            curves = [[100 * top1 for top1 in curve] for curve in entry["curves"]]
-            epochs = range(1, len(curves[0]) + 1)
-            line, = axes[0].plot(epochs, [statistics.mean(values) for values in zip(*curves)], marker="o",
-                                 label=entry["label"])
-            axes[0].fill_between(epochs, [min(values) for values in zip(*curves)],
-                                 [max(values) for values in zip(*curves)], color=line.get_color(), alpha=0.15)
+            plots.plot_per_epoch(top1, [[100 * value for value in curve] for curve in entry["curves"]],
+                                 entry["label"])
             row = next(r for r in rows if r.table == table and r.label == entry["label"])
             schedule = lr_schedule(args, row.flags, images)
-            axes[1].plot([epoch for epoch, _ in schedule], [rate for _, rate in schedule], label=entry["label"])
-        axes[0].set(xlabel="epoch", ylabel="val top-1 % (mean; band: seeds)", title=TABLE_TITLES[table])
-        axes[0].legend(fontsize=8)
-        axes[1].set(xlabel="epoch", ylabel="learning rate", title="learning-rate schedules")
+            rates.plot([epoch for epoch, _ in schedule], [rate for _, rate in schedule], label=entry["label"])
+        top1.set(xlabel="epoch", ylabel="val top-1 % (mean; band: seeds)", title=TABLE_TITLES[table])
+        top1.legend(fontsize=8)
+        rates.set(xlabel="epoch", ylabel="learning rate", title="learning-rate schedules")
         labels = [e["label"] + (f"\n(vs {e['compared_to']})" if e["compared_to"] else "") for e in entries]
         deltas = [100 * (e["delta_top1"] or 0) for e in entries]
         errors = [100 * (e["delta_top1_se"] or 0) for e in entries]
-        axes[2].bar(range(len(labels)), deltas, yerr=errors, capsize=4,
-                    color=["tab:green" if d >= 0 else "tab:red" for d in deltas])
-        axes[2].axhline(0, color="black", linewidth=0.8)
-        axes[2].set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
-        axes[2].set(ylabel="Δ top-1 (points) vs the row above, or the row named",
-                    title="what each step buys (error bar: its standard error)")
-        figure.tight_layout()
-        figure.savefig(os.path.join(args.output_dir, f"table{table}.png"), dpi=90)
-        plt.close(figure)
+        deltas_axis.bar(range(len(labels)), deltas, yerr=errors, capsize=4,
+                        color=["tab:green" if d >= 0 else "tab:red" for d in deltas])
+        deltas_axis.axhline(0, color="black", linewidth=0.8)
+        deltas_axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+        deltas_axis.set(ylabel="Δ top-1 (points) vs the row above, or the row named",
+                        title="what each step buys (error bar: its standard error)")
+        plots.save_figure(figure, os.path.join(args.output_dir, f"table{table}.png"))
 
 
 def build_parser():

@@ -28,8 +28,8 @@ def in_memory_training_step(net, input_size, batch_size, classes):
     return step
 
 
-def median_step_seconds(step, steps, warmup_steps):
-    """Median seconds of ``steps`` calls of ``step`` after ``warmup_steps`` untimed ones."""
+def timed_step_seconds(step, steps, warmup_steps):
+    """The seconds of each of ``steps`` calls of ``step`` after ``warmup_steps`` untimed ones."""
     for _ in range(warmup_steps):
         step()
     seconds = []
@@ -37,4 +37,9 @@ def median_step_seconds(step, steps, warmup_steps):
         tic = time.perf_counter()
         step()
         seconds.append(time.perf_counter() - tic)
-    return statistics.median(seconds)
+    return seconds
+
+
+def median_step_seconds(step, steps, warmup_steps):
+    """Median seconds of ``steps`` calls of ``step`` after ``warmup_steps`` untimed ones."""
+    return statistics.median(timed_step_seconds(step, steps, warmup_steps))

@@ -2,10 +2,10 @@
 
 For each ``MODEL:INPUT`` row it measures, in separate processes (so that each peak resident memory is the
 row's own):
-  * model only: forward + backward + update of the hybridized network on a batch already in memory, the
-    median of the timed steps after warm-up;
+  * model only: forward + backward + update of the hybridized network on a batch already in memory, the images
+    of the ``--steps`` timed steps after warm-up over their total time;
   * our loop: ``train_imagenet.py`` for two epochs on the first ``--loop-images`` records of ``--rec-train``
-    (augmentation, metrics, validation on as in a real run), the second epoch's images/s;
+    (augmentation, metrics, validation on as in a real run), the second epoch's images/s: its images over its time;
   * GluonCV's loop: the same with GluonCV's ``train_imagenet.py`` (``--gluoncv-script``; the paper's own
     code), registering ``resnet18_v1d``, which its model zoo lacks, as
     ``ResNetV1b(BasicBlockV1b, [2, 2, 2, 2], deep_stem=True, avg_down=True)``; both get 1000 classes, as
@@ -14,6 +14,8 @@ row's own):
     share of an epoch of few batches); ``benchmarks.gluoncv_side``, which runs it, makes ``time.time()``
     wait for that work first (``waitall``), as our loop does before it reads the clock, so that both epochs
     end at the same point. The loop rows' ratio is the median of the ratios of each pair of runs (ours, then theirs).
+Each of the three is run ``--repeats`` times, alternating (model only, ours, GluonCV's), and every column reports one
+statistic: the median images/s of its runs, each a run's images over its timed span, with their range.
 Beside each figure: training GFLOP/s (3 x 2 x forward multiply-adds x images/s: the forward pass and a
 backward of about twice its cost) as a fraction of the float32 matrix-multiply GFLOP/s that MXNet reaches on
 all cores, measured in the same run. MXNet's CPU operators get one thread per physical core, as in
@@ -23,7 +25,8 @@ it, or with the same threads as ours under ``--gluoncv-threads ours``, which com
 Then the input pipeline alone: the training reader (``data.record_reader``) with the paper's augmentation, per thread
 count and input size, from ``--rec-train`` and ``--rec-256`` (images packed at a shorter side of 256).
 Writes ``throughput.md`` and ``throughput.json`` into ``--output-dir``; with GluonCV's script the last line
-printed is the ratio ours / GluonCV's on resnet18_v1d at 32.
+printed is the ratio ours / GluonCV's on resnet18_v1d at 32. GluonCV's script trains on packed records, so
+``--gluoncv-script`` needs ``--rec-train`` and ``--rec-val``.
 
     python -m benchmarks.throughput --quick --rec-train rec/train.rec --rec-val rec/val.rec \\
         --gluoncv-script gluon-cv/scripts/classification/imagenet/train_imagenet.py
@@ -50,10 +53,11 @@ import mxnet as mx  # noqa: E402
 
 from benchmarks.input_pipeline import images_per_sec as pipeline_images_per_sec  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
-from benchmarks.model_step import in_memory_training_step, median_step_seconds  # noqa: E402
+from benchmarks.model_step import in_memory_training_step, timed_step_seconds  # noqa: E402
 from data.records import RecordFiles  # noqa: E402
 from models import get_model  # noqa: E402
 from models.complexity import count_multiply_adds  # noqa: E402
+from utils.errors import UserError, command_line_entry  # noqa: E402
 
 ROWS = ("resnet50_v1d:224", "resnet50_v1d:64", "resnet18_v1d:32", "resnet18_v1d:64", "mobilenet1.0:64",
         "inceptionv3:299")
@@ -78,13 +82,22 @@ def matmul_gflops(size=2048, repeats=10):
 
 
 def model_only(name, input_size, batch_size, steps, warmup_steps):
-    """Median images/s of ``steps`` training steps of ``name`` after ``warmup_steps``, and its multiply-adds."""
+    """Images/s of ``steps`` training steps of ``name`` after ``warmup_steps``: their images over their total time,
+    the statistic of a loop's epoch; with the seconds of each step and the network's multiply-adds."""
     net = get_model(name, classes=CLASSES)
     net.initialize(mx.init.Xavier())
     multiply_adds = count_multiply_adds(net, input_size)
     step = in_memory_training_step(net, input_size, batch_size, CLASSES)
-    seconds = median_step_seconds(step, steps, warmup_steps)
-    return dict(images_per_sec=batch_size / seconds, multiply_adds=multiply_adds)
+    seconds = timed_step_seconds(step, steps, warmup_steps)
+    return dict(images_per_sec=steps * batch_size / sum(seconds), step_seconds=seconds, multiply_adds=multiply_adds)
+
+
+def model_only_run(spec, batch_size, steps, warmup_steps, workdir):
+    """``model_only`` of the ``MODEL:INPUT`` row ``spec`` in a process of its own, with that process's peak memory."""
+    child = benchmark_command("throughput", "--model-only", spec, "--batch-size", str(batch_size),
+                              "--steps", str(steps), "--warmup-steps", str(warmup_steps))
+    output, peak = run_measured(child, workdir, child_environment())
+    return dict(json.loads(output.strip().splitlines()[-1]), peak_rss_mb=peak)
 
 
 def run_measured(argv, cwd, env=None):
@@ -160,44 +173,55 @@ def paired_ratios(ours, theirs):
     return [mine["images_per_sec"] / other["images_per_sec"] for mine, other in zip(ours, theirs)]
 
 
+def summarize(measured):
+    """One column's runs as the table reports every column: their median images/s, each run's, the highest peak
+    memory."""
+    speeds = [run["images_per_sec"] for run in measured]
+    return dict(images_per_sec=statistics.median(speeds), runs=speeds,
+                peak_rss_mb=max(run["peak_rss_mb"] for run in measured))
+
+
+def loop_data(args, data, model_only_speed, workdir):
+    """The loops' subsets of the data: slow rows train on fewer images, about --loop-seconds per epoch at the
+    model-only speed, at least 4 batches."""
+    batches = max(4, min(args.loop_images, model_only_speed * args.loop_seconds) // args.batch_size)
+    data = dict(data, num_train=int(batches * args.batch_size))
+    data["train"], _ = write_subset(data["train"], data["num_train"],
+                                    os.path.join(workdir, f"train-{data['num_train']}"))
+    # Validation runs between the two epochs, untimed: a quarter of the training images keeps it short.
+    num_val = max(data["num_train"] // 4, args.batch_size)
+    data["val"], _ = write_subset(data["val"], num_val, os.path.join(workdir, f"val-{num_val}"))
+    return data
+
+
 def measure_row(spec, args, data, workdir):
     name, _, size = spec.partition(":")
     input_size = int(size)
     quick_steps = args.quick or name == "inceptionv3"
     steps, warmup = (2, 1) if quick_steps else (args.steps, 3)
-    child = benchmark_command("throughput", "--model-only", spec, "--batch-size", str(args.batch_size),
-                              "--steps", str(steps), "--warmup-steps", str(warmup))
-    output, peak = run_measured(child, workdir, child_environment())
-    row = dict(model=name, input_size=input_size, batch_size=args.batch_size, model_only_steps=steps,
-               **json.loads(output.strip().splitlines()[-1]))
-    row.update(model_only_peak_rss_mb=peak)
+    row = dict(model=name, input_size=input_size, batch_size=args.batch_size, model_only_steps=steps)
     in_loop = data is not None and (not args.quick or spec == COMPARED_ROW)
-    if in_loop:
-        # Slow rows train on fewer images, about --loop-seconds per epoch, at least 4 batches.
-        batches = max(4, min(args.loop_images, row["images_per_sec"] * args.loop_seconds) // args.batch_size)
-        data = dict(data, num_train=int(batches * args.batch_size))
-        data["train"], _ = write_subset(data["train"], data["num_train"],
-                                        os.path.join(workdir, f"train-{data['num_train']}"))
-        # Validation runs between the two epochs, untimed: a quarter of the training images keeps it short.
-        num_val = max(data["num_train"] // 4, args.batch_size)
-        data["val"], _ = write_subset(data["val"], num_val, os.path.join(workdir, f"val-{num_val}"))
-        row["loop_images"] = data["num_train"]
-        # Ours and theirs alternate, so that a slow spell of a shared machine does not hit one side alone.
-        runs = {"loop": [], "gluoncv": []}
-        for _ in range(args.repeats):
-            runs["loop"].append(our_loop(name, input_size, args.batch_size, args.threads, data, workdir))
-            if args.gluoncv_script:
-                runs["gluoncv"].append(gluoncv_loop(args.gluoncv_script, name, input_size, args.batch_size,
-                                                    args.threads, data, workdir,
-                                                    args.gluoncv_threads))
-        for side, measured in runs.items():
-            if measured:
-                speeds = [run["images_per_sec"] for run in measured]
-                row[side] = dict(images_per_sec=statistics.median(speeds), runs=speeds,
-                                 peak_rss_mb=max(run["peak_rss_mb"] for run in measured))
+    # The model alone, ours and theirs alternate, so that a slow spell of a shared machine does not hit one alone.
+    runs = {"model_only": [], "loop": [], "gluoncv": []}
+    for repeat in range(args.repeats):
+        runs["model_only"].append(model_only_run(spec, args.batch_size, steps, warmup, workdir))
+        if not in_loop:
+            continue
+        if repeat == 0:
+            data = loop_data(args, data, runs["model_only"][0]["images_per_sec"], workdir)
+            row["loop_images"] = data["num_train"]
+        runs["loop"].append(our_loop(name, input_size, args.batch_size, args.threads, data, workdir))
         if args.gluoncv_script:
-            row["ours_over_gluoncv_runs"] = paired_ratios(runs["loop"], runs["gluoncv"])
-            row["ours_over_gluoncv"] = statistics.median(row["ours_over_gluoncv_runs"])
+            runs["gluoncv"].append(gluoncv_loop(args.gluoncv_script, name, input_size, args.batch_size,
+                                                args.threads, data, workdir, args.gluoncv_threads))
+    row["multiply_adds"] = runs["model_only"][0]["multiply_adds"]
+    for side, measured in runs.items():
+        if measured:
+            row[side] = summarize(measured)
+    row["model_only"]["step_seconds"] = [run["step_seconds"] for run in runs["model_only"]]
+    if runs["gluoncv"]:
+        row["ours_over_gluoncv_runs"] = paired_ratios(runs["loop"], runs["gluoncv"])
+        row["ours_over_gluoncv"] = statistics.median(row["ours_over_gluoncv_runs"])
     return row
 
 
@@ -205,33 +229,37 @@ def gflops(row, images_per_sec):
     return 3 * 2 * row["multiply_adds"] * images_per_sec / 1e9
 
 
+def median_and_range(median, runs, digits=1):
+    """``median (lowest-highest)``: a column's figure and the spread of its runs."""
+    return f"{median:.{digits}f} ({min(runs):.{digits}f}-{max(runs):.{digits}f})"
+
+
 def markdown(result):
     ceiling = result["matmul_gflops"]
     facts = result["machine"]
     lines = [f"Machine: {facts['cpu']}, {facts['cores']} cores; MXNet {facts['mxnet']}; float32 matrix multiply "
-             f"{ceiling:.1f} GFLOP/s (the ceiling); batch {result['batch_size']}; model only: median of the timed "
-             f"steps of one run; loops: second of two epochs over up to {result['loop_images']} images (fewer for "
-             f"slow rows: about {result['loop_seconds']:g} s an epoch), "
-             f"{result['threads']} data threads; MXNet CPU operator threads: ours and model only "
-             f"{result['cpu_threads']}, GluonCV's {result['gluoncv_cpu_threads']}; "
-             f"median of {result['repeats']} runs alternating ours and GluonCV's "
-             "(all runs in throughput.json); GluonCV's epoch clock waits for queued work as ours does; "
-             "ours / GluonCV: median (range) of the ratios of each pair of runs.",
+             f"{ceiling:.1f} GFLOP/s (the ceiling); batch {result['batch_size']}; every images/s: median (range) of "
+             f"{result['repeats']} runs alternating the model alone, ours and GluonCV's, each run's figure its images "
+             "over its timed span's time: model only, the timed steps after warm-up (model_only_steps in "
+             f"throughput.json); loops, the second of two epochs over up to {result['loop_images']} images (fewer "
+             f"for slow rows: about {result['loop_seconds']:g} s an epoch), {result['threads']} data threads; of "
+             f"ceiling: of the medians; MXNet CPU operator threads: ours and model only {result['cpu_threads']}, "
+             f"GluonCV's {result['gluoncv_cpu_threads']} (all runs in throughput.json); GluonCV's epoch clock waits "
+             "for queued work as ours does; ours / GluonCV: median (range) of the ratios of each pair of runs.",
              "",
              "| model | input | model only img/s | of ceiling | our loop img/s | of ceiling | GluonCV loop img/s "
-             "| ours / GluonCV (range) | peak RSS MB (model / ours / GluonCV) |",
+             "| ours / GluonCV | peak RSS MB (model / ours / GluonCV) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in result["rows"]:
-        loop, theirs = row.get("loop"), row.get("gluoncv")
-        cells = [row["model"], str(row["input_size"]), f"{row['images_per_sec']:.1f}",
-                 f"{gflops(row, row['images_per_sec']) / ceiling:.2f}",
-                 f"{loop['images_per_sec']:.1f}" if loop else "-",
+        alone, loop, theirs = row["model_only"], row.get("loop"), row.get("gluoncv")
+        cells = [row["model"], str(row["input_size"]), median_and_range(alone["images_per_sec"], alone["runs"]),
+                 f"{gflops(row, alone['images_per_sec']) / ceiling:.2f}",
+                 median_and_range(loop["images_per_sec"], loop["runs"]) if loop else "-",
                  f"{gflops(row, loop['images_per_sec']) / ceiling:.2f}" if loop else "-",
-                 f"{theirs['images_per_sec']:.1f}" if theirs else "-",
-                 (f"{row['ours_over_gluoncv']:.2f} ({min(row['ours_over_gluoncv_runs']):.2f}-"
-                  f"{max(row['ours_over_gluoncv_runs']):.2f})") if theirs else "-",
+                 median_and_range(theirs["images_per_sec"], theirs["runs"]) if theirs else "-",
+                 median_and_range(row["ours_over_gluoncv"], row["ours_over_gluoncv_runs"], 2) if theirs else "-",
                  " / ".join(f"{value:.0f}" if value else "-" for value in (
-                     row["model_only_peak_rss_mb"], loop and loop["peak_rss_mb"], theirs and theirs["peak_rss_mb"]))]
+                     alone["peak_rss_mb"], loop and loop["peak_rss_mb"], theirs and theirs["peak_rss_mb"]))]
         lines.append("| " + " | ".join(cells) + " |")
     if result["pipeline"]:
         lines += ["", "Input pipeline alone (training RecordReader, paper's augmentation):", "",
@@ -270,23 +298,33 @@ def build_parser():
     parser.add_argument("--loop-images", type=int, help="images per loop epoch (default 2048, --quick 1024)")
     parser.add_argument("--loop-seconds", type=float, default=40,
                         help="slow rows' loops get about this many seconds of images per epoch (default 40)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each loop, alternating (median; default 3)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of the model alone and of each loop, alternating (median; default 3)")
     parser.add_argument("-j", "--threads", type=int, default=os.cpu_count() or 1, help="data threads in the loops")
     parser.add_argument("--output-dir", default=".", help="where throughput.md and throughput.json go")
     parser.add_argument("--model-only", metavar="MODEL:INPUT", help=argparse.SUPPRESS)
     return parser
 
 
+def check_args(args):
+    """Refuse flags that would measure something else than asked, in one line."""
+    if bool(args.rec_train) != bool(args.rec_val):
+        raise UserError("--rec-train and --rec-val go together")
+    if args.gluoncv_script and not args.rec_train:
+        raise UserError("--gluoncv-script needs --rec-train and --rec-val: GluonCV's script trains on packed records, "
+                        "and without them only the model alone would be measured")
+    if args.gluoncv_script and not os.path.isfile(args.gluoncv_script):
+        raise UserError(f"--gluoncv-script {args.gluoncv_script} does not exist")
+
+
+@command_line_entry
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.model_only:
         name, _, size = args.model_only.partition(":")
         print(json.dumps(model_only(name, int(size), args.batch_size, args.steps, args.warmup_steps)))
-        return 0
-    if bool(args.rec_train) != bool(args.rec_val):
-        raise SystemExit("--rec-train and --rec-val go together")
-    if args.gluoncv_script and not os.path.isfile(args.gluoncv_script):
-        raise SystemExit(f"--gluoncv-script {args.gluoncv_script} does not exist")
+        return
+    check_args(args)
     args.loop_images = args.loop_images or (1024 if args.quick else 2048)
     workdir = tempfile.mkdtemp(prefix="throughput-")
     try:
@@ -316,7 +354,6 @@ def main(argv=None):
     compared = [row for row in rows if f"{row['model']}:{row['input_size']}" == COMPARED_ROW and "gluoncv" in row]
     if compared:
         print(f"ours / GluonCV images/s on {COMPARED_ROW.replace(':', ' at ')}: {compared[0]['ours_over_gluoncv']:.2f}")
-    return 0
 
 
 if __name__ == "__main__":

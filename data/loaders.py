@@ -21,9 +21,10 @@ from mxnet.gluon.data import DataLoader
 from mxnet.gluon.data.vision import ImageFolderDataset, transforms
 
 from data.augmentation import CROP_AREA, CROP_ASPECT_RATIO, JITTER, LIGHTING_STD, RGB_MEAN, RGB_STD
+from data.class_list import numbered_class_names
 from data.clean import BAD_RECORD_HINT, clean_records, describe_bad_records
 from data.record_reader import RecordReader
-from data.records import RecordFiles, check_record_files, count_records, read_class_names
+from data.records import REPACK_HINT, RecordFiles, check_record_files, count_labels, count_records, read_class_names
 from data.repeated_augmentation import RepeatedBatchSampler
 from utils.errors import UserError
 from utils.progressive_resize import ProgressiveResize
@@ -157,6 +158,33 @@ def check_num_classes(num_classes, class_names, where):
                         "drop --num-classes, which is only for .rec files without a class list")
 
 
+def unlisted_class_names(rec_train, idx_train, num_classes, log):
+    """The classes of training records that have no class list beside them, named by their labels, 0 to K-1.
+
+    MXNet's ``tools/im2rec.py`` and GluonCV's scripts write none, but number the class folders 0..K-1 as
+    ``data.pack`` does: K is ``num_classes`` (``--num-classes``) when given, or else the highest label plus one.
+    A highest label that would make more classes than there are records is refused: a damaged label, or a subset
+    whose highest classes are missing, which ``--num-classes`` settles.
+    """
+    if num_classes is None:
+        counts = count_labels(rec_train, idx_train)
+        if not counts:
+            raise UserError(f"no record of {rec_train} holds a label that is a whole number >= 0, so its labels "
+                            f"cannot say how many classes there are; {REPACK_HINT}")
+        num_classes, num_labelled = max(counts) + 1, sum(counts.values())
+        if num_classes > num_labelled:
+            raise UserError(f"the highest label of {rec_train}, {num_classes - 1}, makes {num_classes} classes, more "
+                            f"than its {num_labelled} records: a damaged label, or a subset of a larger set; pass "
+                            "--num-classes (records whose label lies outside it are then named as bad)")
+        unseen = num_classes - len(counts)
+        source = f"read from the labels of {rec_train} (no class list beside it" + (
+            f"; {unseen} of them label no record)" if unseen else ")")
+    else:
+        source = f"given by --num-classes (no class list beside {rec_train})"
+    log(f"{num_classes} classes, {source}; the run's classes.txt names them by their labels, 0 to {num_classes - 1}")
+    return numbered_class_names(num_classes)
+
+
 def check_one_batch(num_images, config, where):
     """Every step trains on a full batch, so this worker's share of the training set must hold one."""
     if num_images < config.batch_size:
@@ -169,7 +197,8 @@ def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_
     """Training and validation data from packed ``.rec``/``.idx`` files, checked before they are read.
 
     Training reads through ``RecordReader.from_config`` (``data.record_reader``), which names a record that it
-    cannot read or decode; validation through ``val_record_iter``. With ``clean_dir`` (``--skip-bad-records``)
+    cannot read or decode; validation through ``val_record_iter``. The classes are those of the class list beside
+    ``rec_train`` or, where there is none, ``unlisted_class_names``. With ``clean_dir`` (``--skip-bad-records``)
     every record is scanned first and a split with bad ones is read from a copy of its good records in
     ``clean_dir``; ``skipped_records`` counts the bad ones.
     """
@@ -177,13 +206,10 @@ def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_
     check_record_files(rec_train, idx_train)
     check_record_files(rec_val, idx_val)
     class_names = read_class_names(rec_train)
-    classes_path = RecordFiles.from_rec_path(rec_train).classes
-    check_num_classes(num_classes, class_names, classes_path)
-    if num_classes is None:
-        if class_names is None:
-            raise UserError(f"no class list beside {rec_train} (expected {classes_path}, written by "
-                            "`python -m data.pack`); pass --num-classes")
-        num_classes = len(class_names)
+    check_num_classes(num_classes, class_names, RecordFiles.from_rec_path(rec_train).classes)
+    if class_names is None:
+        class_names = unlisted_class_names(rec_train, idx_train, num_classes, log)
+    num_classes = len(class_names)
     skipped = 0
     if clean_dir:
         rec_train, idx_train, skipped_train = clean_records(rec_train, idx_train, num_classes,
@@ -209,7 +235,7 @@ def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_
     return DataSource(train=RecordReader.from_config(rec_train, idx_train, config,
                                                      batches_per_epoch=batches_per_epoch),
                       val=CountedBatches(val_iter, num_val, config.batch_size, find_bad_records),
-                      num_classes=num_classes, class_names=class_names or [],
+                      num_classes=num_classes, class_names=class_names,
                       num_train=num_train, num_val=num_val, batches_per_epoch=batches_per_epoch,
                       skipped_records=skipped, find_bad_records=find_bad_records)
 
@@ -327,11 +353,13 @@ def folder_source(data_dir, config, num_classes=None):
                       batches_per_epoch=len(splits["train"]) // config.batch_size)
 
 
-def validation_source(config, rec_val=None, idx_val=None, data_dir=None):
+def validation_source(config, network_class_names, rec_val=None, idx_val=None, data_dir=None, log=print):
     """Validation batches alone, for evaluating a trained network: ``train`` is None.
 
-    From a packed ``rec_val`` (its class list ``PREFIX.classes.txt`` beside it) or from
-    ``data_dir/val/<class>/*`` (classes in sorted folder order, as in training).
+    From a packed ``rec_val`` or from ``data_dir/val/<class>/*`` (classes in sorted folder order, as in training).
+    The classes of ``rec_val`` are those of its class list ``PREFIX.classes.txt``, or, where it has none (MXNet's
+    ``tools/im2rec.py`` and GluonCV's scripts write none), ``network_class_names``: the classes of the network to
+    evaluate. Every label must lie among them.
     """
     if bool(rec_val) == bool(data_dir):
         raise UserError("give either --rec-val or --data-dir, not both and not neither")
@@ -340,8 +368,9 @@ def validation_source(config, rec_val=None, idx_val=None, data_dir=None):
         check_record_files(rec_val, idx_val)
         class_names = read_class_names(rec_val)
         if class_names is None:
-            raise UserError(f"no class list beside {rec_val} (expected {RecordFiles.from_rec_path(rec_val).classes}, "
-                            "written by `python -m data.pack`); write it, one class name a line in label order")
+            class_names = network_class_names
+            log(f"No class list beside {rec_val} ({RecordFiles.from_rec_path(rec_val).classes}): its labels are "
+                f"taken as the network's {len(class_names)} classes")
         check_validation_records(rec_val, idx_val, len(class_names))
         num_val = count_records(idx_val)
         val = CountedBatches(val_record_iter(rec_val, idx_val, config), num_val, config.batch_size)

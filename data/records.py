@@ -6,8 +6,11 @@ RecordIO), ``PREFIX.idx`` (``key<TAB>byte offset`` of each record), ``PREFIX.lst
 The trainer imports this module to check its inputs before it spends minutes building a network:
 ``check_record_files`` reads three records, ``scan_records`` reads them all, and ``write_clean_copy``
 writes the records a scan found good into a new pair of files that the readers read. ``read_record`` reads one
-record, as the training reader (``data.record_reader``) does for each image.
+record, as the training reader (``data.record_reader``) does for each image. ``count_labels`` reads the labels
+alone, which say how many classes a .rec made by another tool (MXNet's ``tools/im2rec.py``, GluonCV's scripts) has:
+those write no class list.
 """
+import collections
 import contextlib
 import functools
 import math
@@ -40,6 +43,10 @@ MAGIC_BYTES = struct.pack("<I", RECORDIO_MAGIC)
 # MXNet's image header (mx.recordio.IRHeader): uint32 flag, float32 label, two uint64 ids. A flag above 0
 # says that many float32 labels follow it and replace its label field.
 IMAGE_HEADER_BYTES = struct.calcsize("IfQQ")
+LABEL_FIELD_OFFSET = struct.calcsize("I")
+LABEL_BYTES = struct.calcsize("f")
+# What count_labels reads of each record: the RecordIO header, the image header and one label after it.
+LABEL_HEAD_BYTES = RECORD_HEADER_BYTES + IMAGE_HEADER_BYTES + LABEL_BYTES
 # dmlc-core reads the index's keys and offsets into 64-bit integers, and Python refuses to parse an
 # integer of over 4300 digits: a number of at most 19 digits fits both.
 MAX_INDEX_DIGITS = 19
@@ -253,6 +260,52 @@ def read_record(rec_file, offset, rec_size):
         raise RejectedRecord(problem)
     header, image_bytes = mx.recordio.unpack(payload)
     return float(header.label[0] if header.flag else header.label), image_bytes
+
+
+def count_labels(rec_path, idx_path):
+    """How many records of ``rec_path`` hold each label, ``{label: records}``, read from their headers alone.
+
+    For .rec files made without a class list (MXNet's ``tools/im2rec.py --recursive`` numbers the class folders
+    0..K-1 in sorted order, as ``data.pack`` does): the labels say how many classes there are. One read of
+    LABEL_HEAD_BYTES per record, in file order (a split record, rare, is read whole), so ImageNet's
+    1.28 million records cost 1.28 million small reads, not 140 GB. Records that do not hold one label that is a
+    whole number >= 0 (broken framing, several labels, a fraction) are left out: the scans that check every label
+    against the classes (``scan_records``) name them. Raises UserError as ``check_record_files`` for a missing or
+    empty file or a malformed .idx.
+    """
+    rec_path, idx_path = os.fspath(rec_path), os.fspath(idx_path)
+    offsets = sorted({offset for _, offset in _read_nonempty_index(rec_path, idx_path)})
+    rec_size = os.path.getsize(rec_path)
+    counts = collections.Counter()
+    with open(rec_path, "rb") as rec_file:
+        for offset in offsets:
+            try:
+                label = _read_label(rec_file, offset, rec_size)
+            except RejectedRecord:
+                continue
+            if math.isfinite(label) and label.is_integer() and label >= 0:
+                counts[int(label)] += 1
+    return counts
+
+
+def _read_label(rec_file, offset, rec_size):
+    """The label of the record at byte ``offset`` of ``rec_file`` of ``rec_size`` bytes, from one read of its
+    headers; RejectedRecord as ``read_record``, which reads the records that one read cannot settle (split or
+    broken ones)."""
+    head = os.pread(rec_file.fileno(), LABEL_HEAD_BYTES, offset)
+    if offset % RECORD_ALIGNMENT or len(head) < RECORD_HEADER_BYTES:
+        return read_record(rec_file, offset, rec_size)[0]
+    magic, length_word = struct.unpack_from("<II", head)
+    flag, length = length_word >> RECORD_FLAG_SHIFT, length_word & RECORD_LENGTH_MASK
+    whole = flag == WHOLE and offset + RECORD_HEADER_BYTES + _padded(length) <= rec_size
+    if magic != RECORDIO_MAGIC or not whole:
+        return read_record(rec_file, offset, rec_size)[0]
+    payload_head = head[RECORD_HEADER_BYTES:RECORD_HEADER_BYTES + length]
+    problem = _header_problem(payload_head)
+    if problem:
+        raise RejectedRecord(problem)
+    num_labels = struct.unpack_from("I", payload_head)[0]
+    return struct.unpack_from("f", payload_head, IMAGE_HEADER_BYTES if num_labels else LABEL_FIELD_OFFSET)[0]
 
 
 @dataclass(frozen=True)

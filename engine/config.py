@@ -1,12 +1,17 @@
 """Every setting of a run, declared once: a field of ``TrainConfig`` is a flag, its default, its help, its valid
-values and whether ``--resume`` may change it; ``build_parser`` and ``resolve_config`` are derived from them.
+values and whether ``--resume`` may change it; ``build_parser`` and ``resolve_config`` are derived from them, and
+config files (``--config``, the ``args.yaml`` of every run) hold the same settings under the flags' names.
 
 Adding a flag touches two places: its field here, and the code that uses it.
 """
 import argparse
 import dataclasses
+import difflib
 import math
 import os
+import sys
+
+import yaml
 
 from models import model_names
 from data.auto_augment import parse_policy
@@ -138,7 +143,8 @@ class TrainConfig:
                                  "%(default)s)", DEFAULT_DEMO_DIR, free_on_resume=True)
     # Label smoothing gives each wrong class eps / (K - 1).
     num_classes: int = flag("data", "only for .rec files without the class list that data.pack writes beside "
-                                    "them", bounds=Bounds(2), type=int)
+                                    "them (im2rec's, GluonCV's), whose count otherwise is their highest label + 1",
+                            bounds=Bounds(2), type=int)
     skip_bad_records: bool = flag("data", "scan every record first and train without the bad ones (undecodable "
                                           "image, label outside the classes, broken framing), counted in the log "
                                           "and metrics.jsonl; without it the first bad record stops the run, named",
@@ -298,6 +304,10 @@ class TrainConfig:
     log_interval: int = flag("run", "batches between speed lines (default 50)", 50, bounds=AT_LEAST_ONE,
                              free_on_resume=True, type=int)
     logging_file: str = flag("run", "log file (default SAVE_DIR/train.log)", free_on_resume=True)
+    tensorboard: bool = flag("run", "write TensorBoard curves to SAVE_DIR/tensorboard (tensorboardX): training "
+                                    "loss, top-1, rate and images/s every --log-interval batches, validation "
+                                    "top-1 and top-5 every epoch, by global step", False, free_on_resume=True,
+                             action="store_true")
     # numpy's generator refuses other seeds.
     seed: int = flag("run", "random seed (default 0)", 0, bounds=Bounds(0, 2**32 - 1), type=int)
 
@@ -325,6 +335,12 @@ def build_parser(description=None):
     groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
     for field in FLAGS:
         _add_flag(groups[field.metadata["group"]], field)
+    # Declared here, not as a TrainConfig field: it says where settings come from, not what the run does; as a
+    # setting it would be saved in args.yaml, and a replay of that file would name the file it replays.
+    groups["run"].add_argument("--config", metavar="FILE.yaml",
+                               help="settings from a YAML file, one `flag-name: value` a line (configs/ holds the "
+                                    "paper's recipes; every run writes its own as SAVE_DIR/args.yaml); flags on "
+                                    "the command line override it")
     return parser
 
 
@@ -475,7 +491,7 @@ def resolve_config(args):
     if args.progressive_resize and args.input_size is not None:
         raise UserError("--input-size and --progressive-resize both set the training crop size; drop --input-size "
                         "(validation crops --val-input-size)")
-    values = vars(args).copy()
+    values = {field.name: getattr(args, field.name) for field in FLAGS}
     defaults = DEMO_DEFAULTS if not (args.rec_train or args.data_dir) else PAPER_DEFAULTS
     for key, default in defaults.items():
         if values[key] is None:
@@ -483,16 +499,29 @@ def resolve_config(args):
     for field in FLAGS:
         if field.metadata["parse"]:
             values[field.name] = field.metadata["parse"](values[field.name])
-    values["logging_file"] = values["logging_file"] or os.path.join(values["save_dir"], "train.log")
+    values["logging_file"] = values["logging_file"] or default_logging_file(values["save_dir"])
     _derive(values)
     for check in (_check_numbers, _check_sizes, _check_networks, _check_tricks, _check_distribution, _check_resume):
         check(values)
     return TrainConfig(**values)
 
 
+def default_logging_file(save_dir):
+    """The log file without --logging-file: SAVE_DIR/train.log."""
+    return os.path.join(save_dir, "train.log")
+
+
 def parse_config(argv=None, description=None):
-    """``TrainConfig`` from a command line (``sys.argv[1:]`` by default)."""
-    return resolve_config(build_parser(description).parse_args(argv))
+    """``TrainConfig`` from a command line (``sys.argv[1:]`` by default) and the ``--config`` file it names, whose
+    settings its flags override."""
+    parser = build_parser(description)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    config_file = parser.parse_args(argv).config
+    if config_file:
+        # The file's settings become flags ahead of the command line's: argparse keeps a flag's last value, and
+        # file and command line go through the same types, choices and checks.
+        argv = config_file_flags(config_file) + argv
+    return resolve_config(parser.parse_args(argv))
 
 
 def _derive(values):
@@ -520,3 +549,123 @@ def describe_tricks(config):
             tricks.append(option(field.name) if value is True else f"{option(field.name)} {value:g}"
                           if isinstance(value, float) else f"{option(field.name)} {value}")
     return " ".join(tricks) or "none (the paper's baseline)"
+
+
+# ---- config files: settings in YAML, as in configs/ and in every run's args.yaml -----------------------------
+
+# How a run was started, not what it computes: the replay of a run's args.yaml is a new run, from scratch.
+STARTING_POINT = ("resume", "resume_epoch", "resume_params", "resume_states")
+
+
+def setting_key(name):
+    """The key of setting ``name`` in a config file: its flag without the dashes, e.g. ``batch-size``."""
+    return option(name)[2:]
+
+
+def read_config_file(path):
+    """The mapping of keys to values in the YAML file ``path``, as written (empty for an empty file)."""
+    try:
+        with open(path) as handle:
+            settings = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise UserError(f"--config {path} does not exist; give a YAML file of settings, e.g. one of configs/") \
+            from None
+    except OSError as error:
+        raise UserError(f"cannot read --config {path} ({error.strerror}); give a YAML file of settings") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        problem = " ".join(str(getattr(error, "problem", None) or error).split())
+        raise UserError(f"--config {path} is not valid YAML{f' at line {mark.line + 1}' if mark else ''}: "
+                        f"{problem}") from None
+    if settings is None:
+        return {}
+    if not isinstance(settings, dict):
+        raise UserError(f"--config {path} holds a {type(settings).__name__}, not settings; write one "
+                        "`flag-name: value` a line, e.g. `batch-size: 128`")
+    return settings
+
+
+def config_file_flags(path):
+    """The settings of the config file ``path`` as command-line flags, each value checked as the command line's
+    would be; a key that names no setting, twice the same one or a value of the wrong kind is a UserError naming
+    the key."""
+    fields = {field.name: field for field in FLAGS}
+    flags, keys = [], {}
+    for key, value in read_config_file(path).items():
+        name = str(key).replace("-", "_")
+        if name not in fields:
+            closest = difflib.get_close_matches(str(key).replace("_", "-"), map(setting_key, fields), n=1, cutoff=0)
+            raise UserError(f"{path}: unknown setting {key!r}; did you mean {closest[0]}? (the keys are the "
+                            "flags that `train_imagenet.py --help` lists, without their dashes)")
+        if name in keys:
+            raise UserError(f"{path}: {keys[name]!r} and {key!r} are the same setting; keep one")
+        keys[name] = key
+        flags += _setting_flags(f"{path}: {key}", value, fields[name])
+    return flags
+
+
+def _setting_flags(where, value, field):
+    """The command-line words that give ``field`` a config file's ``value``: none for null (the flag's default)."""
+    spec, name = field.metadata["argparse"], option(field.name)
+    if value is None:
+        return []
+    if spec.get("action") in ("store_true", argparse.BooleanOptionalAction):
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: {value!r} is not true or false")
+        if spec["action"] is argparse.BooleanOptionalAction:
+            return [name if value else f"--no-{setting_key(field.name)}"]
+        return [name] if value else []
+    if value is True and spec.get("nargs") == "?":
+        return [name]  # the flag alone, as on the command line: its const
+    if field.type is tuple and isinstance(value, list):
+        text = ",".join(str(item) for item in value)
+    elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        text = str(value)
+    else:
+        raise UserError(f"{where}: {value!r} is not {_expected(field)}")
+    try:
+        typed = spec.get("type", str)(text)
+    except ValueError:
+        raise UserError(f"{where}: {value!r} is not {_expected(field)}") from None
+    if "choices" in spec and typed not in spec["choices"]:
+        raise UserError(f"{where}: {value!r} is not {_expected(field)}")
+    if field.metadata["parse"]:
+        try:
+            field.metadata["parse"](text)
+        except UserError as error:
+            raise UserError(f"{where}: {error}") from None
+    # FLAG=TEXT keeps a text that starts with a dash a value.
+    return [f"{name}={text}"]
+
+
+def _expected(field):
+    """What a setting's value must be, as a message says it."""
+    spec = field.metadata["argparse"]
+    if "choices" in spec:
+        return "one of " + ", ".join(spec["choices"])
+    if field.type is tuple:
+        return "a list, or its values separated by commas"
+    return {int: "a whole number", float: "a number"}.get(spec.get("type"), "text")
+
+
+def replay_settings(config):
+    """``config`` as a config file's settings (a run's ``args.yaml``): ``--config`` on them resolves to
+    ``config`` again, in another ``--save-dir`` too.
+
+    Keys are the flags' names, in declaration order, with the resolved values (lists for several). A value
+    derived from another setting is null, to be derived again: the log file when it is SAVE_DIR/train.log, so
+    that a replay logs into its own folder and not the old run's, and the training size under
+    --progressive-resize, which refuses --input-size. How the run was started is left out (--resume,
+    --resume-epoch, --resume-params, --resume-states): a replay is a new run, from scratch; --resume on the
+    command line continues the run instead, in the --save-dir that the file names.
+    """
+    settings = {}
+    for field in FLAGS:
+        if field.name not in STARTING_POINT:
+            value = getattr(config, field.name)
+            settings[setting_key(field.name)] = list(value) if isinstance(value, tuple) else value
+    if config.logging_file == default_logging_file(config.save_dir):
+        settings[setting_key("logging_file")] = None
+    if config.progressive_resize:
+        settings[setting_key("input_size")] = None
+    return settings

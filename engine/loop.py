@@ -1,4 +1,5 @@
 """The training loop: one step, one epoch, and the evaluation of the network that is saved."""
+import functools
 import logging
 import math
 import sys
@@ -10,8 +11,9 @@ from mxnet import autograd
 
 from engine.recipe import total_batch_size
 from utils.devices import average_running_statistics, split_batch
-from utils.distributed import start_kvstore
+from utils.distributed import Cluster, start_kvstore, started_by_launcher
 from utils.errors import Diverged, UserError
+from utils.tensorboard import NO_CURVES
 
 
 def check_labels(labels, num_classes, find_bad_records=None):
@@ -33,6 +35,12 @@ def check_finite_loss(loss_sum, epoch, batch, config):
     if not math.isfinite(loss_sum):
         raise Diverged(f"the training loss became {loss_sum} at epoch {epoch}, batch {batch}; lower --lr or "
                        f"lengthen --warmup-epochs (files already in {config.save_dir} are untouched)")
+
+
+def shows_progress_bar():
+    """A progress bar only for a person at a terminal: never in a launched job, where ``ssh -tt`` gives every
+    process a terminal and each worker's bar would flood the launcher's output."""
+    return sys.stderr.isatty() and not started_by_launcher()
 
 
 def _progress(batches, total, enabled):
@@ -70,14 +78,17 @@ class EpochMeter:
 
 
 class SpeedLog:
-    """Every ``interval`` batches, a line with the images/s since the last line and the epoch's running figures.
+    """Every ``interval`` batches, a line with the images/s since the last line and the epoch's running figures,
+    which also go to ``curves`` with the learning rate, at the global step.
 
     Counting from the batch a resumed epoch starts at, the first line's speed is right too (MXNet's
-    Speedometer assumes each epoch starts at batch 0).
+    Speedometer assumes each epoch starts at batch 0). ``step_of_batch(b)`` is the global step after the
+    epoch's batch b, ``lr_of_step(s)`` the rate of update s.
     """
 
-    def __init__(self, epoch, start_batch, batch_size, interval):
+    def __init__(self, epoch, start_batch, batch_size, interval, curves, step_of_batch, lr_of_step):
         self.epoch, self.batch_size, self.interval = epoch, batch_size, interval
+        self.curves, self.step_of_batch, self.lr_of_step = curves, step_of_batch, lr_of_step
         self.last_batch, self.tic = start_batch, time.time()
 
     def __call__(self, batch_number, meter):
@@ -85,8 +96,12 @@ class SpeedLog:
             return
         now = time.time()
         images_per_sec = (batch_number - self.last_batch) * self.batch_size / (now - self.tic)
+        top1, loss = meter.accuracy.get()[1], meter.mean_loss.get()[1]
         logging.info("Epoch[%d] Batch [%d-%d]\tSpeed: %.2f samples/sec\taccuracy=%f\tloss=%f", self.epoch,
-                     self.last_batch, batch_number, images_per_sec, meter.accuracy.get()[1], meter.mean_loss.get()[1])
+                     self.last_batch, batch_number, images_per_sec, top1, loss)
+        step = self.step_of_batch(batch_number)
+        self.curves.add(step, {"train/loss": loss, "train/top1": top1, "train/lr": self.lr_of_step(step),
+                               "train/samples_per_sec": images_per_sec})
         self.last_batch, self.tic = batch_number, now
 
 
@@ -122,18 +137,22 @@ def train_step(recipe, images, targets):
     return outputs, losses
 
 
-def train_one_epoch(epoch, recipe, data, contexts, config, start_batch=0, meter=None, stop=None):
+def train_one_epoch(epoch, recipe, data, contexts, config, start_batch=0, meter=None, stop=None, cluster=None,
+                    curves=NO_CURVES):
     """One pass over the training data (from batch ``start_batch``); returns the epoch's loss, top-1, speed.
 
     Under mixup the top-1 counts a prediction right when it names the dominant label of its mixed pair.
     When ``stop`` (``utils.interrupt.StopSignals``) has caught a signal, StoppedMidEpoch is raised after the
-    current step.
+    current step. ``curves`` (``utils.tensorboard``) get the speed lines' figures.
     """
+    cluster = cluster or Cluster(config.kvstore)
     batch_size = total_batch_size(config, contexts)
     meter = meter or EpochMeter()
-    speed = SpeedLog(epoch, start_batch, batch_size, config.log_interval)
+    speed = SpeedLog(epoch, start_batch, batch_size, config.log_interval, curves,
+                     functools.partial(cluster.global_step, data.batches_per_epoch, epoch),
+                     functools.partial(current_lr, recipe.trainer, cluster))
     batches = data.train.epoch(epoch, start_batch)
-    progress = _progress(batches, data.batches_per_epoch - start_batch, sys.stderr.isatty())
+    progress = _progress(batches, data.batches_per_epoch - start_batch, shows_progress_bar())
     tic = time.time()
     for batch_number, batch in enumerate(progress, start=start_batch + 1):
         check_labels(batch.label[0], data.num_classes, data.find_bad_records)
@@ -157,7 +176,24 @@ def train_one_epoch(epoch, recipe, data, contexts, config, start_batch=0, meter=
     if recipe.model_ema is not None:
         recipe.model_ema.copy_statistics()  # the devices' mean, which the network is evaluated and saved with
     meter.seconds += time.time() - tic
-    return meter.summary(batch_size)
+    summary = meter.summary(batch_size)
+    log_training_as_module_fit(epoch, summary)
+    return summary
+
+
+# The lines MXNet 1.9.1's Module.fit logs after each epoch (mxnet/module/base_module.py), which MXNet users' log
+# parsers read (MXNet's tools/parse_log.py: "Train-accuracy", "Time cost", "Validation-accuracy"). The metrics'
+# names are mx.metric.Accuracy's and mx.metric.TopKAccuracy(top_k=5)'s.
+def log_training_as_module_fit(epoch, summary):
+    """Module.fit's lines for an epoch's training: its top-1 and its training time."""
+    logging.info("Epoch[%d] Train-%s=%f", epoch, "accuracy", summary["train_top1"])
+    logging.info("Epoch[%d] Time cost=%.3f", epoch, summary["epoch_seconds"])
+
+
+def log_validation_as_module_fit(epoch, scores):
+    """Module.fit's lines for an epoch's validation (``evaluate``'s ``scores``): top-1 and top-5."""
+    for name, key in (("accuracy", "val_top1"), ("top_k_accuracy_5", "val_top5")):
+        logging.info("Epoch[%d] Validation-%s=%f", epoch, name, scores[key])
 
 
 def evaluate(net, data, contexts):

@@ -50,11 +50,31 @@ def required_class_list(path, flag="--classes-file"):
     return names
 
 
+def trained_num_classes(model, params):
+    """The number of classes that ``params`` holds ``model``'s weights for: the output width of its classifier.
+
+    The classifier is the network's last parameter (``fc.bias``, ``output.bias`` or ``output.0.weight``), whose
+    first axis has one entry per class. Raises UserError if the file is unreadable or has no such parameter.
+    """
+    classifier = next(reversed(get_model(model, classes=1)._collect_params_with_prefix()))
+    saved = load_params(params, label=f"--params {params}")
+    if classifier not in saved:
+        raise UserError(f"--params {params} does not fit the network {model}: it lacks {classifier!r}, its "
+                        f"classifier; give a file saved from {model}")
+    return saved[classifier].shape[0]
+
+
+def num_outputs(net, input_size, contexts):
+    """The output width of ``net``, one entry per class, from one forward pass on a blank image."""
+    return _forward_once(net, input_size, contexts).shape[1]
+
+
 def load_network(params, contexts, input_size, model=None, symbol=None, num_classes=None):
     """The network of ``--model``/``--symbol`` with ``params`` loaded, hybridized, checked by one forward pass.
 
-    ``num_classes`` is required with ``model``; with ``symbol`` it is checked against the export's output
-    width when given. Bad files raise UserError with one line.
+    With ``model``, ``num_classes`` defaults to the classes ``params`` holds weights for (``trained_num_classes``);
+    with ``symbol`` it is checked against the export's output width when given. Bad files raise UserError with one
+    line.
     """
     check_network_arguments(model, symbol, params)
     if symbol:
@@ -71,7 +91,7 @@ def load_network(params, contexts, input_size, model=None, symbol=None, num_clas
                             "-symbol.json and -0000.params that training wrote together") from None
     else:
         if num_classes is None:
-            raise UserError(f"the number of classes of --model {model} is unknown; give a class list")
+            num_classes = trained_num_classes(model, params)
         net = get_model(model, classes=num_classes)
         net.initialize(ctx=contexts)
         _forward_once(net, input_size, contexts)  # resolves the deferred shapes that the check compares

@@ -145,6 +145,52 @@ def test_gluoncv_gets_mxnets_default_threads_unless_asked_for_ours(monkeypatch):
     assert throughput.gluoncv_environment("default")["MXNET_OMP_MAX_THREADS"] == "2"
 
 
+def test_gluoncv_script_without_records_is_refused_in_one_line(capsys):
+    from benchmarks import throughput
+    assert throughput.main(["--quick", "--gluoncv-script", __file__]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --gluoncv-script needs --rec-train and --rec-val: GluonCV's script trains on packed records, and "
+        "without them only the model alone would be measured"]
+
+
+def test_model_only_is_its_images_over_its_time_as_a_loops_epoch(monkeypatch):
+    from benchmarks import throughput
+    monkeypatch.setattr(throughput, "count_multiply_adds", lambda net, input_size: 7)
+    monkeypatch.setattr(throughput, "in_memory_training_step", lambda *args: None)
+    monkeypatch.setattr(throughput, "timed_step_seconds", lambda step, steps, warmup_steps: [0.1, 0.2, 0.7])
+    measured = throughput.model_only("resnet18_v1d", 32, batch_size=10, steps=3, warmup_steps=1)
+    # 30 images in 1.0 s, as an epoch's figure counts them; the median step (0.2 s) would say 50.
+    assert measured == dict(images_per_sec=pytest.approx(30.0), step_seconds=[0.1, 0.2, 0.7], multiply_adds=7)
+
+
+def test_every_column_is_the_median_and_range_of_alternating_runs(tmp_path, monkeypatch):
+    from benchmarks import throughput
+    calls, speeds = [], {"model": iter([30.0, 20.0, 25.0]), "ours": iter([50.0, 40.0, 45.0]),
+                         "gluoncv": iter([25.0, 20.0, 30.0])}
+
+    def measured(side):
+        def run(*args):
+            calls.append(side)
+            return dict(images_per_sec=next(speeds[side]), peak_rss_mb=100.0, step_seconds=[0.5], multiply_adds=1e9)
+        return run
+    monkeypatch.setattr(throughput, "model_only_run", measured("model"))
+    monkeypatch.setattr(throughput, "our_loop", measured("ours"))
+    monkeypatch.setattr(throughput, "gluoncv_loop", measured("gluoncv"))
+    monkeypatch.setattr(throughput, "loop_data", lambda args, data, speed, workdir: dict(data, num_train=64))
+    args = throughput.build_parser().parse_args(["--quick", "--gluoncv-script", "train_imagenet.py"])
+    row = throughput.measure_row("resnet18_v1d:32", args, dict(train="t.rec", val="v.rec", num_train=64), tmp_path)
+    assert calls == ["model", "ours", "gluoncv"] * 3
+    assert [(row[side]["images_per_sec"], row[side]["runs"]) for side in ("model_only", "loop", "gluoncv")] == [
+        (25.0, [30.0, 20.0, 25.0]), (45.0, [50.0, 40.0, 45.0]), (25.0, [25.0, 20.0, 30.0])]
+    result = dict(machine=dict(cpu="cpu", cores=2, mxnet="1.9.1"), matmul_gflops=100.0, repeats=3, batch_size=32,
+                  loop_images=64, loop_seconds=40, threads=2, cpu_threads="2", gluoncv_cpu_threads="1", rows=[row],
+                  pipeline=[])
+    # Of the ceiling: 3 x 2 x 1e9 multiply-adds x the median images/s, over 100 GFLOP/s; the ratios of the pairs
+    # 50 / 25, 40 / 20 and 45 / 30.
+    assert "| 25.0 (20.0-30.0) | 1.50 | 45.0 (40.0-50.0) | 2.70 | 25.0 (20.0-30.0) | 2.00 (1.50-2.00) |" in \
+        throughput.markdown(result)
+
+
 def test_a_diverged_run_is_a_result_of_the_grid_not_a_failure(tmp_path, monkeypatch):
     args = parse(tmp_path, "--tables", "gluoncv", "--seeds", "0", "1", "--num-epochs", "2")
     baseline, _ = ablation.grid(args, None)

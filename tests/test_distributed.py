@@ -59,7 +59,7 @@ def test_two_workers_train_in_step_and_rank_zero_alone_writes(tiny_set, tmp_path
     assert [m["epoch"] for m in metrics] == [0, 1]
     assert [m["lr"] for m in metrics] == pytest.approx([0.02, 0.002])
     assert metrics[1]["train_loss"] < metrics[0]["train_loss"]
-    assert sorted(os.listdir(save_dir)) == ["args.json", "checkpoints", "classes.txt", "metrics.jsonl",
+    assert sorted(os.listdir(save_dir)) == ["args.json", "args.yaml", "checkpoints", "classes.txt", "metrics.jsonl",
                                             "resnet18_v1d-0001.params", "resnet18_v1d-deploy-0000.params",
                                             "resnet18_v1d-deploy-symbol.json", "train.log"]
     assert sorted(os.listdir(os.path.join(save_dir, "checkpoints"))) == ["epoch-0000", "epoch-0001"]
@@ -178,6 +178,8 @@ def test_sync_steps_divide_by_the_global_batch_and_async_schedules_count_every_p
     asynchronous = Cluster(SimpleNamespace(type="dist_async"), rank=0, num_workers=4)
     assert (asynchronous.step_batch(32), asynchronous.updates_per_epoch(10), asynchronous.update_on_kvstore) == \
         (32, 40, True)
+    # After 3 of the 10 batches of epoch 2: sync workers made 23 updates, 4 async ones 92 between them.
+    assert (sync.global_step(10, 2, 3), asynchronous.global_step(10, 2, 3)) == (23, 92)
     single = Cluster("device")
     assert (single.step_batch(32), single.updates_per_epoch(10), single.update_on_kvstore, single.is_chief) == \
         (32, 10, None, True)

@@ -3,7 +3,7 @@
 The commands are read from README.md when the tests run, so a new one is covered without editing this file:
 each line of its ```bash blocks (continuation lines joined, ``&&`` chains split, a ``for`` loop kept whole) and
 each inline `python ...` or `pip ...` span elsewhere, in tables and prose (a span may wrap over lines).
-``$DATA`` and ``$E`` are expanded as the README defines them at that point; a span starting with ``...``
+Variables (``$DATA``) are expanded as the README defines them at that point; a span starting with ``...``
 continues the row above's command from the first word they share; a command-table row that gives its command
 in words is mapped in DERIVED_ROWS, a command with placeholders (``NAME``, ``[--input-size N]``) in
 PLACEHOLDERS. A command-table row with no command, or a command that no table below knows, fails.
@@ -12,13 +12,14 @@ Only the README's paths change (PATH_STAND_INS, and train_imagenet.py's default 
 written. Then, by what the command runs:
 * KINDS, run here on tests/conftest.py's tiny set, checking what they print and write: ``mkdir``,
   ``data.pack``, ``data.clean``, ``models`` (the README's figures), ``models.convert``, ``models.export_onnx``,
-  ``eval_imagenet.py``, ``predict.py``, ``train_imagenet.py --help``. Training commands that ask for GPUs
+  ``eval_imagenet.py``, ``predict.py``, ``tools.plot_runs`` (on run folders made here),
+  ``train_imagenet.py --help``. Training commands that ask for GPUs
   run as written and must stop with exit status 2 and the one-line GPU error, which comes only after every
   flag was parsed and validated; CPU ones whose batch is larger than the tiny set stop likewise at the data's
   size check. The bare demo trains for two minutes: it is checked through ``--help`` (its defaults are the demo
   of the README's Results, where its run is measured);
-* CHECKED_CHEAPLY, not run: the ssh launcher and the benchmarks, whose ``--help`` must list every option the
-  command uses (the launcher's worker command is checked as its own kind);
+* CHECKED_CHEAPLY, not run: the ssh launcher, the benchmarks and TensorBoard's server, whose ``--help`` must list
+  every option the command uses (the launcher's worker command is checked as its own kind);
 * NOT_RUN: what this machine cannot run, with the reason; these tests skip after any cheap check.
 Most commands spend their second in MXNet's import, so they run two at a time, started ahead of their tests.
 """
@@ -122,22 +123,17 @@ def _continue_row_above(text, row_above, line):
     return " ".join(above[:above.index(words[0])] + words)
 
 
-def _with_flag(text, flag, value):
-    words = text.split()
-    words[words.index(flag) + 1] = value
-    return " ".join(words)
-
-
 def _table_5_rows(context):
-    """The row above's command with each model of the row (efficient, with `--model resnet50_v1b`, ...)."""
-    return [(_with_flag(context.row_above[-1], "--model", span.split()[-1]), {}) for span in context.spans]
+    """The row above's command followed by each model of the row (efficient, with `--model resnet50_v1b`, ...),
+    which overrides its config file's."""
+    return [(f"{context.row_above[-1]} --model {span.split()[-1]}", {}) for span in context.spans]
 
 
 def _table_6_rows_of_other_networks(context):
-    """The ResNet-50-D Table 6 commands above, with each $E that the row above defines (one per network)."""
-    table_6 = [text for label, texts in context.rows_so_far if label.startswith("Table 6") for text in texts
-               if "$E" in text]
-    return [(text, {"E": value}) for name, value in context.definitions_above if name == "E" for text in table_6]
+    """The ResNet-50-D Table 6 commands above, each followed by the flags of each span of the row (one per
+    network), which override its config file's."""
+    table_6 = [text for label, texts in context.rows_so_far if label.startswith("Table 6") for text in texts]
+    return [(f"{text} {span}", {}) for span in context.spans for text in table_6]
 
 
 def _cifar_10_row(context):
@@ -161,7 +157,6 @@ class RowContext:
 
     spans: list
     row_above: list
-    definitions_above: list
     rows_so_far: list
     readme: str
 
@@ -243,7 +238,7 @@ class ReadmeReader:
 
     def _read_table(self, first_line, rows):
         """A Markdown table: each row's spans in order; in a table of commands, every row shows or maps one."""
-        row_above, definitions_above, rows_without_command, rows_with_command = [], [], [], 0
+        row_above, rows_without_command, rows_with_command = [], [], 0
         for number, row in enumerate(rows, first_line):
             cells = [cell.strip() for cell in CELL_SEPARATOR.split(row.strip())[1:-1]]
             if not cells or set("".join(cells)) <= set("- :"):
@@ -252,7 +247,7 @@ class ReadmeReader:
             definitions = [DEFINITION.match(span).groups() for span in spans if DEFINITION.match(span)]
             if label in DERIVED_ROWS:
                 self.derived_rows_used.add(label)
-                context = RowContext(spans, row_above, definitions_above, self.rows_so_far, self.readme)
+                context = RowContext(spans, row_above, self.rows_so_far, self.readme)
                 for text, variables in DERIVED_ROWS[label](context):
                     self._add(number, text, variables)
                 texts = []
@@ -264,7 +259,6 @@ class ReadmeReader:
             rows_with_command += bool(texts) or bool(definitions) or label in DERIVED_ROWS
             self.rows_so_far.append((label, texts))
             row_above = texts or row_above
-            definitions_above = definitions
         # A table of commands shows one in most rows (a table of files or figures may name one in passing).
         if rows_without_command and rows_with_command > len(rows_without_command):
             raise ValueError("rows of a command table that show no command; map them in DERIVED_ROWS:\n"
@@ -390,11 +384,24 @@ def make_gluoncv_params(here):
     net.save_parameters(here.path(PATH_STAND_INS["gluoncv.params"]))
 
 
+def make_finished_runs(here):
+    """The two run folders that the README's ``tools.plot_runs`` command compares, written as training writes
+    them: settings, then one metrics line per epoch."""
+    for name, top1 in (("r50d-baseline", (0.30, 0.52)), ("r50d-cosine", (0.32, 0.56))):
+        save_dir = os.path.join(here.path(PATH_STAND_INS["runs"]), name)
+        os.makedirs(save_dir)
+        checkpoint.save_run_args(save_dir, dict(model="resnet50_v1d", num_epochs=2), None)
+        for epoch, value in enumerate(top1):
+            checkpoint.append_metrics(save_dir, dict(epoch=epoch, val_top1=value, val_top5=0.9, train_loss=1.5,
+                                                     train_top1=0.4, lr=0.1, samples_per_sec=100.0))
+
+
 @pytest.fixture(scope="module")
 def started(here, request):
     """The input files the README's commands expect, then what the selected tests of this module run, started."""
     make_trained_r50d(here)
     make_gluoncv_params(here)
+    make_finished_runs(here)
     for item in request.session.items:
         callspec = getattr(item, "callspec", None)
         if item.module is request.module and callspec and "command" in callspec.params:
@@ -525,6 +532,19 @@ def check_predict(argv, here):
         assert sum(probabilities) == pytest.approx(1, abs=2e-4)
 
 
+def check_plot_runs(argv, here):
+    """``tools.plot_runs RUN_DIR... [--names ...] --output PNG --table MD``: the PNG, and one table row a run."""
+    result = here.run(argv)
+    assert_exit(result, 0, argv)
+    with open(argv[argv.index("--output") + 1], "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(argv[argv.index("--table") + 1]) as handle:
+        assert handle.read() == result.stdout
+    run_dirs = argv[3:argv.index(next(word for word in argv[3:] if word.startswith("-")))]
+    names = argv[argv.index("--names") + 1:][:len(run_dirs)] if "--names" in argv else map(os.path.basename, run_dirs)
+    assert [line.split(" | ")[0] for line in lines_of(result.stdout)[2:]] == [f"| {name}" for name in names]
+
+
 # ---- train_imagenet.py: --help, the demo, commands that stop at the GPU or data check ----------------------
 
 
@@ -610,6 +630,14 @@ def check_benchmark(argv, here):
     check_help_lists_options(invocation, options(argv[len(invocation):]), here)
 
 
+def check_tensorboard(argv, here):
+    """Not run (a server until stopped): it reads the folder that --tensorboard writes in a --save-dir, and its
+    --help, run through this environment's Python, lists the command's options."""
+    logdir = argv[argv.index("--logdir") + 1]
+    assert logdir == checkpoint.tensorboard_dir(os.path.dirname(logdir)), f"{logdir} is not where --tensorboard writes"
+    check_help_lists_options(["python", "-m", "tensorboard.main"], options(argv[1:]), here)
+
+
 # ---- not run ---------------------------------------------------------------------------------------------
 
 
@@ -643,10 +671,11 @@ NOT_RUN = {
                                         check_module_exists),
 }
 
-# Checked without being run, from the README's words: ssh hosts, or minutes to hours of measuring.
+# Checked without being run, from the README's words: ssh hosts, minutes to hours of measuring, or a server.
 CHECKED_CHEAPLY = {
     "tools.launch": check_launch,
     "benchmarks.*": check_benchmark,
+    "tensorboard": check_tensorboard,
 }
 
 # Run here, on the stand-ins of PATH_STAND_INS: by what the command runs (train_imagenet branches on its flags).
@@ -659,6 +688,7 @@ KINDS = {
     "models.export_onnx": check_export_onnx,
     "eval_imagenet": check_eval,
     "predict": check_predict,
+    "tools.plot_runs": check_plot_runs,
     "train_imagenet": check_train,
 }
 
@@ -698,10 +728,8 @@ def planned_runs(argv, here):
 
 
 def command_id(command):
-    """Where and what; commands derived with another $E also name their network."""
-    words = " ".join(command.text.split())
-    network = f" [{command.argv[command.argv.index('--model') + 1]}]" if "$E" in command.text else ""
-    return f"line{command.line}:{words}{network}"
+    """Where and what."""
+    return f"line{command.line}:{' '.join(command.text.split())}"
 
 
 @pytest.mark.parametrize("command", README_COMMANDS, ids=command_id)
@@ -710,19 +738,17 @@ def test_readme_command_runs_as_written(command, started):
 
 
 def test_the_readme_shorthand_is_read_as_a_person_reads_it():
-    """$DATA and $E expanded, '...' continuing the row above, rows said in words mapped to their commands."""
+    """$DATA expanded, '...' continuing the row above, rows said in words mapped to their commands."""
     warmup = next(command for command in README_COMMANDS if command.text ==
-                  "python train_imagenet.py $DATA --model resnet50_v1 --batch-size 128 --warmup-epochs 5")
+                  "python train_imagenet.py $DATA --config configs/table4-warmup-r50.yaml")
     assert warmup.argv == ("python", "train_imagenet.py", "--rec-train", "~/rec/train.rec", "--rec-val",
-                           "~/rec/val.rec", "--num-gpus", "8", "-j", "32", "--model", "resnet50_v1", "--batch-size",
-                           "128", "--warmup-epochs", "5")
+                           "~/rec/val.rec", "--num-gpus", "8", "-j", "32", "--config", "configs/table4-warmup-r50.yaml")
 
-    def models_of(commands):
-        return [command.argv[command.argv.index("--model") + 1] for command in commands]
+    def flags_after(config_file):
+        prefix = f"python train_imagenet.py $DATA --config configs/{config_file}"
+        return [command.text[len(prefix):] for command in README_COMMANDS if command.text.startswith(prefix)]
 
-    assert models_of(command for command in README_COMMANDS
-                     if command.text == "python train_imagenet.py $DATA $E --lr-mode cosine") == [
-        "resnet50_v1d", "inceptionv3", "mobilenet1.0"]
-    assert models_of(command for command in README_COMMANDS
-                     if command.text.endswith("--no-wd --dtype float16") and "$E" not in command.text) == [
-        "resnet50_v1", "resnet50_v1b", "resnet50_v1c", "resnet50_v1d"]
+    assert flags_after("table6-cosine-r50d.yaml") == [
+        "", " --model inceptionv3 --input-size 299 --no-last-gamma", " --model mobilenet1.0 --no-last-gamma"]
+    assert flags_after("table3-efficient-r50.yaml") == [
+        "", " --model resnet50_v1b", " --model resnet50_v1c", " --model resnet50_v1d"]

@@ -14,6 +14,8 @@ import pickle
 import shutil
 import tempfile
 
+import yaml
+
 from data.class_list import write_class_list
 from utils.errors import UserError
 from utils.files import atomic_write, atomic_write_text
@@ -63,8 +65,18 @@ def metrics_path(save_dir):
     return os.path.join(save_dir, "metrics.jsonl")
 
 
+def tensorboard_dir(save_dir):
+    """Where ``--tensorboard`` writes its event files: ``tensorboard --logdir`` this folder."""
+    return os.path.join(save_dir, "tensorboard")
+
+
 def args_path(save_dir):
     return os.path.join(save_dir, "args.json")
+
+
+def args_yaml_path(save_dir):
+    """``args.yaml``: the run's settings as a config file, which ``train_imagenet.py --config`` replays."""
+    return os.path.join(save_dir, "args.yaml")
 
 
 def classes_path(save_dir):
@@ -82,11 +94,25 @@ def ensure_writable(save_dir):
                         "choose a writable folder") from None
 
 
-def save_run_args(save_dir, config_dict, class_names):
-    """The resolved configuration (``args.json``) and the class names (``classes.txt``) of the run."""
+def save_run_args(save_dir, config_dict, class_names, replay_settings=None):
+    """The resolved configuration (``args.json``), the class names (``classes.txt``) and, given
+    ``replay_settings`` (``engine.config.replay_settings``), the config file that replays the run (``args.yaml``)."""
     atomic_write_text(args_path(save_dir), json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
+    if replay_settings is not None:
+        atomic_write_text(args_yaml_path(save_dir), (
+            "# This run's settings (null: the flag's default). Replay the run in a new folder with\n"
+            f"# python train_imagenet.py --config {args_yaml_path(save_dir)} --save-dir NEW_DIR\n"
+            + yaml.safe_dump(replay_settings, default_flow_style=None, sort_keys=False)))
     if class_names:
         write_class_list(classes_path(save_dir), class_names)
+
+
+def read_run_args(save_dir):
+    """The run's resolved configuration as ``save_run_args`` wrote it (``args.json``), or None if it has none."""
+    if not os.path.exists(args_path(save_dir)):
+        return None
+    with open(args_path(save_dir)) as handle:
+        return json.load(handle)
 
 
 def append_metrics(save_dir, record):

@@ -61,6 +61,17 @@ class Cluster:
         """Optimizer updates per epoch, which the schedule counts: async servers apply every worker's push."""
         return batches_per_epoch * (self.num_workers if self.is_async else 1)
 
+    def global_step(self, batches_per_epoch, epoch, batches_done=0):
+        """Optimizer updates done after ``batches_done`` batches of epoch ``epoch``, as checkpoints and curves count
+        them."""
+        return self.updates_per_epoch(batches_per_epoch) * epoch + self.updates_per_epoch(batches_done)
+
+
+def started_by_launcher():
+    """Whether a job launcher started this process (tools/launch.py, MXNet's own): they give each process its
+    ps-lite role."""
+    return bool(os.environ.get("DMLC_ROLE"))
+
 
 ONE_MACHINE_KVSTORES = ("device", "local", "nccl")
 # What tools/launch.py sets for each process; ps-lite without them fails with a C++ traceback.

@@ -1,0 +1,1 @@
+"""Entry scripts beside training: ``python tools/launch.py`` (ps-lite jobs) and ``python -m tools.plot_runs``."""
