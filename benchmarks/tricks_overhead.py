@@ -31,7 +31,7 @@ from models import get_model  # noqa: E402
 from utils.devices import build_contexts  # noqa: E402
 
 from benchmarks.machine import describe  # noqa: E402
-from data.records import RecordFiles, read_class_names  # noqa: E402
+from data.records import RecordFiles, classes_from_labels, read_class_names  # noqa: E402
 
 TRICKS = ["--warmup-epochs", "1", "--last-gamma", "--no-wd", "--lr-mode", "cosine", "--label-smoothing",
           "--mixup"]
@@ -88,6 +88,8 @@ def main(argv=None):
     parser.add_argument("--rec-train", required=True)
     parser.add_argument("--rec-val", required=True)
     parser.add_argument("--model", default="resnet18_v1d")
+    parser.add_argument("--num-classes", type=int, help="as train_imagenet.py's: only for .rec files without a class "
+                                                        "list, whose count otherwise is their highest label + 1")
     parser.add_argument("--teacher", default="resnet18_v1b", help="teacher network for the distillation column")
     parser.add_argument("--input-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -98,16 +100,18 @@ def main(argv=None):
     parser.add_argument("--only", nargs="+", metavar="NAME",
                         help="measure only these configurations beside the baseline (e.g. '+ CutMix')")
     args = parser.parse_args(argv)
-    class_names = read_class_names(args.rec_train)
-    if class_names is None:
-        raise SystemExit(f"no class list beside {args.rec_train} (expected "
-                         f"{RecordFiles.from_rec_path(args.rec_train).classes}, written by `python -m data.pack`)")
+    num_classes = args.num_classes or len(read_class_names(args.rec_train) or [])
+    if not num_classes:
+        num_classes, source = classes_from_labels(args.rec_train, RecordFiles.from_rec_path(args.rec_train).idx)
+        print(f"{num_classes} classes, {source}")
 
     common = ["--rec-train", args.rec_train, "--rec-val", args.rec_val, "--model", args.model,
               "--input-size", str(args.input_size), "--batch-size", str(args.batch_size), "--num-epochs", "5",
               "-j", str(args.num_data_workers), "--log-interval", "1000000"]
+    if args.num_classes:
+        common += ["--num-classes", str(args.num_classes)]
     with tempfile.TemporaryDirectory() as folder:
-        teacher = save_random_teacher(args.teacher, len(class_names), args.input_size, folder)
+        teacher = save_random_teacher(args.teacher, num_classes, args.input_size, folder)
         configurations = {
             "baseline": common,
             "all tricks": common + TRICKS,

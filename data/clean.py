@@ -1,18 +1,20 @@
 """Find the bad records of a packed data set and, when asked, train on a copy without them.
 
-    python -m data.clean PREFIX.rec --num-classes K [--out CLEAN_PREFIX]
+    python -m data.clean PREFIX.rec [--num-classes K] [--out CLEAN_PREFIX]
 
 prints every bad record (key, byte offset, reason) and with ``--out`` writes the good ones to
-CLEAN_PREFIX.rec/.idx. The trainer uses the same functions: ``--skip-bad-records`` trains on such a copy
-(made once in SAVE_DIR/clean/ and reused while the source is unchanged), and without it a data error in the
-middle of training is traced to the record that caused it.
+CLEAN_PREFIX.rec/.idx. The classes are those of PREFIX.classes.txt or, for records without one (MXNet's
+``tools/im2rec.py``, GluonCV's scripts), as many as their labels say, counted as the trainer counts them. The
+trainer uses the same functions: ``--skip-bad-records`` trains on such a copy (made once in SAVE_DIR/clean/ and
+reused while the source is unchanged), and without it a data error in the middle of training is traced to the
+record that caused it.
 """
 import argparse
 import json
 import os
 
-from data.records import RecordFiles, read_class_names, scan_records, write_clean_copy
-from utils.errors import UserError, command_line_entry
+from data.records import RecordFiles, classes_from_labels, read_class_names, scan_records, write_clean_copy
+from utils.errors import command_line_entry
 from utils.files import atomic_write_text
 
 # The advice that ends every message naming a bad record that the trainer met.
@@ -64,7 +66,8 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("rec", help="PREFIX.rec packed by `python -m data.pack` (its .idx beside it)")
     parser.add_argument("--idx", help="its .idx (default: beside the .rec)")
-    parser.add_argument("--num-classes", type=int, help="default: the lines of PREFIX.classes.txt")
+    parser.add_argument("--num-classes", type=int, help="default: the lines of PREFIX.classes.txt, or without it the "
+                                                        "highest label + 1")
     parser.add_argument("--out", help="write the good records to OUT.rec/.idx")
     return parser
 
@@ -75,7 +78,8 @@ def main(argv=None):
     idx = args.idx or RecordFiles.from_rec_path(args.rec).idx
     num_classes = args.num_classes or len(read_class_names(args.rec) or [])
     if not num_classes:
-        raise UserError(f"no class list beside {args.rec}; pass --num-classes")
+        num_classes, source = classes_from_labels(args.rec, idx)
+        print(f"{num_classes} classes, {source}")
     scan = scan_records(args.rec, idx, num_classes)
     print(scan.describe())
     for record in scan.bad:

@@ -24,7 +24,7 @@ from data.augmentation import CROP_AREA, CROP_ASPECT_RATIO, JITTER, LIGHTING_STD
 from data.class_list import numbered_class_names
 from data.clean import BAD_RECORD_HINT, clean_records, describe_bad_records
 from data.record_reader import RecordReader
-from data.records import REPACK_HINT, RecordFiles, check_record_files, count_labels, count_records, read_class_names
+from data.records import RecordFiles, check_record_files, classes_from_labels, count_records, read_class_names
 from data.repeated_augmentation import RepeatedBatchSampler
 from utils.errors import UserError
 from utils.progressive_resize import ProgressiveResize
@@ -161,24 +161,10 @@ def check_num_classes(num_classes, class_names, where):
 def unlisted_class_names(rec_train, idx_train, num_classes, log):
     """The classes of training records that have no class list beside them, named by their labels, 0 to K-1.
 
-    MXNet's ``tools/im2rec.py`` and GluonCV's scripts write none, but number the class folders 0..K-1 as
-    ``data.pack`` does: K is ``num_classes`` (``--num-classes``) when given, or else the highest label plus one.
-    A highest label that would make more classes than there are records is refused: a damaged label, or a subset
-    whose highest classes are missing, which ``--num-classes`` settles.
+    K is ``num_classes`` (``--num-classes``) when given, or else what the labels say (``classes_from_labels``).
     """
     if num_classes is None:
-        counts = count_labels(rec_train, idx_train)
-        if not counts:
-            raise UserError(f"no record of {rec_train} holds a label that is a whole number >= 0, so its labels "
-                            f"cannot say how many classes there are; {REPACK_HINT}")
-        num_classes, num_labelled = max(counts) + 1, sum(counts.values())
-        if num_classes > num_labelled:
-            raise UserError(f"the highest label of {rec_train}, {num_classes - 1}, makes {num_classes} classes, more "
-                            f"than its {num_labelled} records: a damaged label, or a subset of a larger set; pass "
-                            "--num-classes (records whose label lies outside it are then named as bad)")
-        unseen = num_classes - len(counts)
-        source = f"read from the labels of {rec_train} (no class list beside it" + (
-            f"; {unseen} of them label no record)" if unseen else ")")
+        num_classes, source = classes_from_labels(rec_train, idx_train)
     else:
         source = f"given by --num-classes (no class list beside {rec_train})"
     log(f"{num_classes} classes, {source}; the run's classes.txt names them by their labels, 0 to {num_classes - 1}")

@@ -7,8 +7,8 @@ The trainer imports this module to check its inputs before it spends minutes bui
 ``check_record_files`` reads three records, ``scan_records`` reads them all, and ``write_clean_copy``
 writes the records a scan found good into a new pair of files that the readers read. ``read_record`` reads one
 record, as the training reader (``data.record_reader``) does for each image. ``count_labels`` reads the labels
-alone, which say how many classes a .rec made by another tool (MXNet's ``tools/im2rec.py``, GluonCV's scripts) has:
-those write no class list.
+alone, which say how many classes a .rec made by another tool (MXNet's ``tools/im2rec.py``, GluonCV's scripts) has
+(``classes_from_labels``): those write no class list.
 """
 import collections
 import contextlib
@@ -286,6 +286,29 @@ def count_labels(rec_path, idx_path):
             if math.isfinite(label) and label.is_integer() and label >= 0:
                 counts[int(label)] += 1
     return counts
+
+
+def classes_from_labels(rec_path, idx_path):
+    """How many classes the records of ``rec_path`` have when no class list says it, and where that comes from as
+    a log line says it: ``(K, text)``.
+
+    MXNet's ``tools/im2rec.py`` and GluonCV's scripts write no class list, but number the class folders 0..K-1 as
+    ``data.pack`` does: K is the highest label plus one (``count_labels``). A highest label that would make more
+    classes than there are records is refused: a damaged label, or a subset whose highest classes are missing,
+    which ``--num-classes`` settles.
+    """
+    counts = count_labels(rec_path, idx_path)
+    if not counts:
+        raise UserError(f"no record of {rec_path} holds a label that is a whole number >= 0, so its labels "
+                        f"cannot say how many classes there are; {REPACK_HINT}")
+    num_classes, num_labelled = max(counts) + 1, sum(counts.values())
+    if num_classes > num_labelled:
+        raise UserError(f"the highest label of {rec_path}, {num_classes - 1}, makes {num_classes} classes, more "
+                        f"than its {num_labelled} records: a damaged label, or a subset of a larger set; pass "
+                        "--num-classes (records whose label lies outside it are then named as bad)")
+    unseen = num_classes - len(counts)
+    return num_classes, f"read from the labels of {rec_path} (no class list beside it" + (
+        f"; {unseen} of them label no record)" if unseen else ")")
 
 
 def _read_label(rec_file, offset, rec_size):

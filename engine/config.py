@@ -66,6 +66,19 @@ NON_NEGATIVE = Bounds(0)
 AT_LEAST_ONE = Bounds(1)
 
 
+class Switch(argparse.BooleanOptionalAction):
+    """An on/off flag: ``--x`` turns it on and ``--no-x`` off, so that the command line overrides a config file
+    both ways. Python 3.11's ``BooleanOptionalAction`` takes every spelling that starts with ``--no-`` for off,
+    ``--no-wd`` as well as ``--no-no-wd``; this one only the spellings it added."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.off_spellings = {"--no-" + spelling[2:] for spelling in option_strings if spelling.startswith("--")}
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, option_string not in self.off_spellings)
+
+
 def flag(group, help, default=None, *, names=(), bounds=None, free_on_resume=False, trick=False, parse=None,
          **argparse_kwargs):
     """A ``TrainConfig`` field that is a command-line flag.
@@ -148,7 +161,7 @@ class TrainConfig:
     skip_bad_records: bool = flag("data", "scan every record first and train without the bad ones (undecodable "
                                           "image, label outside the classes, broken framing), counted in the log "
                                           "and metrics.jsonl; without it the first bad record stops the run, named",
-                                  False, free_on_resume=True, action="store_true")
+                                  False, free_on_resume=True, action=Switch)
     input_size: int = flag("data", _paper_demo("input_size", "training crop size"), bounds=AT_LEAST_ONE, type=int)
     # FixRes (Touvron et al. 2019): a network trained on random-resized crops sees objects larger than a centre
     # crop of the same size shows them, so it tests better at a larger size.
@@ -170,7 +183,7 @@ class TrainConfig:
                       choices=DTYPES)
     last_gamma: bool = flag("network", _paper_demo("last_gamma", "section 3.1 zero-gamma: the last BatchNorm of "
                                                                  "every residual block starts at 0"),
-                            trick=True, action=argparse.BooleanOptionalAction)
+                            trick=True, action=Switch)
     pretrained_params: str = flag("network", "start from these weights (ours or GluonCV's); a classifier for "
                                              "another number of classes is re-initialized",
                                   free_on_resume=True, metavar="FILE")
@@ -202,14 +215,13 @@ class TrainConfig:
                             type=float)
     # tricks
     no_wd: bool = flag("tricks", "section 3.1: no weight decay on biases and BatchNorm gamma/beta, only on conv "
-                                 "and dense weights", False, trick=True, action="store_true")
+                                 "and dense weights", False, trick=True, action=Switch)
     label_smoothing: float = flag("tricks", "section 5.2: smooth the targets by EPSILON (0.1 when given without "
                                             "a value)", 0.0, bounds=Bounds(0, 1, high_open=True), trick=True,
                                   type=float, nargs="?", const=0.1, metavar="EPSILON")
     label_smoothing_style: str = flag("tricks", "paper: 1-eps and eps/(K-1); gluoncv: 1-eps+eps/K and eps/K "
                                                 "(default %(default)s)", "paper", choices=SMOOTHING_STYLES)
-    mixup: bool = flag("tricks", "section 5.4: train on mixed pairs of images", False, trick=True,
-                       action="store_true")
+    mixup: bool = flag("tricks", "section 5.4: train on mixed pairs of images", False, trick=True, action=Switch)
     mixup_alpha: float = flag("tricks", "lambda ~ Beta(alpha, alpha) (default 0.2)", 0.2, bounds=POSITIVE,
                               type=float)
     mixup_off_epoch: int = flag("tricks", "train the last N epochs without mixup", 0, bounds=NON_NEGATIVE, type=int)
@@ -247,14 +259,14 @@ class TrainConfig:
                                   "(default 1: off; torchvision's recipe: 4)", 1, bounds=AT_LEAST_ONE, trick=True,
                         type=int, metavar="N")
     model_ema: bool = flag("tricks", "keep an exponential moving average of the weights, evaluated every epoch and "
-                                     "saved beside them", False, trick=True, action="store_true")
+                                     "saved beside them", False, trick=True, action=Switch)
     model_ema_decay: float = flag("tricks", "decay of the moving average per step (default %(default)s)", 0.9998,
                                   bounds=Bounds(0, 1, high_open=True), trick=True, type=float)
     model_ema_steps: int = flag("tricks", "update the average every N steps, with decay^N (torchvision's "
                                           "--model-ema-steps; default %(default)s)", 1, bounds=AT_LEAST_ONE,
                                 trick=True, type=int)
     export_ema: bool = flag("tricks", "with --model-ema: the deployable export holds the average's weights",
-                            False, trick=True, action="store_true")
+                            False, trick=True, action=Switch)
     drop_path: float = flag("tricks", "stochastic depth (Huang et al. 2016): block l of L drops its residual "
                                       "branch with probability RATE x l / L (ResNets)", 0.0,
                             bounds=Bounds(0, 1, high_open=True), trick=True, type=float, metavar="RATE")
@@ -268,7 +280,7 @@ class TrainConfig:
                                                   "(default %(default)s, FFCV's)", 32, bounds=AT_LEAST_ONE,
                                         trick=True, type=int, metavar="S")
     bce_loss: bool = flag("tricks", "binary cross-entropy on the (smoothed, mixed) targets, as timm's ResNet "
-                                    "strikes back", False, trick=True, action="store_true")
+                                    "strikes back", False, trick=True, action=Switch)
     bce_target_thresh: float = flag("tricks", "with --bce-loss: targets above it become 1, the rest 0 (timm's "
                                               "--bce-target-thresh)", bounds=Bounds(0, 1), trick=True, type=float)
     optimizer: str = flag("optimization", "nag (the paper's), sgd, lamb (timm's RSB) or adamw (default "
@@ -294,7 +306,7 @@ class TrainConfig:
                                  type=int, metavar="K")
     resume: bool = flag("run", "continue from the newest whole checkpoint in --save-dir, exactly where it "
                                "stopped; without one, start from scratch, so one command line serves every "
-                               "restart", False, free_on_resume=True, action="store_true")
+                               "restart", False, free_on_resume=True, action=Switch)
     resume_epoch: int = flag("run", "GluonCV style: with --resume-params, the epoch to start from (default 0)", 0,
                              bounds=NON_NEGATIVE, free_on_resume=True, type=int)
     resume_params: str = flag("run", "GluonCV style: parameters to start from at --resume-epoch",
@@ -307,7 +319,7 @@ class TrainConfig:
     tensorboard: bool = flag("run", "write TensorBoard curves to SAVE_DIR/tensorboard (tensorboardX): training "
                                     "loss, top-1, rate and images/s every --log-interval batches, validation "
                                     "top-1 and top-5 every epoch, by global step", False, free_on_resume=True,
-                             action="store_true")
+                             action=Switch)
     # numpy's generator refuses other seeds.
     seed: int = flag("run", "random seed (default 0)", 0, bounds=Bounds(0, 2**32 - 1), type=int)
 
@@ -609,12 +621,10 @@ def _setting_flags(where, value, field):
     spec, name = field.metadata["argparse"], option(field.name)
     if value is None:
         return []
-    if spec.get("action") in ("store_true", argparse.BooleanOptionalAction):
+    if spec.get("action") is Switch:
         if not isinstance(value, bool):
             raise UserError(f"{where}: {value!r} is not true or false")
-        if spec["action"] is argparse.BooleanOptionalAction:
-            return [name if value else f"--no-{setting_key(field.name)}"]
-        return [name] if value else []
+        return [name if value else f"--no-{setting_key(field.name)}"]
     if value is True and spec.get("nargs") == "?":
         return [name]  # the flag alone, as on the command line: its const
     if field.type is tuple and isinstance(value, list):

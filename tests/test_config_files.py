@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 import train_imagenet
-from engine.config import parse_config, replay_settings
+from engine.config import FLAGS, build_parser, parse_config, replay_settings, setting_key
 from tests.conftest import tiny_args
 from utils import checkpoint
 
@@ -165,6 +165,29 @@ def test_the_command_line_overrides_the_file_and_values_read_as_typed(tmp_path):
     assert (config.label_smoothing, config.wd, config.mixup, config.gpus, config.teacher) == (
         0.1, 1e-4, False, (0, 2), None)
     assert config.progressive_resize == (160, 192)
+
+
+@pytest.mark.parametrize("in_file, on_command_line, resolved", [
+    ("mixup: true", "--no-mixup", False), ("mixup: false", "--mixup", True),
+    # A flag whose name starts with no-: its off spelling is --no-no-wd, and --no-wd stays on.
+    ("no-wd: true", "--no-no-wd", False), ("no-wd: false", "--no-wd", True),
+])
+def test_the_command_line_turns_a_switch_of_the_file_off_and_on(in_file, on_command_line, resolved, tmp_path):
+    config_file = tmp_path / "recipe.yaml"
+    config_file.write_text(in_file + "\n")
+    name = in_file.split(":")[0].replace("-", "_")
+    assert getattr(parse_config(["--config", str(config_file)]), name) is not resolved
+    assert getattr(parse_config(["--config", str(config_file), on_command_line]), name) is resolved
+
+
+def test_every_switch_has_an_off_spelling_after_its_on_one():
+    parser = build_parser()
+    switches = [field for field in FLAGS if field.type is bool]
+    assert {"mixup", "no_wd", "last_gamma", "resume"} <= {field.name for field in switches}
+    for field in switches:
+        key = setting_key(field.name)
+        assert getattr(parser.parse_args([f"--{key}"]), field.name) is True, key
+        assert getattr(parser.parse_args([f"--{key}", f"--no-{key}"]), field.name) is False, key
 
 
 def _error_line(capsys, argv):

@@ -1,8 +1,8 @@
 """RecordIO made by other tools: MXNet's own ``tools/im2rec.py``, which writes no class list beside its files.
 
-Training counts the classes from the records' labels and names them 0..K-1 in the run's ``classes.txt``;
-``eval_imagenet.py`` takes the network's classes for such a validation set. Labels outside the classes are still
-caught.
+Training counts the classes from the records' labels and names them 0..K-1 in the run's ``classes.txt``, and
+``data.clean`` counts them likewise; ``eval_imagenet.py`` takes the network's classes for such a validation set.
+Labels outside the classes are still caught.
 """
 import json
 import os
@@ -17,6 +17,7 @@ import pytest
 import eval_imagenet
 import train_imagenet
 from data.class_list import read_class_list
+from data.clean import main as clean_main
 from data.loaders import InputConfig, record_source
 from data.records import RecordFiles, count_labels
 from engine.config import default_logging_file
@@ -116,6 +117,18 @@ def test_records_without_a_whole_label_say_nothing_of_the_classes(tmp_path):
     files, _ = write_set(tmp_path / "set", replaced={key: image_record(key, label=0.5) for key in range(NUM_RECORDS)})
     with pytest.raises(UserError, match="no record of .*set.rec holds a label that is a whole number >= 0"):
         record_source(files.rec, files.rec, CONFIG, log=lambda line: None)
+
+
+def test_clean_counts_the_classes_from_the_labels_as_training_does(im2rec_set, tmp_path, capsys):
+    rec = im2rec_set / "train.rec"
+    assert clean_main([str(rec), "--out", str(tmp_path / "clean")]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"3 classes, read from the labels of {rec} (no class list beside it)", f"all 96 records of {rec} are good"]
+    assert not os.path.exists(tmp_path / "clean.rec")  # nothing to leave out
+    # --num-classes still sets the count: the 32 records of label 2 lie outside 2 classes.
+    assert clean_main([str(rec), "--num-classes", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"32 of 96 records of {rec} are bad: ") and len(lines) == 33, lines
 
 
 def _eval(params, rec_val, output, *network):

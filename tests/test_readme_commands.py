@@ -101,7 +101,7 @@ class ReadmeCommand:
 
     line: int
     text: str  # continuation lines joined, a leading "..." resolved, variables not expanded
-    argv: tuple  # $DATA and $E expanded as the README defines them where the command is
+    argv: tuple  # $DATA expanded as the README defines it where the command is
 
 
 def _expand(text, variables):
@@ -126,20 +126,20 @@ def _continue_row_above(text, row_above, line):
 def _table_5_rows(context):
     """The row above's command followed by each model of the row (efficient, with `--model resnet50_v1b`, ...),
     which overrides its config file's."""
-    return [(f"{context.row_above[-1]} --model {span.split()[-1]}", {}) for span in context.spans]
+    return [f"{context.row_above[-1]} --model {span.split()[-1]}" for span in context.spans]
 
 
 def _table_6_rows_of_other_networks(context):
     """The ResNet-50-D Table 6 commands above, each followed by the flags of each span of the row (one per
     network), which override its config file's."""
     table_6 = [text for label, texts in context.rows_so_far if label.startswith("Table 6") for text in texts]
-    return [(f"{text} {span}", {}) for span in context.spans for text in table_6]
+    return [f"{text} {span}" for span in context.spans for text in table_6]
 
 
 def _cifar_10_row(context):
     """A row of "flags beyond the common ones": the Results' "Common:" command, then the row's flags."""
     common = re.search(r"Common: `(python [^`]+)`", context.readme).group(1)
-    return [(" ".join(common.split() + context.spans[0].split()), {})]
+    return [" ".join(common.split() + context.spans[0].split())]
 
 
 # Command-table rows that give their command in words, by their first cell -> the commands they stand for.
@@ -195,10 +195,9 @@ class ReadmeReader:
                 index += 1
         return self.commands
 
-    def _add(self, line, text, variables=None):
+    def _add(self, line, text):
         for concrete in PLACEHOLDERS.get(text, (text,)):
-            self.commands.append(ReadmeCommand(line, concrete, _expand(concrete, {**self.variables,
-                                                                                  **(variables or {})})))
+            self.commands.append(ReadmeCommand(line, concrete, _expand(concrete, self.variables)))
 
     def _read_block(self, first_line, block_lines):
         """A ```bash block: comments dropped, continuations joined, ``&&`` split, a for loop kept whole."""
@@ -248,8 +247,8 @@ class ReadmeReader:
             if label in DERIVED_ROWS:
                 self.derived_rows_used.add(label)
                 context = RowContext(spans, row_above, self.rows_so_far, self.readme)
-                for text, variables in DERIVED_ROWS[label](context):
-                    self._add(number, text, variables)
+                for text in DERIVED_ROWS[label](context):
+                    self._add(number, text)
                 texts = []
             else:
                 above = row_above[-1] if row_above else None
