@@ -24,7 +24,7 @@ from engine.recipe import (build_data, build_input_config, build_recipe, effecti
                            total_batch_size)
 from engine.resume import RunState, find_resume_point, restore
 from utils import checkpoint
-from utils.devices import build_contexts
+from utils.devices import build_contexts, renew_parameter_arrays
 from utils.distributed import join_cluster, weights_fingerprint
 from utils.errors import Interrupted, command_line_entry
 from utils.interrupt import StopSignals
@@ -118,6 +118,11 @@ def validate_and_record(epoch, stats, run, data, contexts, curves):
         record.update(val_top1_ema=averaged["val_top1"], val_top5_ema=averaged["val_top5"])
         points.update({"val/top1_ema": averaged["val_top1"], "val/top5_ema": averaged["val_top5"]})
         ema_text = f" val-top1-ema={averaged['val_top1']:.4f} val-top5-ema={averaged['val_top5']:.4f}"
+    if run.cluster.uses_horovod:
+        # Every rank updates its own copy of the weights: validation's layouts would make the copies drift apart.
+        renew_parameter_arrays(run.recipe.net)
+        if run.recipe.model_ema is not None:
+            renew_parameter_arrays(run.recipe.model_ema.averaged)
     curves.add(updates, points)
     record.update(lr=current_lr(run.recipe.trainer, run.cluster, updates), peak_rss_mb=round(peak_memory_mb(), 1),
                   skipped_records=data.skipped_records,
@@ -153,8 +158,9 @@ def write_final_outputs(run, start, contexts):
     if start.epoch == config.num_epochs:
         logging.info("All %d epochs were done already; writing the final outputs again", config.num_epochs)
     if cluster.num_workers > 1 and not cluster.is_async:
-        # Sync workers pull the same weights from the servers after every step; this line lets anyone check
-        # it (async workers pull them at different moments and differ).
+        # Sync workers pull the same weights from the servers after every step, and Horovod's ranks apply the
+        # same update to the same weights; this line lets anyone check it (async workers pull them at different
+        # moments and differ).
         logging.info("Trainable weights fingerprint %s", weights_fingerprint(net))
     if not cluster.is_chief:
         return
@@ -172,6 +178,7 @@ def train(config):
     after each; write the final parameters and export. Returns the last epoch's metrics record."""
     contexts = build_contexts(config.num_gpus, config.num_cpu_contexts, config.gpus)
     cluster = join_cluster(config.kvstore)
+    contexts = cluster.own_devices(contexts)
     setup_logging(config, cluster)
     seed_everything(config.seed)
     data = build_data(config, contexts, cluster)

@@ -62,6 +62,15 @@ gradients with an FP32 master copy: 2 bytes a gradient (the server keeps its FP3
 ``kvstore_dist_server.h``). The rows: ``r50d-fp32`` (what our dist_sync trains today), ``r50d-fp16`` (the paper's
 FP16 gradients), ``r50d-amp`` (our AMP: FP16 compute, FP32 gradients), ``mobilenet-fp16``.
 
+**2-bit compression** (``--gradient-compression 2bit``, ``utils/gradient_compression.py``): a worker's push carries
+one 32-bit word per 16 gradient values, 1/16 of the bytes (``compression_factor``), while the servers' replies, the
+updated weights, stay whole. Host h's NIC then sends ``(M - L_h) / 16 + (H - 1) L_h`` and receives
+``(H - 1) L_h / 16 + M - L_h``, and the busier direction counts; the busier direction of a server or worker
+process is still the weights', so their software costs stay as above, and the quantizing (a pass over each gradient
+before it is pushed, one over each push on the servers) is not modelled. MXNet's compression is the kvstore's, so
+the row ``r50d-fp32-2bit`` (``r50d-fp32`` with 2-bit pushes) is ps-lite's alone. Its accuracy is not the
+uncompressed run's: ``benchmarks.gradient_compression`` measures the bytes, nothing here the accuracy.
+
 **Inputs** (``WORKLOADS``; ``--step-seconds NAME=S`` replaces one with a step time you measured). Parameter and
 key counts come from our networks; images/s per GPU, at the paper's batch per GPU:
 
@@ -95,6 +104,7 @@ import statistics
 import sys
 
 from utils.errors import UserError, command_line_entry
+from utils.gradient_compression import VALUES_PER_WORD
 
 GPU_COUNTS = (8, 16, 32, 64)
 GPUS_PER_HOST = 8
@@ -129,11 +139,13 @@ class Workload:
     name: str  # the --step-seconds and JSON key
     label: str
     model: str  # our registry name
-    gradient_bytes: int  # bytes of one gradient element as pushed
+    gradient_bytes: int  # bytes of one gradient element (and weight) before any compression
     batch_per_gpu: int
     images_per_sec_per_gpu: float  # published, for ``measured_model``
     source: str
     measured_model: str = None  # the network the speed was published for, when it is not ``model``
+    compression_factor: int = 1  # a push carries 1/compression_factor of the gradient's bytes (2-bit: 16)
+    backends: tuple = ("ps-lite", "allreduce")  # the keys of BACKENDS this workload runs on
 
 
 WORKLOADS = (
@@ -146,6 +158,9 @@ WORKLOADS = (
              statistics.median(GLUONCV_R50D_FP16_SPEEDS) / 8, "GluonCV resnet50_v1d-mixup.log, 8 GPUs"),
     Workload("mobilenet-fp16", "MobileNet 1.0, FP16 gradients", "mobilenet1.0", 2, 128,
              statistics.median(GLUONCV_MOBILENET_FP16_SPEEDS) / 8, "GluonCV mobilenet1.0.log, 8 GPUs"),
+    Workload("r50d-fp32-2bit", "ResNet-50-D, FP32, 2-bit pushes", "resnet50_v1d", 4, 32, PAPER_R50_FP32_IMAGES_PER_SEC,
+             "as r50d-fp32", measured_model="resnet50_v1", compression_factor=VALUES_PER_WORD,
+             backends=("ps-lite",)),
 )
 
 
@@ -157,10 +172,16 @@ class Network:
     gradient_bytes: int
     step_seconds: float  # compute of one step on one GPU
     batch_per_gpu: int
+    compression_factor: int = 1  # a push carries 1/compression_factor of the gradient's bytes
 
     @property
     def model_bytes(self):
         return sum(size for _, size in self.keys) * self.gradient_bytes
+
+    @property
+    def pushed_bytes(self):
+        """Bytes of one worker's pushes of a step (the packing's last, partly filled word of each array aside)."""
+        return self.model_bytes / self.compression_factor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,7 +229,8 @@ def build_network(workload, step_seconds=None):
         if workload.measured_model:
             images_per_sec *= multiply_adds(workload.measured_model) / multiply_adds(workload.model)
         step_seconds = workload.batch_per_gpu / images_per_sec
-    return Network(gradient_keys(workload.model), workload.gradient_bytes, step_seconds, workload.batch_per_gpu)
+    return Network(gradient_keys(workload.model), workload.gradient_bytes, step_seconds, workload.batch_per_gpu,
+                   workload.compression_factor)
 
 
 def split_sizes(size, parts):
@@ -234,10 +256,12 @@ def server_loads(keys, num_servers, bound=BIGARRAY_BOUND):
     return elements, requests
 
 
-def ps_lite_nic_bytes(model_bytes, server_bytes, hosts):
-    """Bytes host h's NIC carries in each direction per step when server h shares the host with worker h: the
-    worker's pushes to the other servers and the server's replies to the other workers (and their mirror)."""
-    return model_bytes - server_bytes + (hosts - 1) * server_bytes
+def ps_lite_nic_bytes(model_bytes, server_bytes, hosts, compression_factor=1):
+    """Bytes host h's NIC carries per step in its busier direction when server h shares the host with worker h:
+    out, the worker's pushes to the other servers and the server's replies to the other workers; in, their mirror.
+    Pushes carry 1/``compression_factor`` of the gradient's bytes, replies (the weights) all of theirs."""
+    remote_pushes, remote_replies = model_bytes - server_bytes, (hosts - 1) * server_bytes
+    return max(remote_pushes / compression_factor + remote_replies, remote_replies / compression_factor + remote_pushes)
 
 
 def ps_lite_seconds(network, hosts, links):
@@ -248,7 +272,7 @@ def ps_lite_seconds(network, hosts, links):
     busiest = worker
     for server_elements, server_requests in zip(elements, requests):
         server_bytes = server_elements * network.gradient_bytes
-        nic = ps_lite_nic_bytes(model_bytes, server_bytes, hosts) / links.nic_bytes_per_sec
+        nic = ps_lite_nic_bytes(model_bytes, server_bytes, hosts, network.compression_factor) / links.nic_bytes_per_sec
         server = hosts * (server_bytes / links.software_bytes_per_sec + server_requests * links.ps_request_seconds)
         busiest = max(busiest, nic, server)
     return busiest
@@ -320,7 +344,7 @@ def model_table(workloads, results, bandwidths, gpu_counts):
     header = ["network", "backend", "Gbit/s"] + [f"{gpus} GPUs" for gpus in gpu_counts]
     rows = []
     for workload in workloads:
-        for backend in BACKENDS:
+        for backend in workload.backends:
             for gbit in bandwidths:
                 cells = [f"{100 * r['efficiency']:.0f}% ({r['images_per_sec']:,.0f})"
                          for r in results[workload.name][backend][f"{gbit:g}"]]
@@ -333,7 +357,7 @@ def inputs_table(workloads, networks):
     header = ["row", "network", "gradient arrays (keys)", "parameters", "MB per push", "batch per GPU",
               "compute per step (s)", "source of the compute time"]
     rows = [[w.name, w.model, str(len(networks[w.name].keys)), f"{sum(s for _, s in networks[w.name].keys):,}",
-             f"{networks[w.name].model_bytes / 1e6:.1f}", str(w.batch_per_gpu),
+             f"{networks[w.name].pushed_bytes / 1e6:.1f}", str(w.batch_per_gpu),
              f"{networks[w.name].step_seconds:.4f}", w.source] for w in workloads]
     return markdown_table(header, rows)
 
@@ -346,7 +370,8 @@ def plot(workloads, results, bandwidths, gpu_counts, path):
     for axis, workload in zip(axes, workloads):
         lowest = 100.0
         for colour, gbit in enumerate(bandwidths):
-            for backend, style in (("ps-lite", "-"), ("allreduce", "--")):
+            for backend in workload.backends:
+                style = "-" if backend == "ps-lite" else "--"
                 values = [100 * r["efficiency"] for r in results[workload.name][backend][f"{gbit:g}"]]
                 lowest = min(lowest, *values)
                 axis.plot(gpu_counts, values, style, marker="o", color=f"C{colour}",
@@ -422,9 +447,9 @@ def links_from(args, gbit):
 
 def predict_all(networks, args):
     """results[workload][backend][bandwidth] = the predictions for each GPU count."""
-    return {name: {backend: {f"{gbit:g}": [predict(network, backend, gpus, links_from(args, gbit), args.overlap)
-                                           for gpus in args.gpus] for gbit in args.bandwidths}
-                   for backend in BACKENDS} for name, network in networks.items()}
+    return {w.name: {backend: {f"{gbit:g}": [predict(networks[w.name], backend, gpus, links_from(args, gbit),
+                                                     args.overlap) for gpus in args.gpus] for gbit in args.bandwidths}
+                     for backend in w.backends} for w in WORKLOADS}
 
 
 def bandwidths_for_target(networks, args, gpus):
@@ -433,7 +458,7 @@ def bandwidths_for_target(networks, args, gpus):
     overlaps = sorted({args.overlap, 0.0}, reverse=True)
     return {w.name: {backend: {f"overlap {overlap:g}": bandwidth_for(networks[w.name], backend, gpus,
                                                                      links_from(args, 1.0), overlap)
-                               for overlap in overlaps} for backend in BACKENDS}
+                               for overlap in overlaps} for backend in w.backends}
             for w in WORKLOADS if w.model == "resnet50_v1d"}
 
 

@@ -17,8 +17,9 @@ from models import model_names
 from data.auto_augment import parse_policy
 from data.repeated_augmentation import check_batch as check_ra_batch
 from models.registry import min_input_size
-from utils.distributed import DIST_KVSTORES
+from utils.distributed import DIST_KVSTORES, SHARDED_KVSTORES
 from utils.errors import UserError
+from utils.gradient_compression import COMPRESSION_TYPES, DEFAULT_THRESHOLD
 from utils.label_smoothing import SMOOTHING_STYLES
 from utils.lr_schedule import LR_MODES
 from utils.precision import DTYPES
@@ -293,8 +294,23 @@ class TrainConfig:
     num_cpu_contexts: int = flag("devices", "without GPUs: CPU contexts to split each batch over, standing in for "
                                             "GPUs", 1, bounds=AT_LEAST_ONE, free_on_resume=True, type=int)
     kvstore: str = flag("devices", "gradient reduction: device, local or nccl on one machine; dist_sync, "
-                                   "dist_device_sync or dist_async over several, started by tools/launch.py "
-                                   "(default device)", "device", free_on_resume=True)
+                                   "dist_device_sync or dist_async over several, started by tools/launch.py; "
+                                   "horovod, started by horovodrun, one device per process (default device)",
+                        "device", free_on_resume=True)
+    # Seide et al. 2014's 1-bit SGD with error feedback, in MXNet's 2-bit form (utils/gradient_compression.py).
+    # MXNet 1.9.1 offers only 2bit. It changes the gradients the optimizer sees, so --resume keeps it.
+    gradient_compression: str = flag("devices", "2bit: each worker (under --kvstore device, each of several "
+                                                "devices) sends its gradient as -T, 0 or +T per value, 16 values to "
+                                                "a 32-bit word, and keeps what it did not send for its next step "
+                                                "(error feedback, MXNet's kvstore); under dist_* only the pushes to "
+                                                "the servers shrink, the initial values and the updated weights "
+                                                "travel whole. Changes the training; the residuals are not "
+                                                "checkpointed (default %(default)s)", "none", trick=True,
+                                     choices=COMPRESSION_TYPES)
+    gc_threshold: float = flag("devices", "T of --gradient-compression 2bit, compared with the gradient summed "
+                                          "over the sender's batch, before the division by the global batch "
+                                          "(default %(default)s, MXNet's)", DEFAULT_THRESHOLD, bounds=POSITIVE,
+                               trick=True, type=float, metavar="T")
     # run
     save_dir: str = flag("run", "where checkpoints, parameters, export and metrics go (default params)", "params",
                          free_on_resume=True)
@@ -464,15 +480,21 @@ def _check_tricks(values):
 
 
 def _check_distribution(values):
-    """What the kvstore needs: GPUs for NCCL; for dist_*, packed records, clean beforehand, in float32."""
+    """What the kvstore needs: GPUs for NCCL; for dist_* and horovod, packed records, clean beforehand; for dist_*
+    float32; for horovod one device per process; gradient compression where MXNet applies it."""
     kvstore = values["kvstore"]
     if kvstore == "nccl" and not (values["num_gpus"] or values["gpus"]):
         raise UserError("--kvstore nccl reduces gradients between GPUs; give --num-gpus or --gpus, or use "
                         "--kvstore device")
-    if kvstore in DIST_KVSTORES and not values["rec_train"]:
+    if kvstore in SHARDED_KVSTORES and not values["rec_train"]:
         raise UserError(f"--kvstore {kvstore} gives each worker a shard of --rec-train; give "
                         "--rec-train/--rec-val (pack images with `python -m data.pack`)")
-    if values["skip_bad_records"] and (values["data_dir"] or kvstore in DIST_KVSTORES):
+    if kvstore == "horovod" and (values["gpus"] or values["num_gpus"] > 1 or values["num_cpu_contexts"] > 1):
+        # Horovod's trainer allreduces the gradient of a parameter's first device only.
+        raise UserError("--kvstore horovod trains one device per process, rank r of a machine on its GPU r: "
+                        "start one process per device (horovodrun -np DEVICES -H host:GPUS) with --num-gpus 1, "
+                        "or on CPUs without --num-cpu-contexts; pick the GPUs with CUDA_VISIBLE_DEVICES, not --gpus")
+    if values["skip_bad_records"] and (values["data_dir"] or kvstore in SHARDED_KVSTORES):
         raise UserError("--skip-bad-records reads packed .rec files on one machine; for --data-dir pack the "
                         "images (`python -m data.pack` skips unreadable files), for several machines clean the "
                         ".rec once with `python -m data.clean TRAIN.rec --out CLEAN` and train on CLEAN.rec")
@@ -481,6 +503,33 @@ def _check_distribution(values):
         # run the optimizer (utils/distributed.py) and MXNet refuses a changing gradient scale there.
         raise UserError(f"--dtype {values['dtype']} is not supported with --kvstore {kvstore}; "
                         "train distributed in float32")
+    _check_compression(values)
+
+
+def _check_compression(values):
+    """--gradient-compression where MXNet applies it as asked: over a dist_* kvstore, or --kvstore device over
+    several devices; in float32."""
+    kvstore, compression = values["kvstore"], values["gradient_compression"]
+    if compression == "none":
+        if values["gc_threshold"] != TrainConfig.gc_threshold:
+            raise UserError("--gc-threshold needs --gradient-compression 2bit, the compression it thresholds")
+        return
+    if kvstore not in DIST_KVSTORES + ("device",):
+        # MXNet refuses it on local and nccl; anything else has no MXNet kvstore that would apply it.
+        raise UserError(f"--gradient-compression {compression} is done by MXNet's kvstore under --kvstore device "
+                        f"(several devices) and dist_*, not under --kvstore {kvstore}")
+    devices = len(values["gpus"]) or values["num_gpus"] or values["num_cpu_contexts"]
+    if kvstore == "device" and devices == 1:
+        # Gluon makes no kvstore for one device of one machine, and would drop the setting without a word.
+        raise UserError(f"--gradient-compression {compression} compresses what devices or workers send each "
+                        "other, and --kvstore device on one device sends nothing; give several devices or "
+                        "--kvstore dist_*")
+    if values["dtype"] != "float32":
+        # AMP's loss scale multiplies the gradients that T is compared with, and changes; an overflowed step's
+        # infinities would stay in the residuals for good.
+        raise UserError(f"--gradient-compression {compression} needs --dtype float32: under --dtype "
+                        f"{values['dtype']} the loss scale changes what the threshold means and an overflowed "
+                        "step would leave infinite residuals")
 
 
 def _check_resume(values):

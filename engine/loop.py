@@ -214,9 +214,9 @@ def evaluate(net, data, contexts):
 def current_lr(trainer, cluster, updates):
     """The rate of the last update.
 
-    In a distributed job the servers run the optimizer (see ``Cluster.update_on_kvstore``); the worker's
+    In a ps-lite job the servers run the optimizer (see ``Cluster.update_on_kvstore``); the worker's
     copy of the schedule is otherwise unused, so it is read at the job's update count: exact under sync
-    (one update per global step), approximate under async (workers run at their own pace).
+    and Horovod (one update per global step), approximate under async (workers run at their own pace).
     """
     if cluster.num_workers > 1:
         return trainer.optimizer.lr_scheduler(updates)

@@ -15,8 +15,9 @@ from models.params import load_params
 from utils.batch_transform import BatchTransform
 from utils.binary_cross_entropy import BinaryCrossEntropyLoss
 from utils.distillation import CrossEntropyLoss, DistillationLoss
-from utils.distributed import Cluster
+from utils.distributed import Cluster, horovod_trainer
 from utils.ema import ModelEma
+from utils.gradient_compression import PushThenPullTrainer, compression_params
 from utils.lr_schedule import build_lr_scheduler, linear_scaled_lr
 from utils.mixup import MixSchedule
 from utils.optimizers import create_optimizer, optimizer_settings
@@ -136,9 +137,10 @@ def build_batch_transform(config, num_classes, first_index=0):
 
 def build_trainer(config, net, contexts, batches_per_epoch, precision, cluster=None, begin_num_update=0):
     """``--optimizer`` (Nesterov SGD, section 2, by default) with the run's learning-rate schedule and weight decay,
-    reducing gradients over a kvstore.
+    reducing gradients over a kvstore, compressed with ``--gradient-compression`` (``utils.gradient_compression``),
+    or over Horovod's allreduce.
 
-    The schedule counts optimizer updates: under dist_sync one per global step, so a worker's
+    The schedule counts optimizer updates: under dist_sync and Horovod one per global step, so a worker's
     ``batches_per_epoch`` is the number of global steps per epoch. A resumed run starts the count at
     ``begin_num_update``.
     """
@@ -151,11 +153,16 @@ def build_trainer(config, net, contexts, batches_per_epoch, precision, cluster=N
     optimizer = create_optimizer(config.optimizer, learning_rate=schedule.base_lr, wd=config.wd,
                                  lr_scheduler=schedule, begin_num_update=begin_num_update,
                                  **optimizer_settings(config.optimizer, config.momentum))
-    update_on_kvstore = cluster.update_on_kvstore
-    if update_on_kvstore is None:
-        update_on_kvstore = precision.update_on_kvstore
-    trainer = gluon.Trainer(net.collect_params(), optimizer, kvstore=cluster.kvstore,
-                            update_on_kvstore=update_on_kvstore)
+    if cluster.uses_horovod:
+        trainer = horovod_trainer(net.collect_params(), optimizer)
+    else:
+        update_on_kvstore = cluster.update_on_kvstore
+        if update_on_kvstore is None:
+            update_on_kvstore = precision.update_on_kvstore
+        compression = compression_params(config.gradient_compression, config.gc_threshold)
+        trainer_class = PushThenPullTrainer if compression else gluon.Trainer
+        trainer = trainer_class(net.collect_params(), optimizer, kvstore=cluster.kvstore,
+                                update_on_kvstore=update_on_kvstore, compression_params=compression)
     keep_multipliers_by_index(trainer.optimizer)
     return precision.prepare_trainer(trainer)
 

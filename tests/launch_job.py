@@ -1,4 +1,5 @@
-"""``tools/launch.py`` run from a test: a whole ps-lite job on loopback, its output, and what it left behind.
+"""``tools/launch.py`` (or ``horovodrun``) run from a test: a whole job on loopback, its output, and what it left
+behind.
 
 Every process the launcher starts inherits a unique marker variable, so a scan of /proc/*/environ finds any
 process a test left behind, scheduler and servers included.
@@ -15,16 +16,19 @@ import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, "tools", "launch.py")
+# Horovod's launcher, installed beside this Python when Horovod is (README.md, "Horovod").
+HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
 MARKER_VARIABLE = "BAG_OF_TRICKS_TEST_MARKER"
 
 
 class Job:
-    """``tools/launch.py`` running in the background, its merged output collected line by line."""
+    """``launcher`` (``tools/launch.py``, or ``HOROVODRUN``) running in the background, its merged output collected
+    line by line."""
 
-    def __init__(self, launcher_args, worker_command):
+    def __init__(self, launcher_args, worker_command, launcher=LAUNCHER):
         self.marker = uuid.uuid4().hex
         env = {**os.environ, MARKER_VARIABLE: self.marker, "PYTHONUNBUFFERED": "1"}
-        self.popen = subprocess.Popen([sys.executable, LAUNCHER, *launcher_args, *worker_command], cwd=REPO,
+        self.popen = subprocess.Popen([sys.executable, launcher, *launcher_args, *worker_command], cwd=REPO,
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                       start_new_session=True)
         self.lines, self._queue = [], queue.Queue()
@@ -91,3 +95,8 @@ class Job:
 
 def local_launch_args(num_workers=2, num_servers=1):
     return ["-n", str(num_workers), "-s", str(num_servers), "--launcher", "local"]
+
+
+def horovod_launch_args(num_ranks=2):
+    """horovodrun's flags for ``num_ranks`` processes on this machine, over Gloo (the Horovod built here has no MPI)."""
+    return ["-np", str(num_ranks), "-H", f"localhost:{num_ranks}", "--gloo"]

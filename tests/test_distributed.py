@@ -1,22 +1,26 @@
-"""Several workers on MXNet's parameter server, on loopback: tools/launch.py and train_imagenet.py --kvstore dist_*."""
+"""Several workers on loopback: MXNet's parameter server (tools/launch.py and train_imagenet.py --kvstore dist_*)
+and Horovod (horovodrun and --kvstore horovod)."""
 import importlib.util
 import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import sys
 import time
 from types import SimpleNamespace
 
+import mxnet as mx
 import pytest
 
 import train_imagenet
 from models import get_model
 from tests.conftest import tiny_args
-from tests.launch_job import LAUNCHER, Job, local_launch_args
+from tests.launch_job import HOROVODRUN, LAUNCHER, Job, horovod_launch_args, local_launch_args
 from utils import checkpoint
 from utils.distributed import Cluster, weights_fingerprint
+from utils.errors import UserError
 
 
 def _load_launcher():
@@ -94,6 +98,69 @@ def test_the_input_tricks_train_in_step_on_two_workers(tiny_set, tmp_path):
     assert job.leftovers() == []
 
 
+def _horovod_job(tiny_set, save_dir, *extra):
+    """train_imagenet.py --kvstore horovod on the tiny set, two ranks on this machine (horovodrun over Gloo)."""
+    pytest.importorskip("horovod.mxnet", reason="Horovod is installed apart from the project (README.md, Horovod)")
+    return Job(horovod_launch_args(), [sys.executable, "train_imagenet.py",
+                                       *tiny_args(tiny_set, save_dir, "--kvstore", "horovod", *extra)],
+               launcher=HOROVODRUN)
+
+
+def test_two_horovod_ranks_train_in_step_and_resume_with_the_optimizer_states(tiny_set, tmp_path):
+    save_dir = tmp_path / "run"
+    job = _horovod_job(tiny_set, save_dir, "--last-gamma")
+    code, output = job.wait(timeout=120)
+    assert code == 0 and job.leftovers() == [], output
+    # Each rank reads 48 of the 96 images: 3 global steps of 2 x 16 per epoch, so the rate decays after epoch 0
+    # on every rank, as --lr-decay-epoch 1 asks.
+    assert len(re.findall(r"\[rank [01]/2\] Epoch\[1\] lr=0.002 ", output)) == 2, output
+
+    # Rank 0 alone writes; unlike a dist_* job's, its checkpoints hold the optimizer's states, which every rank keeps.
+    metrics = _read_metrics(save_dir)
+    assert [m["epoch"] for m in metrics] == [0, 1]
+    assert [m["lr"] for m in metrics] == pytest.approx([0.02, 0.002])
+    assert metrics[1]["train_loss"] < metrics[0]["train_loss"]
+    assert sorted(os.listdir(save_dir)) == ["args.json", "args.yaml", "checkpoints", "classes.txt", "metrics.jsonl",
+                                            "resnet18_v1d-0001.params", "resnet18_v1d-deploy-0000.params",
+                                            "resnet18_v1d-deploy-symbol.json", "train.log"]
+    for folder, state in checkpoint.list_checkpoints(str(save_dir)):
+        assert state["trainer_states"] and os.path.isfile(os.path.join(folder, checkpoint.TRAINER_STATES)), folder
+
+    # Both ranks hold the same trainable weights, also after validation between the epochs (utils.devices,
+    # renew_parameter_arrays), and they are the ones rank 0 saved.
+    fingerprints = _fingerprints(output)
+    assert set(fingerprints) == {"0", "1"} and fingerprints["0"] == fingerprints["1"], output
+    net = get_model("resnet18_v1d", classes=3)
+    net.load_parameters(checkpoint.params_path(str(save_dir), "resnet18_v1d", 1))
+    assert weights_fingerprint(net) == fingerprints["0"]
+
+    # Epoch 1 again from epoch 0's checkpoint: every rank loads its momenta, and both end with the weights of the run
+    # that went through, bit for bit. (A rank restarting its momenta from zero would move other weights.)
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(save_dir, resumed_dir)
+    shutil.rmtree(resumed_dir / "checkpoints" / "epoch-0001")
+    job = _horovod_job(tiny_set, resumed_dir, "--last-gamma", "--resume")
+    code, output = job.wait(timeout=120)
+    assert code == 0 and job.leftovers() == [], output
+    assert len(re.findall(r"\[rank [01]/2\] Resuming from \S+epoch-0000: epoch 1, batch 0, 3 updates done", output)) \
+        == 2, output
+    assert "momentum restarts" not in output
+    assert _fingerprints(output) == fingerprints, output
+
+
+def test_an_overflow_on_one_horovod_rank_skips_the_step_on_every_rank(tiny_set, tmp_path):
+    """--dtype float16's dynamic loss scaling: rank 1's infinite gradient reaches rank 0 through the allreduce, which
+    AMP's check follows, so both skip the step (``tests/horovod_overflow_run.py``)."""
+    pytest.importorskip("horovod.mxnet", reason="Horovod is installed apart from the project (README.md, Horovod)")
+    job = Job(horovod_launch_args(), [sys.executable, "-m", "tests.horovod_overflow_run", *tiny_args(
+        tiny_set, tmp_path, "--kvstore", "horovod", "--batch-size", "4")], launcher=HOROVODRUN)
+    code, output = job.wait(timeout=120)
+    assert code == 0 and job.leftovers() == [], output
+    assert sorted(re.findall(r"rank ([01]): skipped True, scale halved True, moved after True, weights", output)) \
+        == ["0", "1"], output
+    assert len(set(re.findall(r"rank [01]: .*, weights ([0-9a-f]{64})", output))) == 1, output
+
+
 def test_a_killed_worker_stops_the_whole_job(tiny_set, tmp_path):
     job = Job(local_launch_args(),
               _train_command(tiny_set, tmp_path / "run", "--num-epochs", "200", "--log-interval", "1"))
@@ -159,16 +226,65 @@ def test_ssh_plan_quotes_the_remote_command(tmp_path):
     assert "DMLC_PS_ROOT_URI=127.0.0.2" in words and "DMLC_ROLE=worker" in words
 
 
-def test_horovod_without_horovod_is_one_line(capsys, tiny_set, tmp_path):
-    assert train_imagenet.main(tiny_args(tiny_set, tmp_path, "--kvstore", "horovod")) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: --kvstore horovod needs Horovod"), err
+def _horovod_installed(monkeypatch, installed):
+    """``find_spec("horovod")`` answers as if Horovod were installed or not, whatever this environment holds."""
+    find_spec = importlib.util.find_spec
+    answer = SimpleNamespace(name="horovod") if installed else None
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: answer if name == "horovod" else find_spec(name, *args))
 
 
-def test_dist_kvstore_needs_record_files(capsys, tmp_path):
-    assert train_imagenet.main(["--data-dir", str(tmp_path), "--kvstore", "dist_sync"]) == 2
+def _one_error_line(capsys, argv):
+    assert train_imagenet.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--kvstore dist_sync gives each worker a shard of --rec-train" in err[0], err
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_horovod_without_horovod_says_how_to_build_it(capsys, monkeypatch, tiny_set, tmp_path):
+    _horovod_installed(monkeypatch, False)
+    monkeypatch.setenv("HOROVOD_RANK", "0")
+    line = _one_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "horovod"))
+    assert line.startswith("error: --kvstore horovod needs Horovod built with MXNet support, which is not installed; "
+                           "build it against this MXNet after `pip install -e .`: `pip install setuptools wheel "
+                           "packaging cloudpickle psutil && HOROVOD_WITH_MXNET=1 HOROVOD_WITH_GLOO=1 "), line
+    assert line.endswith("pip install --no-cache-dir --no-build-isolation horovod==0.28.1` (README.md, Horovod), or "
+                         "use --kvstore dist_sync with tools/launch.py"), line
+
+
+def test_horovod_outside_horovodrun_says_how_to_launch(capsys, monkeypatch, tiny_set, tmp_path):
+    _horovod_installed(monkeypatch, True)
+    monkeypatch.delenv("HOROVOD_RANK", raising=False)
+    assert _one_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "horovod")) == (
+        "error: --kvstore horovod runs as one rank of a job that horovodrun starts, but HOROVOD_RANK is not set; "
+        "launch it with `horovodrun -np N -H host1:slots,host2:slots python train_imagenet.py ... --kvstore "
+        "horovod` (N = all devices, one process each), or use --kvstore device on one machine")
+
+
+ONE_DEVICE_PER_PROCESS = ("error: --kvstore horovod trains one device per process, rank r of a machine on its GPU r: "
+                          "start one process per device (horovodrun -np DEVICES -H host:GPUS) with --num-gpus 1, or "
+                          "on CPUs without --num-cpu-contexts; pick the GPUs with CUDA_VISIBLE_DEVICES, not --gpus")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--num-cpu-contexts", "2"), ONE_DEVICE_PER_PROCESS),
+    (("--num-gpus", "2"), ONE_DEVICE_PER_PROCESS),
+    (("--gpus", "1"), ONE_DEVICE_PER_PROCESS),
+    (("--gradient-compression", "2bit"), "error: --gradient-compression 2bit is done by MXNet's kvstore under "
+                                         "--kvstore device (several devices) and dist_*, not under --kvstore horovod"),
+    (("--skip-bad-records",), "error: --skip-bad-records reads packed .rec files on one machine; for --data-dir pack "
+                              "the images (`python -m data.pack` skips unreadable files), for several machines clean "
+                              "the .rec once with `python -m data.clean TRAIN.rec --out CLEAN` and train on CLEAN.rec"),
+], ids=["cpu-contexts", "gpus", "gpu-ids", "compression", "skip-bad-records"])
+def test_horovod_refuses_what_it_would_not_train_as_asked(flags, message, capsys, tiny_set, tmp_path):
+    assert _one_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "horovod", *flags)) == message
+
+
+@pytest.mark.parametrize("kvstore", ["dist_sync", "horovod"])
+def test_dist_kvstore_needs_record_files(kvstore, capsys, tmp_path):
+    assert train_imagenet.main(["--data-dir", str(tmp_path), "--kvstore", kvstore]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--kvstore {kvstore} gives each worker a shard of --rec-train" in err[0], err
 
 
 def test_sync_steps_divide_by_the_global_batch_and_async_schedules_count_every_push():
@@ -183,3 +299,16 @@ def test_sync_steps_divide_by_the_global_batch_and_async_schedules_count_every_p
     single = Cluster("device")
     assert (single.step_batch(32), single.updates_per_epoch(10), single.update_on_kvstore, single.is_chief) == \
         (32, 10, None, True)
+
+
+def test_horovod_steps_divide_by_the_rank_batch_and_every_rank_runs_the_optimizer():
+    # Horovod's trainer averages over the 4 ranks (its scale carries 1/4): sum / 4 / 32, the global batch's mean.
+    ranks = Cluster("horovod", rank=1, num_workers=4, local_rank=1)
+    assert (ranks.step_batch(32), ranks.updates_per_epoch(10), ranks.global_step(10, 2, 3), ranks.update_on_kvstore,
+            ranks.is_async, ranks.is_chief) == (32, 10, 23, False, False, False)
+    assert ranks.own_devices([mx.cpu(0)]) == [mx.cpu(0)]
+    beyond = mx.context.num_gpus()  # the local rank of a machine's one process too many
+    with pytest.raises(UserError, match=rf"horovodrun started rank {beyond} of this machine, which takes GPU {beyond}, "
+                                        rf"but this MXNet sees {beyond}; start at most as many processes per machine "
+                                        "as it has GPUs"):
+        Cluster("horovod", rank=beyond, num_workers=beyond + 1, local_rank=beyond).own_devices([mx.gpu(0)])

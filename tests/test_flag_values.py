@@ -49,6 +49,7 @@ OUT_OF_BOUNDS = [
     ("--hard-weight", "-0.1", ()), ("--hard-weight", "1.5", ()),
     ("--num-gpus", "-1", ()),
     ("--num-cpu-contexts", "0", ()),
+    ("--gc-threshold", "0", ()), ("--gc-threshold", "-0.5", ()),
     ("--save-frequency", "-1", ()),
     ("--keep-checkpoints", "-1", ()),
     ("--resume-epoch", "-1", ()), ("--resume-epoch", "2", ()),

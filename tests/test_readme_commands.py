@@ -18,8 +18,9 @@ written. Then, by what the command runs:
   flag was parsed and validated; CPU ones whose batch is larger than the tiny set stop likewise at the data's
   size check. The bare demo trains for two minutes: it is checked through ``--help`` (its defaults are the demo
   of the README's Results, where its run is measured);
-* CHECKED_CHEAPLY, not run: the ssh launcher, the benchmarks and TensorBoard's server, whose ``--help`` must list
-  every option the command uses (the launcher's worker command is checked as its own kind);
+* CHECKED_CHEAPLY, not run: the ssh launcher, Horovod's launcher, the benchmarks and TensorBoard's server, whose
+  ``--help`` must list every option the command uses (a launcher's worker command is checked as its own kind;
+  ``horovodrun``'s --help only where Horovod is installed);
 * NOT_RUN: what this machine cannot run, with the reason; these tests skip after any cheap check.
 Most commands spend their second in MXNet's import, so they run two at a time, started ahead of their tests.
 """
@@ -27,6 +28,7 @@ import configparser
 import dataclasses
 import fnmatch
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -39,6 +41,7 @@ import mxnet as mx
 import pytest
 
 from models import get_model
+from tests.launch_job import HOROVODRUN
 from utils import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,6 +96,7 @@ COMMAND_SPAN = re.compile(r"^(python3? |pip |\.\.\. )")
 DEFINITION = re.compile(r'^([A-Z]+)="([^"]*)"$')
 PLACEHOLDER_WORD = re.compile(r"^\[|(^|[./])[A-Z]+($|[./\]])")  # NAME, [--input-size, N], benchmarks.NAME
 CELL_SEPARATOR = re.compile(r"(?<!\\)\|")
+ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=")  # HOROVOD_WITH_MXNET=1 before a command: its environment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,7 +281,9 @@ README_COMMANDS = readme_commands()
 
 
 def program(argv):
-    """What a command runs: ``python -m a.b`` and ``python a/b.py`` -> ``a.b``; else the program's name."""
+    """What a command runs: ``python -m a.b`` and ``python a/b.py`` -> ``a.b``; else the program's name (after the
+    words that set its environment)."""
+    argv = list(itertools.dropwhile(ASSIGNMENT.match, argv))
     if argv[0] in PYTHONS:
         target = argv[2] if argv[1] == "-m" else argv[1]
         return target[:-3].replace("/", ".") if target.endswith(".py") else target
@@ -618,6 +624,17 @@ def check_launch(argv, here):
     check(argv[worker:], here)
 
 
+def check_horovodrun(argv, here):
+    """Not run (Horovod is built apart, and the hosts do not exist here): the worker command is checked as its kind;
+    where Horovod is installed, horovodrun's --help lists the command's options."""
+    worker = argv.index("python") if "python" in argv else len(argv)
+    if worker < len(argv):
+        check(argv[worker:], here)
+    if not os.path.exists(HOROVODRUN):
+        pytest.skip("Horovod is not installed here (README.md, Horovod): its launcher's options are not checked")
+    check_help_lists_options([HOROVODRUN], options(argv[1:worker]), here)
+
+
 def benchmark_invocation(argv):
     """``python -m benchmarks.NAME`` or ``python benchmarks/NAME.py``: the README's spelling, either."""
     return argv[:3] if argv[1] == "-m" else argv[:2]
@@ -673,6 +690,7 @@ NOT_RUN = {
 # Checked without being run, from the README's words: ssh hosts, minutes to hours of measuring, or a server.
 CHECKED_CHEAPLY = {
     "tools.launch": check_launch,
+    "horovodrun": check_horovodrun,
     "benchmarks.*": check_benchmark,
     "tensorboard": check_tensorboard,
 }

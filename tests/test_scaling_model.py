@@ -41,6 +41,20 @@ def test_a_hosts_nic_carries_its_workers_remote_pushes_and_its_servers_remote_re
     assert model.ps_lite_nic_bytes(100 * MB, 100 * MB, 1) == 0
 
 
+def test_2_bit_pushes_shrink_16_fold_and_the_weights_come_back_whole():
+    # The balanced 4 hosts above: 75 MB of pushes / 16 + 3 x 25 MB of weights, in each direction, instead of 150 MB.
+    assert model.ps_lite_nic_bytes(100 * MB, 25 * MB, 4, compression_factor=16) == pytest.approx(79.6875 * MB)
+    # Unbalanced, the busier direction counts: out 60 / 16 + 120, in 120 / 16 + 60.
+    assert model.ps_lite_nic_bytes(100 * MB, 40 * MB, 4, compression_factor=16) == pytest.approx(123.75 * MB)
+    network = model.Network(TOY_KEYS, gradient_bytes=4, step_seconds=0.3, batch_per_gpu=32, compression_factor=16)
+    assert (network.model_bytes, network.pushed_bytes) == pytest.approx((100 * MB, 6.25 * MB))
+    # 79.6875 MB over 1 GB/s; the servers' 1 ms a request still lead at 2 ms (0.2 s), as without compression.
+    assert model.ps_lite_seconds(network, 4, links(1e9)) == pytest.approx(0.0796875)
+    assert model.ps_lite_seconds(network, 4, links(1e9, request_seconds=2e-3)) == pytest.approx(0.2)
+    workload = next(w for w in model.WORKLOADS if w.name == "r50d-fp32-2bit")
+    assert (workload.compression_factor, workload.backends) == (16, ("ps-lite",))
+
+
 def test_ps_lite_step_is_its_busiest_nic_server_or_worker():
     network = toy_network()
     assert network.model_bytes == pytest.approx(100 * MB)
@@ -129,7 +143,10 @@ def test_the_report_table_json_and_plot(tmp_path):
     fp16 = saved["results"]["r50d-fp16"]["ps-lite"]["10"]
     assert [r["gpus"] for r in fp16] == [8, 64] and fp16[1]["efficiency"] == 1.0
     assert saved["step_seconds"]["r50d-fp16"] == pytest.approx(128 / (5169.373 / 8), rel=1e-4)
-    assert set(saved["bandwidth_for_90_percent"]) == {"r50d-fp32", "r50d-fp16", "r50d-amp"}
+    assert set(saved["bandwidth_for_90_percent"]) == {"r50d-fp32", "r50d-fp16", "r50d-amp", "r50d-fp32-2bit"}
+    # The compressed row is ps-lite's alone: 2-bit compression is the kvstore's.
+    assert set(saved["results"]["r50d-fp32-2bit"]) == {"ps-lite"}
+    assert set(saved["bandwidth_for_90_percent"]["r50d-fp32-2bit"]) == {"ps-lite"}
     assert "| ResNet-50-D, FP16 gradients (paper) | ps-lite | 10 | 100% (5,169) | 100% (41,355) |" in \
         (tmp_path / "scaling_model.md").read_text()
     assert (tmp_path / "scaling_model.png").stat().st_size > 0

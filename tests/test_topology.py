@@ -1,14 +1,16 @@
-"""Every trick trains the same on one device, two devices and two dist_sync workers, and visibly changes training.
+"""Every trick trains the same on one device, two devices, two dist_sync workers and two Horovod ranks, and visibly
+changes training.
 
 Stochastic depth is not a row: each device draws its own masks (see README, *One recipe on every topology*).
 
 Each row of ``ROWS`` trains ``train_imagenet.py`` for 2 epochs of 3 steps on the fixed batches of
 ``tests/topology_run.py`` (the same global batch of 8 images of 24x24 everywhere, BatchNorm with fixed statistics;
-see there why) on three topologies: one CPU context with batch 8; two CPU contexts of 4 through the ``device``
-kvstore; two ``dist_sync`` workers of 4 and one server on 127.0.0.1 (``tools/launch.py``). The saved weights,
-the optimizer's momenta where the worker keeps them and the logged rates must agree within ``TOLERANCE``; and
-each row must move the weights away from the row it adds a flag to by far more, on every topology, so that a
-flag ignored on any one of them fails.
+see there why) on four topologies: one CPU context with batch 8; two CPU contexts of 4 through the ``device``
+kvstore; two ``dist_sync`` workers of 4 and one server on 127.0.0.1 (``tools/launch.py``); two Horovod ranks of 4
+on 127.0.0.1 (``horovodrun``, over Gloo; skipped where Horovod is not installed). The saved weights, the
+optimizer's momenta where the worker keeps them and the logged rates must agree within ``TOLERANCE``; and each row
+must move the weights away from the row it adds a flag to by far more, on every topology, so that a flag ignored on
+any one of them fails.
 """
 import json
 import os
@@ -25,7 +27,7 @@ import train_imagenet
 from models import get_model
 from tests import topology_run
 from tests.conftest import tiny_args
-from tests.launch_job import Job, local_launch_args
+from tests.launch_job import HOROVODRUN, Job, horovod_launch_args, local_launch_args
 from utils import checkpoint
 
 # Largest absolute difference allowed between topologies: float32 sums in another order, over 6 steps at rate 0.1
@@ -67,6 +69,10 @@ TOPOLOGIES = {
     "2 devices": ["--batch-size", "4", "--num-cpu-contexts", "2"],
     "2 dist_sync workers": ["--batch-size", "4", "--kvstore", "dist_sync"],
 }
+# Horovod is built apart from the project (README.md, "Horovod"): its topology has tests of its own, which skip
+# where it is not installed.
+HOROVOD_RANKS = "2 horovod ranks"
+TOPOLOGY_FLAGS = {**TOPOLOGIES, HOROVOD_RANKS: ["--batch-size", "4", "--kvstore", "horovod"]}
 COMMON = ["--num-epochs", "2", "--lr-base-size", "8", "--save-frequency", "1", "--seed", "3"]
 
 
@@ -82,7 +88,7 @@ def teacher_params(tmp_path_factory):
 
 
 def _argv(tiny_set, save_dir, row, topology, teacher_params):
-    argv = tiny_args(tiny_set, save_dir, *COMMON, *ROWS[row][0], *TOPOLOGIES[topology])
+    argv = tiny_args(tiny_set, save_dir, *COMMON, *ROWS[row][0], *TOPOLOGY_FLAGS[topology])
     # The rate comes from linear scaling of the global batch: 0.1 x 8 / --lr-base-size 8.
     argv.remove("--lr")
     argv.remove("0.02")
@@ -93,6 +99,10 @@ def _train(argv, topology, monkeypatch):
     if topology.startswith("2 dist_sync"):
         job = Job(local_launch_args(num_workers=2, num_servers=1),
                   [sys.executable, "-m", "tests.topology_run", *argv])
+        code, output = job.wait(timeout=180)
+        assert code == 0 and job.leftovers() == [], output
+    elif topology == HOROVOD_RANKS:
+        job = Job(horovod_launch_args(), [sys.executable, "-m", "tests.topology_run", *argv], launcher=HOROVODRUN)
         code, output = job.wait(timeout=180)
         assert code == 0 and job.leftovers() == [], output
     else:
@@ -184,3 +194,24 @@ def test_a_trick_changes_training_on_every_topology(row, outcomes):
                                     _what_it_saves(outcomes[reference, topology][0]))
         print(f"\n{row} vs {reference} on {topology}: largest weight change {moved:.3g}")
         assert moved > EFFECT, (topology, moved)
+
+
+@pytest.mark.parametrize("row", ROWS)
+def test_a_trick_trains_the_same_on_horovod_ranks_and_changes_training_there(row, outcomes):
+    """Two Horovod ranks against one device: the weights, the optimizer's states (every rank keeps its own, rank
+    0's are saved) and the rates agree; and the row's flag moves the weights there as on the other topologies."""
+    pytest.importorskip("horovod.mxnet", reason="Horovod is installed apart from the project (README.md, Horovod)")
+    weights, momenta, rates = outcomes[row, "1 device"]
+    ranks_weights, ranks_momenta, ranks_rates = outcomes[row, HOROVOD_RANKS]
+    differences = {"weights": _largest_difference(ranks_weights, weights),
+                   "momenta": _largest_difference(ranks_momenta, momenta)}
+    print(f"\n{row}: largest difference of {HOROVOD_RANKS} to 1 device: " +
+          ", ".join(f"{name} {value:.2g}" for name, value in differences.items()))
+    assert ranks_rates == pytest.approx(rates)
+    assert max(differences.values()) < TOLERANCE, differences
+    reference = ROWS[row][1]
+    if reference:
+        moved = _largest_difference(_what_it_saves(ranks_weights),
+                                    _what_it_saves(outcomes[reference, HOROVOD_RANKS][0]))
+        print(f"{row} vs {reference} on {HOROVOD_RANKS}: largest weight change {moved:.3g}")
+        assert moved > EFFECT, moved

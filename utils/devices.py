@@ -46,3 +46,17 @@ def average_running_statistics(net):
             # kvstore, and its optimizer's momenta with it.
             for copy in copies:
                 mean.copyto(copy)
+
+
+def renew_parameter_arrays(net):
+    """Give every parameter of ``net`` new arrays in MXNet's default layout, holding the same values (the gradients
+    restart at zero).
+
+    On CPU, an inference pass (validation) has oneDNN reorder the convolution weights into its blocked layout in
+    place (MXNet 1.9.1, ``MKLDNNDataReorderAsync``); trained on from there under the threaded engine, they come out
+    of the following updates different in the last bits from one run to the next. Where every process runs the
+    optimizer on the same gradients (Horovod), its copies would drift apart; on renewed arrays they stay equal, bit
+    for bit, and equal to a run that never validated.
+    """
+    for param in net.collect_params().values():
+        param.reset_ctx(param.list_ctx())

@@ -1,28 +1,35 @@
-"""Several machines on MXNet's parameter server: which worker this process is, and how steps are counted.
+"""Several machines, on MXNet's parameter server or on Horovod: which worker this process is, and how steps are
+counted.
 
-``tools/launch.py`` starts the scheduler, servers and workers; a worker joins with ``mx.kv.create`` and
-learns its rank and the number of workers from the kvstore. Section 3.1's linear scaling then uses the
-global batch (per-device batch x devices x workers).
+``tools/launch.py`` starts the scheduler, servers and workers of a ps-lite job; a worker joins with
+``mx.kv.create`` and learns its rank and the number of workers from the kvstore. ``horovodrun`` starts the ranks
+of a Horovod job, one process per device, which join with ``hvd.init()``. Section 3.1's linear scaling then uses
+the global batch (per-device batch x devices x workers).
 """
 import dataclasses
 import hashlib
 import importlib.util
 import os
+import sys
 
 import mxnet as mx
 
 from utils.errors import UserError
 
 DIST_KVSTORES = ("dist_sync", "dist_device_sync", "dist_async")
+# The jobs of several processes, each of which reads its own shard of the training records.
+SHARDED_KVSTORES = DIST_KVSTORES + ("horovod",)
 
 
 @dataclasses.dataclass(frozen=True)
 class Cluster:
-    """This process's place in the job: the kvstore (object, or type name for one process), rank and size."""
+    """This process's place in the job: the kvstore (object, or type name for one process and for Horovod, which
+    have no kvstore of their own here), rank and size; under Horovod also the rank among its machine's processes."""
 
     kvstore: object
     rank: int = 0
     num_workers: int = 1
+    local_rank: int = 0
 
     @property
     def is_chief(self):
@@ -30,12 +37,21 @@ class Cluster:
         return self.rank == 0
 
     @property
+    def kvstore_type(self):
+        return self.kvstore if isinstance(self.kvstore, str) else self.kvstore.type
+
+    @property
+    def uses_horovod(self):
+        return self.kvstore_type == "horovod"
+
+    @property
     def is_async(self):
-        return self.num_workers > 1 and "async" in self.kvstore.type
+        return self.num_workers > 1 and "async" in self.kvstore_type
 
     @property
     def update_on_kvstore(self):
-        """Where the optimizer runs: on the servers for a distributed job, MXNet's choice (None) for one process.
+        """Where the optimizer runs: on the servers for a ps-lite job, on every rank (False) under Horovod, MXNet's
+        choice (None) for one process.
 
         On the servers (MXNet 1.9.1's default for dist kvstores) every worker pulls the very weights the
         servers hold, so sync workers stay identical by construction; with worker-side updates, which MXNet
@@ -44,7 +60,13 @@ class Cluster:
         multipliers must survive pickling, ``utils.weight_decay.keep_multipliers_by_index``) and the worker's
         copy never counts an update, so ``trainer.learning_rate`` on a worker stays at the schedule's start
         (see ``engine.loop.current_lr``).
+
+        Horovod has no servers: every rank runs the optimizer on the same allreduced gradient from the same
+        weights, so the optimizer's states are the worker's own, equal on every rank, and checkpoints hold
+        rank 0's.
         """
+        if self.uses_horovod:
+            return False
         if isinstance(self.kvstore, str):
             return None
         return True
@@ -53,9 +75,11 @@ class Cluster:
         """The batch ``trainer.step`` divides the gradient by.
 
         Under sync the servers sum the gradients of all workers, so the step divides by the global batch;
-        under async each worker's push is applied alone, so it divides by that worker's batch.
+        under async each worker's push is applied alone, so it divides by that worker's batch. Horovod's trainer
+        averages the ranks' gradients (its gradient scale carries 1 / ranks), so its step divides by the rank's
+        batch: the update again applies the sum over the global batch divided by the global batch.
         """
-        return process_batch if self.is_async else process_batch * self.num_workers
+        return process_batch if self.is_async or self.uses_horovod else process_batch * self.num_workers
 
     def updates_per_epoch(self, batches_per_epoch):
         """Optimizer updates per epoch, which the schedule counts: async servers apply every worker's push."""
@@ -66,11 +90,23 @@ class Cluster:
         them."""
         return self.updates_per_epoch(batches_per_epoch) * epoch + self.updates_per_epoch(batches_done)
 
+    def own_devices(self, contexts):
+        """The devices this process trains on, of those the flags name: under Horovod, one process per device, rank
+        r of a machine on its GPU r (the flags give one GPU or the CPU); elsewhere ``contexts`` as given."""
+        if not self.uses_horovod or contexts[0].device_type != "gpu":
+            return contexts
+        available = mx.context.num_gpus()
+        if self.local_rank >= available:
+            raise UserError(f"horovodrun started rank {self.local_rank} of this machine, which takes GPU "
+                            f"{self.local_rank}, but this MXNet sees {available}; start at most as many processes "
+                            "per machine as it has GPUs (horovodrun -H host:GPUS)")
+        return [mx.gpu(self.local_rank)]
+
 
 def started_by_launcher():
-    """Whether a job launcher started this process (tools/launch.py, MXNet's own): they give each process its
-    ps-lite role."""
-    return bool(os.environ.get("DMLC_ROLE"))
+    """Whether a job launcher started this process: tools/launch.py (MXNet's own), which gives each process its
+    ps-lite role, or horovodrun, which gives each its rank."""
+    return bool(os.environ.get("DMLC_ROLE") or os.environ.get("HOROVOD_RANK"))
 
 
 ONE_MACHINE_KVSTORES = ("device", "local", "nccl")
@@ -78,17 +114,42 @@ ONE_MACHINE_KVSTORES = ("device", "local", "nccl")
 PS_LITE_VARIABLES = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER", "DMLC_NUM_WORKER")
 
 
+# Horovod compiles against the installed MXNet, so pip must build it outside an isolated environment
+# (horovod/horovod#3455); README.md, "Horovod", has the command.
+HOROVOD_MISSING = ("--kvstore horovod needs Horovod built with MXNet support, which is not installed; build it "
+                   "against this MXNet after `pip install -e .`: `pip install setuptools wheel packaging cloudpickle "
+                   "psutil && HOROVOD_WITH_MXNET=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_TENSORFLOW=1 "
+                   "HOROVOD_WITHOUT_PYTORCH=1 pip install --no-cache-dir --no-build-isolation horovod==0.28.1` "
+                   "(README.md, Horovod), or use --kvstore dist_sync with tools/launch.py")
+
+
+def join_horovod():
+    """Join the Horovod job that ``horovodrun`` started (one process per device) and return this rank's
+    ``Cluster``."""
+    if importlib.util.find_spec("horovod") is None:
+        raise UserError(HOROVOD_MISSING)
+    if not os.environ.get("HOROVOD_RANK"):
+        # Without horovodrun, hvd.init() makes a job of one rank that would train alone without a word.
+        raise UserError("--kvstore horovod runs as one rank of a job that horovodrun starts, but HOROVOD_RANK is "
+                        "not set; launch it with `horovodrun -np N -H host1:slots,host2:slots python "
+                        "train_imagenet.py ... --kvstore horovod` (N = all devices, one process each), or use "
+                        "--kvstore device on one machine")
+    try:
+        import horovod.mxnet as hvd
+    except ImportError:  # Horovod built without MXNet support
+        raise UserError(HOROVOD_MISSING) from None
+    hvd.init()
+    return Cluster("horovod", rank=hvd.rank(), num_workers=hvd.size(), local_rank=hvd.local_rank())
+
+
 def join_cluster(kvstore_type):
-    """Create the kvstore (joining the job for a ``dist_*`` type) and return this process's ``Cluster``."""
+    """Create the kvstore (joining the job for a ``dist_*`` type, or Horovod's) and return this process's
+    ``Cluster``."""
     if kvstore_type == "horovod":
-        if importlib.util.find_spec("horovod") is None:
-            raise UserError("--kvstore horovod needs Horovod built with MXNet support (pip install horovod), "
-                            "which is not installed; use --kvstore dist_sync with tools/launch.py")
-        raise UserError("--kvstore horovod is not supported by this script yet; use --kvstore dist_sync with "
-                        "tools/launch.py")
+        return join_horovod()
     if kvstore_type not in ONE_MACHINE_KVSTORES + DIST_KVSTORES:
         # MXNet 1.9.1 takes any other name for a local kvstore, so a typo would pass unnoticed.
-        known = ", ".join(ONE_MACHINE_KVSTORES + DIST_KVSTORES + ("horovod",))
+        known = ", ".join(ONE_MACHINE_KVSTORES + SHARDED_KVSTORES)
         raise UserError(f"unknown --kvstore {kvstore_type!r}; use one of {known}")
     if kvstore_type not in DIST_KVSTORES:
         # One process: Gluon's Trainer creates the kvstore from its name.
@@ -116,6 +177,18 @@ def weights_fingerprint(net):
     return digest.hexdigest()
 
 
+def horovod_trainer(params, optimizer):
+    """Horovod's Gluon trainer over ``params``: each step allreduces every gradient (of the process's one device)
+    over the ranks, averaged (its gradient scale carries 1 / ranks), and runs ``optimizer`` on every rank."""
+    import horovod.mxnet as hvd
+    return hvd.DistributedTrainer(params, optimizer)
+
+
+def _is_horovod_trainer(trainer):
+    horovod = sys.modules.get("horovod.mxnet")  # a Horovod trainer exists only once join_horovod imported it
+    return horovod is not None and isinstance(trainer, horovod.DistributedTrainer)
+
+
 def start_kvstore(trainer, step_batch):
     """Create the trainer's kvstore and give every device and worker the same starting parameters, before its
     first step, which divides the gradient by ``step_batch``.
@@ -125,7 +198,12 @@ def start_kvstore(trainer, step_batch):
     parameters are copied to the others. Under ``dist_*``, rank 0 pushes the initial values from the
     parameters' own arrays on CPU and passes the init barrier without waiting for the push to reach the servers
     (``KVStoreDist::InitImpl``), so another worker's first pull could arrive first and the server aborts ("init
-    K first"); here rank 0 finishes its pushes and a second barrier holds the others until it has.
+    K first"); here rank 0 finishes its pushes and a second barrier holds the others until it has. Under
+    ``--gradient-compression``, ``_init_kvstore`` sets the compression before these pushes, and MXNet sends them
+    uncompressed (``utils.gradient_compression``). Horovod's trainer has no kvstore: rank 0 broadcasts every
+    parameter instead, BatchNorm's running statistics included, as ``dist_*``'s init pushes them. (A Horovod run
+    resumed from a checkpoint with the optimizer's states does not come here: loading them starts the trainer, on
+    every rank, and every rank loaded the same weights.)
     """
     mx.nd.waitall()
     # The optimizer goes to the servers with the kvstore, so it must carry the gradient's scale already.
@@ -134,6 +212,9 @@ def start_kvstore(trainer, step_batch):
     kvstore = trainer._kvstore
     if kvstore is None or "dist" not in kvstore.type:
         trainer._init_params()
+        if _is_horovod_trainer(trainer):
+            import horovod.mxnet as hvd
+            hvd.broadcast_parameters({param.name: param for param in trainer._params}, root_rank=0)
         return
     params = trainer._params_to_init
     keys = [trainer._param2idx[param.name] for param in params]

@@ -1,0 +1,179 @@
+"""--gradient-compression 2bit: refused where MXNet would not apply it, trained on two CPU devices and on two
+dist_sync workers on loopback, where every weight moves by whole multiples of the threshold's step."""
+import dataclasses
+import os
+import re
+import sys
+
+import numpy as np
+import pytest
+
+import train_imagenet
+from benchmarks import gradient_compression as benchmark
+from engine.config import describe_tricks, parse_config
+from engine.resume import check_same_run
+from models import get_model
+from tests.conftest import tiny_args
+from tests.launch_job import Job, local_launch_args
+from utils import checkpoint
+from utils.errors import UserError
+from utils.gradient_compression import compressed_bytes, compression_params
+
+# The plainest update, w -= lr x gradient / global batch, so that what the servers or devices received shows in
+# the weights: a sum of -T, 0 or +T from each of 2 senders a step.
+PLAIN_SGD = ("--optimizer", "sgd", "--momentum", "0", "--wd", "0", "--last-gamma")
+THRESHOLD = 0.5
+GLOBAL_BATCH = 32  # 2 devices or workers x 16
+STEPS_PER_EPOCH = 3  # 96 images / 32
+SENDERS = 2
+
+
+def _error_line(capsys, argv):
+    assert train_imagenet.main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def _trainable_weights(path):
+    net = get_model("resnet18_v1d", classes=3)
+    net.load_parameters(path)
+    return [param.data().asnumpy() for param in net.collect_params().values() if param.grad_req != "null"]
+
+
+def _last_epoch_moves(save_dir):
+    """Every trainable weight's change over epoch 1, in units of one sender's +-T step at epoch 1's rate."""
+    lr = checkpoint.read_metrics(str(save_dir))[1]["lr"]
+    first = _trainable_weights(os.path.join(checkpoint.checkpoints_dir(str(save_dir)), checkpoint.checkpoint_name(0),
+                                            checkpoint.params_name("resnet18_v1d", 0)))
+    last = _trainable_weights(checkpoint.params_path(str(save_dir), "resnet18_v1d", 1))
+    moves = np.concatenate([(after.astype(np.float64) - before).ravel() for before, after in zip(first, last)])
+    return moves / (lr * THRESHOLD / GLOBAL_BATCH)
+
+
+def _assert_quantized(moves):
+    """Each step's dequantized sum is a whole number of T's, at most one from each sender, so over epoch 1's 3
+    steps every weight moves by a whole number of units between -6 and 6 (float32 rounding aside)."""
+    steps = np.round(moves)
+    assert np.abs(moves - steps).max() < 0.01
+    assert np.abs(steps).max() == STEPS_PER_EPOCH * SENDERS
+    assert np.count_nonzero(steps) > 10000  # of 11.2 M: most gradients stay under T for 3 steps
+
+
+def _losses(save_dir):
+    return [record["train_loss"] for record in checkpoint.read_metrics(str(save_dir))]
+
+
+def test_params_and_the_push_size():
+    assert compression_params("none", 0.5) is None
+    assert compression_params("2bit", 0.25) == {"type": "2bit", "threshold": 0.25}
+    # GetCompressedSize: 16 values a word, the last word partly used.
+    assert [compressed_bytes(n) for n in (1, 16, 17, 64, 2359296)] == [4, 4, 8, 16, 589824]
+
+
+def test_the_benchmark_expects_pushes_at_one_sixteenth_and_whole_weights():
+    # Arrays of 16 and 17 values, 2 workers: uncompressed each pushes and pulls 33 x 4 bytes; 2-bit pushes 1 + 2
+    # words and pulls 132 bytes.
+    assert benchmark.expected_bytes([16, 17], "none") == 2 * (132 + 132)
+    assert benchmark.expected_bytes([16, 17], "2bit") == 2 * (12 + 132)
+    # Large arrays: (1/16 + 1) / 2 of the uncompressed bytes.
+    sizes = [2359296] * 4
+    assert benchmark.expected_bytes(sizes, "2bit") / benchmark.expected_bytes(sizes, "none") == 17 / 32
+
+
+def test_the_benchmark_reads_loopbacks_sent_bytes(tmp_path):
+    table = tmp_path / "dev"
+    table.write_text(
+        "Inter-|   Receive                                                |  Transmit\n"
+        " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls "
+        "carrier compressed\n"
+        "    lo: 1234567   120    0    0    0     0          0         0  9876543   120    0    0    0     0       0"
+        "          0\n"
+        "  eth0: 111 2 0 0 0 0 0 0 222 3 0 0 0 0 0 0\n")
+    assert benchmark.loopback_bytes_sent(str(table)) == 9876543
+    table.write_text("  eth0: 111 2 0 0 0 0 0 0 222 3 0 0 0 0 0 0\n")
+    with pytest.raises(UserError, match="has no 'lo' interface"):
+        benchmark.loopback_bytes_sent(str(table))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--gc-threshold", "0.25"), "--gc-threshold needs --gradient-compression 2bit, the compression it thresholds"),
+    (("--gradient-compression", "2bit"), "--gradient-compression 2bit compresses what devices or workers send each "
+                                         "other, and --kvstore device on one device sends nothing; give several "
+                                         "devices or --kvstore dist_*"),
+    (("--gradient-compression", "2bit", "--num-cpu-contexts", "2", "--kvstore", "local"),
+     "--gradient-compression 2bit is done by MXNet's kvstore under --kvstore device (several devices) and dist_*, "
+     "not under --kvstore local"),
+    (("--gradient-compression", "2bit", "--num-gpus", "2", "--kvstore", "nccl"),
+     "--gradient-compression 2bit is done by MXNet's kvstore under --kvstore device (several devices) and dist_*, "
+     "not under --kvstore nccl"),
+    (("--gradient-compression", "2bit", "--kvstore", "horovod"),
+     "--gradient-compression 2bit is done by MXNet's kvstore under --kvstore device (several devices) and dist_*, "
+     "not under --kvstore horovod"),
+    (("--gradient-compression", "2bit", "--num-cpu-contexts", "2", "--dtype", "float16"),
+     "--gradient-compression 2bit needs --dtype float32: under --dtype float16 the loss scale changes what the "
+     "threshold means and an overflowed step would leave infinite residuals"),
+])
+def test_compression_where_mxnet_would_not_apply_it_is_one_line(flags, message, tiny_set, tmp_path, capsys):
+    assert _error_line(capsys, tiny_args(tiny_set, tmp_path, *flags)) == f"error: {message}"
+
+
+def test_only_the_compression_mxnet_1_9_1_has_is_offered(tiny_set, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train_imagenet.main(tiny_args(tiny_set, tmp_path, "--gradient-compression", "1bit"))
+    assert "invalid choice: '1bit' (choose from 'none', '2bit')" in capsys.readouterr().err
+
+
+def test_the_log_names_it_and_resume_keeps_it(tiny_set, tmp_path):
+    config = parse_config(tiny_args(tiny_set, tmp_path, "--num-cpu-contexts", "2", "--gradient-compression", "2bit",
+                                    "--gc-threshold", "0.25"))
+    assert describe_tricks(config) == "--gradient-compression 2bit --gc-threshold 0.25"
+    settings = dataclasses.asdict(config)
+    # A checkpoint from before the flags existed trained uncompressed: it continues only so.
+    older = {key: value for key, value in settings.items() if key not in ("gradient_compression", "gc_threshold")}
+    check_same_run(older, dict(settings, gradient_compression="none", gc_threshold=0.5), 32, 32, "epoch-0001")
+    with pytest.raises(UserError, match="--gc-threshold 0.5 -> 0.25; --gradient-compression 'none' -> '2bit'"):
+        check_same_run(older, settings, 32, 32, "epoch-0001")
+
+
+def test_two_cpu_devices_train_on_quantized_gradients(tiny_set, tmp_path):
+    """--kvstore device over 2 CPU contexts: MXNet quantizes each device's gradient before summing them."""
+    save_dir = tmp_path / "run"
+    assert train_imagenet.main(tiny_args(tiny_set, save_dir, *PLAIN_SGD, "--num-cpu-contexts", "2",
+                                         "--kvstore", "device", "--gradient-compression", "2bit")) == 0
+    losses = _losses(save_dir)
+    assert losses[1] < losses[0]
+    _assert_quantized(_last_epoch_moves(save_dir))
+
+
+def _fingerprints(output):
+    return dict(re.findall(r"\[rank (\d)/2\] Trainable weights fingerprint ([0-9a-f]{64})", output))
+
+
+def test_two_dist_sync_workers_train_on_quantized_pushes(tiny_set, tmp_path):
+    """Two workers and a server on loopback, the same run with and without 2-bit pushes: the compressed run
+    learns, its workers agree, and its weights move on the threshold's grid, which the uncompressed run's do not
+    (so a flag that MXNet ignored would fail here)."""
+    runs = {}
+    for compression in ("2bit", "none"):
+        save_dir = tmp_path / compression
+        command = [sys.executable, "train_imagenet.py",
+                   *tiny_args(tiny_set, save_dir, *PLAIN_SGD, "--kvstore", "dist_sync", "--gradient-compression",
+                              compression)]
+        job = Job(local_launch_args(), command)
+        code, output = job.wait(timeout=120)
+        assert code == 0, output
+        assert job.leftovers() == []
+        fingerprints = _fingerprints(output)
+        assert set(fingerprints) == {"0", "1"} and fingerprints["0"] == fingerprints["1"], output
+        runs[compression] = save_dir, fingerprints["0"], output
+    save_dir, fingerprint, output = runs["2bit"]
+    assert re.search(r"tricks: --last-gamma --optimizer sgd --gradient-compression 2bit$", output, re.MULTILINE)
+    losses = _losses(save_dir)
+    assert losses[1] < losses[0]
+    _assert_quantized(_last_epoch_moves(save_dir))
+    plain_dir, plain_fingerprint, _ = runs["none"]
+    assert plain_fingerprint != fingerprint
+    plain_moves = _last_epoch_moves(plain_dir)
+    assert np.abs(plain_moves - np.round(plain_moves)).max() > 0.4
