@@ -84,7 +84,8 @@ PLACEHOLDERS = {
     # The benchmarks that the README's Layout table names beside it.
     "python -m benchmarks.NAME": tuple(f"python -m benchmarks.{name}" for name in (
         "throughput", "profile_models", "pytorch_reference", "ablation", "tricks_overhead", "input_pipeline",
-        "record_reader", "torchvision_pipeline", "resume_check")),
+        "record_reader", "torchvision_pipeline", "resume_check", "scaling_model", "ps_lite_calibration",
+        "gradient_compression")),
 }
 
 # The demo's settings as the README's Results state them: ResNet-18-D at 32x32, batch 64, 6 epochs, zero gamma,
@@ -390,9 +391,11 @@ def make_gluoncv_params(here):
 
 
 def make_finished_runs(here):
-    """The two run folders that the README's ``tools.plot_runs`` command compares, written as training writes
-    them: settings, then one metrics line per epoch."""
-    for name, top1 in (("r50d-baseline", (0.30, 0.52)), ("r50d-cosine", (0.32, 0.56))):
+    """The run folders that the README's ``tools.plot_runs`` commands compare, written as training writes them:
+    settings, then one metrics line per epoch."""
+    for name, top1 in (("r50d-baseline", (0.30, 0.52)), ("r50d-cosine", (0.32, 0.56)),
+                       ("ablation-reader/resnet18_v1d-seed0-27d5557504", (0.38, 0.65)),
+                       ("ablation-reader/resnet18_v1d-seed0-2f43a07056", (0.36, 0.74))):
         save_dir = os.path.join(here.path(PATH_STAND_INS["runs"]), name)
         os.makedirs(save_dir)
         checkpoint.save_run_args(save_dir, dict(model="resnet50_v1d", num_epochs=2), None)
