@@ -36,6 +36,7 @@ import sys
 import time
 
 from benchmarks.children import REPO, TRAINER
+from benchmarks.report import write_report
 from data.records import RecordFiles, count_records
 from models.resnet import DEPTHS, Bottleneck
 from utils import checkpoint, plots
@@ -422,10 +423,8 @@ def main(argv=None):
                     run(args, row.flags, seed)
         results = summarize(args, rows)
         images = count_records(RecordFiles.from_rec_path(args.rec_train).idx)
-    with open(os.path.join(args.output_dir, "ablation.md"), "w") as handle:
-        handle.write(markdown(args, results, teacher))
-    with open(os.path.join(args.output_dir, "ablation.json"), "w") as handle:
-        json.dump(dict(budget=vars(args), train_images=images, rows=results), handle, indent=2)
+    write_report(args.output_dir, "ablation", markdown(args, results, teacher),
+                 dict(budget=vars(args), train_images=images, rows=results))
     plot(args, results, rows, images)
     print(markdown(args, results, teacher))
     return 0

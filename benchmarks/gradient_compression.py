@@ -30,6 +30,7 @@ import time
 from itertools import islice
 
 from benchmarks.children import REPO, child_environment
+from benchmarks.report import write_report
 from utils.errors import UserError, command_line_entry
 from utils.gradient_compression import COMPRESSION_TYPES, DEFAULT_THRESHOLD, compressed_bytes
 
@@ -214,11 +215,7 @@ def main(argv=None):
     lines = markdown(result)
     print("\n".join(lines))
     if args.output_dir:
-        os.makedirs(args.output_dir, exist_ok=True)
-        with open(os.path.join(args.output_dir, "gradient_compression.md"), "w") as handle:
-            handle.write("\n".join(lines) + "\n")
-        with open(os.path.join(args.output_dir, "gradient_compression.json"), "w") as handle:
-            json.dump(result, handle, indent=2)
+        write_report(args.output_dir, "gradient_compression", "\n".join(lines), result)
 
 
 if __name__ == "__main__":

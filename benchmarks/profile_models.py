@@ -20,6 +20,7 @@ import sys
 import tempfile
 
 from benchmarks.children import benchmark_command, child_environment
+from benchmarks.report import write_report
 from utils.cpu_threads import use_physical_cores
 
 use_physical_cores()  # before MXNet loads in the children (they inherit it): both sides get the same threads
@@ -137,10 +138,7 @@ def main(argv=None):
     os.makedirs(args.output_dir, exist_ok=True)
     results = [compare(spec, args) for spec in args.rows]
     report = "\n\n".join(markdown(result, args.top) for result in results)
-    with open(os.path.join(args.output_dir, "profile.md"), "w") as handle:
-        handle.write(report + "\n")
-    with open(os.path.join(args.output_dir, "profile.json"), "w") as handle:
-        json.dump(results, handle, indent=2)
+    write_report(args.output_dir, "profile", report, results)
     print(report)
     return 0
 

@@ -38,6 +38,7 @@ import sys
 import time
 
 from benchmarks.children import REPO, child_environment
+from benchmarks.report import write_report
 from benchmarks.scaling_model import gradient_keys, loopback_seconds, server_loads
 from utils.errors import UserError, command_line_entry
 
@@ -217,11 +218,7 @@ def main(argv=None):
     lines = markdown(result)
     print("\n".join(lines))
     if args.output_dir:
-        os.makedirs(args.output_dir, exist_ok=True)
-        with open(os.path.join(args.output_dir, "ps_lite_calibration.md"), "w") as handle:
-            handle.write("\n".join(lines) + "\n")
-        with open(os.path.join(args.output_dir, "ps_lite_calibration.json"), "w") as handle:
-            json.dump(result, handle, indent=2)
+        write_report(args.output_dir, "ps_lite_calibration", "\n".join(lines), result)
 
 
 if __name__ == "__main__":

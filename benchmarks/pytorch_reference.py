@@ -12,7 +12,6 @@ the model alone: Nesterov SGD training steps on a batch in memory, the median of
     python -m benchmarks.pytorch_reference --output-dir benchmarks/results/throughput
 """
 import argparse
-import json
 import os
 import statistics
 import time
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from benchmarks.machine import describe
+from benchmarks.report import write_report
 from utils.cpu_threads import physical_cores  # plain Python: no MXNet needed
 
 ROWS = ("resnet50_v1d:224", "resnet50_v1d:64", "resnet18_v1d:32", "resnet18_v1d:64")
@@ -116,11 +116,7 @@ def main(argv=None):
              "| model | input | parameters | PyTorch img/s |", "| --- | --- | --- | --- |"]
     lines += [f"| {row['model']} | {row['input_size']} | {row['parameters']:,} | {row['images_per_sec']:.1f} |"
               for row in rows]
-    os.makedirs(args.output_dir, exist_ok=True)
-    with open(os.path.join(args.output_dir, "pytorch.md"), "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    with open(os.path.join(args.output_dir, "pytorch.json"), "w") as handle:
-        json.dump(result, handle, indent=2)
+    write_report(args.output_dir, "pytorch", "\n".join(lines), result)
     print("\n".join(lines))
     return 0
 

@@ -96,13 +96,13 @@ ps-lite's per-request cost on a quiet machine. ``--software-gbytes-per-s`` (``R`
 """
 import argparse
 import dataclasses
-import json
 import math
 import os
 import shlex
 import statistics
 import sys
 
+from benchmarks.report import write_report
 from utils.errors import UserError, command_line_entry
 from utils.gradient_compression import VALUES_PER_WORD
 
@@ -496,16 +496,13 @@ def main(argv=None):
     lines = report(args, networks, results, needed, most_gpus, command)
     print("\n".join(lines))
     if args.output_dir:
-        os.makedirs(args.output_dir, exist_ok=True)
-        with open(os.path.join(args.output_dir, "scaling_model.md"), "w") as handle:
-            handle.write("\n".join(lines) + "\n")
         settings = {name: value for name, value in vars(args).items() if name != "output_dir"}
         if math.isinf(args.software_gbytes_per_s):
             settings["software_gbytes_per_s"] = None  # unlimited; JSON has no infinity
-        with open(os.path.join(args.output_dir, "scaling_model.json"), "w") as handle:
-            json.dump(dict(settings=settings, step_seconds={n: networks[n].step_seconds for n in networks},
-                           model_bytes={n: networks[n].model_bytes for n in networks}, results=results,
-                           bandwidth_for_90_percent=needed), handle, indent=2)
+        write_report(args.output_dir, "scaling_model", "\n".join(lines),
+                     dict(settings=settings, step_seconds={n: networks[n].step_seconds for n in networks},
+                          model_bytes={n: networks[n].model_bytes for n in networks}, results=results,
+                          bandwidth_for_90_percent=needed))
         plot(WORKLOADS, results, args.bandwidths, args.gpus, os.path.join(args.output_dir, "scaling_model.png"))
 
 

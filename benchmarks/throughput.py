@@ -54,6 +54,7 @@ import mxnet as mx  # noqa: E402
 from benchmarks.input_pipeline import images_per_sec as pipeline_images_per_sec  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
 from benchmarks.model_step import in_memory_training_step, timed_step_seconds  # noqa: E402
+from benchmarks.report import write_report  # noqa: E402
 from data.records import RecordFiles  # noqa: E402
 from models import get_model  # noqa: E402
 from models.complexity import count_multiply_adds  # noqa: E402
@@ -345,11 +346,7 @@ def main(argv=None):
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     table = markdown(result)
-    os.makedirs(args.output_dir, exist_ok=True)
-    with open(os.path.join(args.output_dir, "throughput.md"), "w") as handle:
-        handle.write(table + "\n")
-    with open(os.path.join(args.output_dir, "throughput.json"), "w") as handle:
-        json.dump(result, handle, indent=2)
+    write_report(args.output_dir, "throughput", table, result)
     print(table)
     compared = [row for row in rows if f"{row['model']}:{row['input_size']}" == COMPARED_ROW and "gluoncv" in row]
     if compared:
