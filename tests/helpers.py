@@ -3,6 +3,8 @@ import copy
 import math
 import os
 import shutil
+import subprocess
+import sys
 
 import mxnet as mx
 
@@ -145,3 +147,36 @@ def copy_packed_set(tiny_set, folder, rewrite):
         reader.close()
         writer.close()
     return folder
+
+
+def trainer_error_line(capsys, argv):
+    """The one line ``train_imagenet.py`` prints for bad input ``argv``, after checking it exits 2 with that line
+    alone and no traceback."""
+    assert train_imagenet.main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# One operator thread and MXNet's naive engine: an interrupted and resumed run reproduces the uninterrupted one.
+DETERMINISTIC = dict(os.environ, MXNET_ENFORCE_DETERMINISM="1", OMP_NUM_THREADS="1", MXNET_ENGINE_TYPE="NaiveEngine",
+                     PYTHONUNBUFFERED="1")
+
+
+def start_training(flags, save_dir):
+    """``train_imagenet.py FLAGS`` in a deterministic child process; its output goes to SAVE_DIR.out.txt (a pipe
+    could fill and block it)."""
+    log = open(f"{save_dir}.out.txt", "a")
+    argv = [sys.executable, os.path.join(REPO, "train_imagenet.py"), *flags]
+    return subprocess.Popen(argv, cwd=REPO, env=DETERMINISTIC, stdout=log, stderr=subprocess.STDOUT)
+
+
+def finish_training(process, save_dir, expected_status=0):
+    """The output of a ``start_training`` run, once it has exited with ``expected_status``."""
+    status = process.wait(timeout=300)
+    with open(f"{save_dir}.out.txt") as log:
+        output = log.read()
+    assert status == expected_status, output
+    return output

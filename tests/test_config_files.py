@@ -10,6 +10,7 @@ import yaml
 import train_imagenet
 from engine.config import FLAGS, build_parser, parse_config, replay_settings, setting_key
 from tests.conftest import tiny_args
+from tests.helpers import trainer_error_line
 from utils import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -190,14 +191,6 @@ def test_every_switch_has_an_off_spelling_after_its_on_one():
         assert getattr(parser.parse_args([f"--{key}", f"--no-{key}"]), field.name) is False, key
 
 
-def _error_line(capsys, argv):
-    assert train_imagenet.main(argv) == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
-
 @pytest.mark.parametrize("text, message", [
     ("batch-sise: 64\n", "unknown setting 'batch-sise'; did you mean batch-size? (the keys are the flags that "
                          "`train_imagenet.py --help` lists, without their dashes)"),
@@ -216,20 +209,20 @@ def _error_line(capsys, argv):
 def test_a_bad_setting_is_one_line_naming_its_key(text, message, tmp_path, capsys):
     config_file = tmp_path / "recipe.yaml"
     config_file.write_text(text)
-    line = _error_line(capsys, ["--config", str(config_file)])
+    line = trainer_error_line(capsys, ["--config", str(config_file)])
     assert line.startswith(f"error: {config_file}: ") and message in line, line
 
 
 def test_a_file_that_is_not_settings_is_one_line(tmp_path, capsys):
     missing = tmp_path / "missing.yaml"
-    assert _error_line(capsys, ["--config", str(missing)]) == (
+    assert trainer_error_line(capsys, ["--config", str(missing)]) == (
         f"error: --config {missing} does not exist; give a YAML file of settings, e.g. one of configs/")
     listed = tmp_path / "list.yaml"
     listed.write_text("- --model\n- resnet50_v1d\n")
-    assert _error_line(capsys, ["--config", str(listed)]) == (
+    assert trainer_error_line(capsys, ["--config", str(listed)]) == (
         f"error: --config {listed} holds a list, not settings; write one `flag-name: value` a line, e.g. "
         "`batch-size: 128`")
     broken = tmp_path / "broken.yaml"
     broken.write_text("model: resnet50_v1d\nbatch-size: [128\n")
-    assert _error_line(capsys, ["--config", str(broken)]).startswith(
+    assert trainer_error_line(capsys, ["--config", str(broken)]).startswith(
         f"error: --config {broken} is not valid YAML at line 3: ")

@@ -42,6 +42,21 @@ def _read_metrics(save_dir):
         return [json.loads(line) for line in handle]
 
 
+def _check_two_workers_trained_and_rank_zero_wrote(output, save_dir):
+    """Two workers (ranks) of the 2-epoch job on the tiny set stepped together, and rank 0 alone wrote."""
+    # Each reads 48 of the 96 images: 3 global steps of 2 x 16 per epoch, so the rate decays after epoch 0 on
+    # every one, as --lr-decay-epoch 1 asks.
+    assert len(re.findall(r"\[rank [01]/2\] Epoch\[1\] lr=0.002 ", output)) == 2, output
+    # One metrics line per epoch (two writers would give four), one log, one export.
+    metrics = _read_metrics(save_dir)
+    assert [m["epoch"] for m in metrics] == [0, 1]
+    assert [m["lr"] for m in metrics] == pytest.approx([0.02, 0.002])
+    assert metrics[1]["train_loss"] < metrics[0]["train_loss"]
+    assert sorted(os.listdir(save_dir)) == ["args.json", "args.yaml", "checkpoints", "classes.txt", "metrics.jsonl",
+                                            "resnet18_v1d-0001.params", "resnet18_v1d-deploy-0000.params",
+                                            "resnet18_v1d-deploy-symbol.json", "train.log"]
+
+
 def _fingerprints(output):
     return dict(re.findall(r"\[rank (\d)/2\] Trainable weights fingerprint ([0-9a-f]{64})", output))
 
@@ -54,18 +69,7 @@ def test_two_workers_train_in_step_and_rank_zero_alone_writes(tiny_set, tmp_path
     code, output = job.wait(timeout=120)
     assert code == 0, output
     assert "[worker 0]" in output and "[worker 1]" in output
-    # Each worker reads 48 of the 96 images: 3 global steps of 2 x 16 per epoch, so the rate decays after
-    # epoch 0 on every worker, as --lr-decay-epoch 1 asks.
-    assert len(re.findall(r"\[rank [01]/2\] Epoch\[1\] lr=0.002 ", output)) == 2, output
-
-    # Rank 0 alone writes: one metrics line per epoch (two writers would give four), one log, one export.
-    metrics = _read_metrics(save_dir)
-    assert [m["epoch"] for m in metrics] == [0, 1]
-    assert [m["lr"] for m in metrics] == pytest.approx([0.02, 0.002])
-    assert metrics[1]["train_loss"] < metrics[0]["train_loss"]
-    assert sorted(os.listdir(save_dir)) == ["args.json", "args.yaml", "checkpoints", "classes.txt", "metrics.jsonl",
-                                            "resnet18_v1d-0001.params", "resnet18_v1d-deploy-0000.params",
-                                            "resnet18_v1d-deploy-symbol.json", "train.log"]
+    _check_two_workers_trained_and_rank_zero_wrote(output, save_dir)
     assert sorted(os.listdir(os.path.join(save_dir, "checkpoints"))) == ["epoch-0000", "epoch-0001"]
 
     # Both workers hold the same trainable weights, and they are the ones rank 0 saved. (BatchNorm's running
@@ -111,18 +115,8 @@ def test_two_horovod_ranks_train_in_step_and_resume_with_the_optimizer_states(ti
     job = _horovod_job(tiny_set, save_dir, "--last-gamma")
     code, output = job.wait(timeout=120)
     assert code == 0 and job.leftovers() == [], output
-    # Each rank reads 48 of the 96 images: 3 global steps of 2 x 16 per epoch, so the rate decays after epoch 0
-    # on every rank, as --lr-decay-epoch 1 asks.
-    assert len(re.findall(r"\[rank [01]/2\] Epoch\[1\] lr=0.002 ", output)) == 2, output
-
-    # Rank 0 alone writes; unlike a dist_* job's, its checkpoints hold the optimizer's states, which every rank keeps.
-    metrics = _read_metrics(save_dir)
-    assert [m["epoch"] for m in metrics] == [0, 1]
-    assert [m["lr"] for m in metrics] == pytest.approx([0.02, 0.002])
-    assert metrics[1]["train_loss"] < metrics[0]["train_loss"]
-    assert sorted(os.listdir(save_dir)) == ["args.json", "args.yaml", "checkpoints", "classes.txt", "metrics.jsonl",
-                                            "resnet18_v1d-0001.params", "resnet18_v1d-deploy-0000.params",
-                                            "resnet18_v1d-deploy-symbol.json", "train.log"]
+    # Unlike a dist_* job's, its checkpoints hold the optimizer's states, which every rank keeps.
+    _check_two_workers_trained_and_rank_zero_wrote(output, save_dir)
     for folder, state in checkpoint.list_checkpoints(str(save_dir)):
         assert state["trainer_states"] and os.path.isfile(os.path.join(folder, checkpoint.TRAINER_STATES)), folder
 

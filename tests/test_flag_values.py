@@ -5,13 +5,13 @@ import os
 import mxnet as mx
 import pytest
 
-import train_imagenet
 from engine.config import FLAG_BOUNDS, build_parser, parse_config
 from engine.recipe import build_data
 from data.loaders import InputConfig, record_source
 from models import get_model, model_names
 from models.registry import min_input_size
 from tests.conftest import tiny_args
+from tests.helpers import trainer_error_line
 from utils.distributed import PS_LITE_VARIABLES
 from utils.errors import UserError
 
@@ -62,21 +62,13 @@ FAMILY_REPRESENTATIVES = ["resnet18_v1", "resnet18_v1b", "resnet18_v1c", "resnet
                           "mobilenetv2_0.25", "inceptionv3"]
 
 
-def _error_line(capsys, argv):
-    assert train_imagenet.main(argv) == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    return lines[0]
-
-
 def _config(argv):
     return parse_config(argv)
 
 
 @pytest.mark.parametrize("flag, value, needs", OUT_OF_BOUNDS)
 def test_out_of_bounds_value_is_one_line_naming_the_flag(flag, value, needs, tiny_set, tmp_path, capsys):
-    line = _error_line(capsys, tiny_args(tiny_set, tmp_path, *needs, f"{flag}={value}"))
+    line = trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, *needs, f"{flag}={value}"))
     assert flag in line, line
 
 
@@ -104,7 +96,7 @@ def test_messages_say_the_bounds(tiny_set, tmp_path, capsys):
                            (["--resume-epoch", "2"], "--resume-epoch 2 is not an epoch of --num-epochs 2"),
                            (["--lr-decay-epoch=-1,1"],
                             "--lr-decay-epoch '-1,1' must list increasing epochs, each 0 or more, e.g. 30,60,90")):
-        assert _error_line(capsys, tiny_args(tiny_set, tmp_path, *extra)) == f"error: {message}"
+        assert trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, *extra)) == f"error: {message}"
 
 
 def test_values_at_the_bounds_are_accepted(tiny_set):
@@ -117,15 +109,15 @@ def test_values_at_the_bounds_are_accepted(tiny_set):
 
 
 def test_input_size_below_the_network_minimum_names_it(tiny_set, tmp_path, capsys):
-    assert _error_line(capsys, tiny_args(tiny_set, tmp_path, "--input-size", "16")) == (
+    assert trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, "--input-size", "16")) == (
         "error: --input-size 16 is too small for --model resnet18_v1d, which needs at least 17; "
         "use --input-size 17 or more")
-    assert "too small for --model inceptionv3, which needs at least 75" in _error_line(
+    assert "too small for --model inceptionv3, which needs at least 75" in trainer_error_line(
         capsys, tiny_args(tiny_set, tmp_path, "--model", "inceptionv3", "--input-size", "74"))
-    assert "too small for --teacher inceptionv3, which needs at least 75" in _error_line(
+    assert "too small for --teacher inceptionv3, which needs at least 75" in trainer_error_line(
         capsys, tiny_args(tiny_set, tmp_path, "--teacher", "inceptionv3"))
     assert _config(tiny_args(tiny_set, tmp_path, "--input-size", "17")).input_size == 17
-    assert _error_line(capsys, tiny_args(tiny_set, tmp_path, "--val-input-size", "16")) == (
+    assert trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, "--val-input-size", "16")) == (
         "error: --val-input-size 16 is too small for --model resnet18_v1d, which needs at least 17; "
         "use --val-input-size 17 or more")
     assert _config(tiny_args(tiny_set, tmp_path, "--val-input-size", "17")).val_input_size == 17
@@ -156,16 +148,16 @@ def _without_input_size(argv):
 ])
 def test_a_bad_progressive_resize_is_one_line_naming_it(value, extra, message, tiny_set, tmp_path, capsys):
     argv = _without_input_size(tiny_args(tiny_set, tmp_path, "--progressive-resize", value, *extra))
-    assert message in _error_line(capsys, argv)
+    assert message in trainer_error_line(capsys, argv)
 
 
 def test_progressive_resize_step_needs_progressive_resize(tiny_set, tmp_path, capsys):
-    assert _error_line(capsys, tiny_args(tiny_set, tmp_path, "--progressive-resize-step", "8")) == (
+    assert trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, "--progressive-resize-step", "8")) == (
         "error: --progressive-resize-step needs --progressive-resize, the ramp whose sizes it rounds")
 
 
 def test_progressive_resize_replaces_input_size(tiny_set, tmp_path, capsys):
-    assert _error_line(capsys, tiny_args(tiny_set, tmp_path, "--progressive-resize", "32,64")) == (
+    assert trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, "--progressive-resize", "32,64")) == (
         "error: --input-size and --progressive-resize both set the training crop size; drop --input-size "
         "(validation crops --val-input-size)")
     config = _config(_without_input_size(tiny_args(tiny_set, tmp_path, "--progressive-resize", "24,40,0,1",
@@ -195,20 +187,20 @@ def test_every_registered_network_has_a_smallest_input():
 
 
 def test_an_unknown_or_missing_teacher_is_one_line(tiny_set, tmp_path, capsys):
-    assert "unknown --teacher 'resnet19'; give an exported PREFIX-symbol.json" in _error_line(
+    assert "unknown --teacher 'resnet19'; give an exported PREFIX-symbol.json" in trainer_error_line(
         capsys, tiny_args(tiny_set, tmp_path, "--teacher", "resnet19"))
     missing = str(tmp_path / "teacher-symbol.json")
-    assert _error_line(capsys, tiny_args(tiny_set, tmp_path, "--teacher", missing)) == \
+    assert trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, "--teacher", missing)) == \
         f"error: --teacher {missing} does not exist"
 
 
 def test_num_classes_that_disagrees_with_the_class_list(tiny_set, tmp_path, capsys):
-    assert _error_line(capsys, tiny_args(tiny_set, tmp_path, "--num-classes", "2")) == (
+    assert trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, "--num-classes", "2")) == (
         f"error: --num-classes 2 disagrees with the 3 classes of {tiny_set / 'train.classes.txt'}; drop "
         "--num-classes, which is only for .rec files without a class list")
     folders = [arg for arg in tiny_args(tiny_set, tmp_path) if not arg.endswith(".rec")]
     folders = [arg for arg in folders if arg not in ("--rec-train", "--rec-val")]
-    assert f"--num-classes 4 disagrees with the 3 classes of {tiny_set / 'images'}/train" in _error_line(
+    assert f"--num-classes 4 disagrees with the 3 classes of {tiny_set / 'images'}/train" in trainer_error_line(
         capsys, folders + ["--data-dir", str(tiny_set / "images"), "--num-classes", "4"])
     data = build_data(_config(tiny_args(tiny_set, tmp_path, "--num-classes", "3")), [mx.cpu()])
     assert data.num_classes == 3
@@ -219,16 +211,16 @@ def test_num_classes_without_a_class_list_is_checked_against_the_labels(tiny_set
         os.symlink(tiny_set / f"train{suffix}", tmp_path / f"unlisted{suffix}")
     argv = tiny_args(tiny_set, tmp_path / "run", "--num-classes", "2")
     argv[1] = str(tmp_path / "unlisted.rec")
-    line = _error_line(capsys, argv)
+    line = trainer_error_line(capsys, argv)
     assert "10 of 30 records of" in line and "label 2 outside [0, 2)" in line, line
 
 
 def test_batch_larger_than_the_training_set_names_both_numbers(tiny_set, tmp_path, capsys):
     rec = tiny_set / "train.rec"
-    assert _error_line(capsys, tiny_args(tiny_set, tmp_path, "--batch-size", "97")) == (
+    assert trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, "--batch-size", "97")) == (
         f"error: {rec} has 96 training images, fewer than one batch of 97 (--batch-size x devices); "
         "lower --batch-size")
-    assert "fewer than one batch of 128" in _error_line(
+    assert "fewer than one batch of 128" in trainer_error_line(
         capsys, tiny_args(tiny_set, tmp_path, "--batch-size", "64", "--num-cpu-contexts", "2"))
     config = InputConfig(batch_size=49, input_size=16, crop_ratio=0.875, num_workers=1, seed=0, num_parts=2,
                          part_index=1)
@@ -236,7 +228,7 @@ def test_batch_larger_than_the_training_set_names_both_numbers(tiny_set, tmp_pat
                                         "fewer than one batch of 49"):
         record_source(str(rec), str(tiny_set / "val.rec"), config)
     folders = ["--data-dir", str(tiny_set / "images"), "--save-dir", str(tmp_path), "--batch-size", "97"]
-    assert f"{tiny_set / 'images'}/train has 96 training images, fewer than one batch of 97" in _error_line(
+    assert f"{tiny_set / 'images'}/train has 96 training images, fewer than one batch of 97" in trainer_error_line(
         capsys, folders)
     assert build_data(_config(tiny_args(tiny_set, tmp_path, "--batch-size", "96")), [mx.cpu()]).batches_per_epoch == 1
 
@@ -244,7 +236,7 @@ def test_batch_larger_than_the_training_set_names_both_numbers(tiny_set, tmp_pat
 def test_dist_kvstore_outside_the_launcher_says_how_to_launch(tiny_set, tmp_path, capsys, monkeypatch):
     for name in PS_LITE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    line = _error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "dist_sync"))
+    line = trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "dist_sync"))
     assert line == (
         "error: --kvstore dist_sync runs as one worker of a job that tools/launch.py starts, but DMLC_ROLE, "
         "DMLC_PS_ROOT_URI, DMLC_PS_ROOT_PORT, DMLC_NUM_SERVER, DMLC_NUM_WORKER are not set; launch it with "
@@ -254,7 +246,7 @@ def test_dist_kvstore_outside_the_launcher_says_how_to_launch(tiny_set, tmp_path
     monkeypatch.setenv("DMLC_PS_ROOT_URI", "127.0.0.1")
     monkeypatch.setenv("DMLC_PS_ROOT_PORT", "9091")
     monkeypatch.setenv("DMLC_NUM_SERVER", "1")
-    assert "but DMLC_NUM_WORKER is not set" in _error_line(
+    assert "but DMLC_NUM_WORKER is not set" in trainer_error_line(
         capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "dist_async"))
 
 
@@ -268,10 +260,10 @@ def test_the_launcher_sets_every_variable_a_worker_is_checked_for():
 
 
 def test_unknown_kvstore_lists_the_known_ones(tiny_set, tmp_path, capsys):
-    assert _error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "foo")) == (
+    assert trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "foo")) == (
         "error: unknown --kvstore 'foo'; use one of device, local, nccl, dist_sync, dist_device_sync, dist_async, "
         "horovod")
-    assert _error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "nccl")) == (
+    assert trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "nccl")) == (
         "error: --kvstore nccl reduces gradients between GPUs; give --num-gpus or --gpus, or use --kvstore device")
 
 
@@ -284,4 +276,4 @@ def test_unknown_kvstore_lists_the_known_ones(tiny_set, tmp_path, capsys):
                                                     "adamw keeps its own moment estimates (betas 0.9, 0.999)"),
 ])
 def test_tricks_that_need_or_exclude_another_are_one_line(flags, message, tiny_set, tmp_path, capsys):
-    assert _error_line(capsys, tiny_args(tiny_set, tmp_path, *flags)) == message
+    assert trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, *flags)) == message

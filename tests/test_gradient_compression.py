@@ -14,6 +14,7 @@ from engine.config import describe_tricks, parse_config
 from engine.resume import check_same_run
 from models import get_model
 from tests.conftest import tiny_args
+from tests.helpers import trainer_error_line
 from tests.launch_job import Job, local_launch_args
 from utils import checkpoint
 from utils.errors import UserError
@@ -26,14 +27,6 @@ THRESHOLD = 0.5
 GLOBAL_BATCH = 32  # 2 devices or workers x 16
 STEPS_PER_EPOCH = 3  # 96 images / 32
 SENDERS = 2
-
-
-def _error_line(capsys, argv):
-    assert train_imagenet.main(argv) == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    return lines[0]
 
 
 def _trainable_weights(path):
@@ -116,7 +109,7 @@ def test_the_benchmark_reads_loopbacks_sent_bytes(tmp_path):
      "threshold means and an overflowed step would leave infinite residuals"),
 ])
 def test_compression_where_mxnet_would_not_apply_it_is_one_line(flags, message, tiny_set, tmp_path, capsys):
-    assert _error_line(capsys, tiny_args(tiny_set, tmp_path, *flags)) == f"error: {message}"
+    assert trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, *flags)) == f"error: {message}"
 
 
 def test_only_the_compression_mxnet_1_9_1_has_is_offered(tiny_set, tmp_path, capsys):

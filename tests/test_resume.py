@@ -10,8 +10,6 @@ import dataclasses
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import mxnet as mx
@@ -23,12 +21,9 @@ from engine.config import parse_config
 from engine.resume import check_same_run
 from tests.conftest import tiny_args
 from utils.errors import UserError
-from tests.helpers import RunRecorder
+from tests.helpers import RunRecorder, finish_training, start_training
 from utils import checkpoint
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DETERMINISTIC = dict(os.environ, MXNET_ENFORCE_DETERMINISM="1", OMP_NUM_THREADS="1", MXNET_ENGINE_TYPE="NaiveEngine",
-                     PYTHONUNBUFFERED="1")
 # Every trick whose state crosses epochs: warmup and cosine (the update count), mixup and CutMix (their generator),
 # random erasing (the batch it is at), smoothing, the weights' moving average (its values and its step count:
 # updated every 5th step, 6 an epoch, so that the resumes below, after epoch 0 or 1 or batch 1 to 3 of epoch 1,
@@ -45,21 +40,11 @@ FINAL_EMA_PARAMS = "resnet18_v1d-ema-0003.params"
 
 def _start(tiny_set, save_dir, *extra):
     """Start a training process; its output goes to SAVE_DIR.out.txt (a pipe could fill and block it)."""
-    log = open(f"{save_dir}.out.txt", "a")
     flags = tiny_args(tiny_set, save_dir, *RECIPE, *extra)
     if "--progressive-resize" in extra:  # which sets the training crops instead of --input-size
         at = flags.index("--input-size")
         flags = flags[:at] + flags[at + 2:]
-    argv = [sys.executable, os.path.join(REPO, "train_imagenet.py"), *flags]
-    return subprocess.Popen(argv, cwd=REPO, env=DETERMINISTIC, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _finish(process, save_dir, expected_status=0):
-    status = process.wait(timeout=300)
-    with open(f"{save_dir}.out.txt") as log:
-        output = log.read()
-    assert status == expected_status, output
-    return output
+    return start_training(flags, save_dir)
 
 
 def _wait_until(condition, process, timeout=120):
@@ -117,14 +102,14 @@ def _metrics(save_dir):
 def reference(tiny_set, tmp_path_factory):
     """The uninterrupted run: 4 epochs of 6 batches."""
     save_dir = tmp_path_factory.mktemp("reference") / "run"
-    _finish(_start(tiny_set, save_dir), save_dir)
+    finish_training(_start(tiny_set, save_dir), save_dir)
     return save_dir
 
 
 def test_two_uninterrupted_runs_are_identical(reference, tiny_set, tmp_path):
     """The premise of the resume tests: in deterministic mode a run repeats bit for bit."""
     save_dir = tmp_path / "again"
-    _finish(_start(tiny_set, save_dir), save_dir)
+    finish_training(_start(tiny_set, save_dir), save_dir)
     _assert_same_final_params(save_dir, reference)
 
 
@@ -148,7 +133,7 @@ def test_kill_9_while_writing_a_checkpoint_and_mid_epoch_then_resume_gives_the_s
     process.wait()
 
     # 3. Resume to the end.
-    output = _finish(_start(tiny_set, save_dir, "--resume"), save_dir)
+    output = finish_training(_start(tiny_set, save_dir, "--resume"), save_dir)
     assert output.count("Resuming from") == 2, output
     _assert_same_final_params(save_dir, reference)
     assert _metrics(save_dir) == _metrics(reference)
@@ -163,12 +148,12 @@ def test_sigterm_saves_mid_epoch_and_resume_finishes_the_same_epoch(reference, t
     process = _start(tiny_set, save_dir, "--log-interval", "1")
     _wait_until(lambda: _log_count(save_dir, "Epoch[1] Batch [0-1]") == 1, process)
     process.send_signal(signal.SIGTERM)
-    output = _finish(process, save_dir, expected_status=128 + signal.SIGTERM)
+    output = finish_training(process, save_dir, expected_status=128 + signal.SIGTERM)
     assert "stopped: SIGTERM after batch" in output and "--resume" in output, output
     mid_epoch = [name for name in os.listdir(checkpoint.checkpoints_dir(str(save_dir))) if "batch" in name]
     assert len(mid_epoch) == 1 and mid_epoch[0].startswith("epoch-0001-batch-"), mid_epoch
 
-    _finish(_start(tiny_set, save_dir, "--resume"), save_dir)
+    finish_training(_start(tiny_set, save_dir, "--resume"), save_dir)
     _assert_same_final_params(save_dir, reference)
     # The resumed epoch 1 reports its whole loss and top-1, the batches before the signal included.
     assert _metrics(save_dir) == _metrics(reference)
@@ -283,14 +268,14 @@ def test_two_devices_resume_their_momenta_and_statistics_exactly(tiny_set, tmp_p
     run's weights and metrics; with repeated augmentation too (two iterators per epoch, a copy on each device)."""
     two_devices = ("--num-cpu-contexts", "2", "--batch-size", "8", *extra)
     reference = tmp_path / "reference"
-    _finish(_start(tiny_set, reference, *two_devices), reference)
+    finish_training(_start(tiny_set, reference, *two_devices), reference)
     save_dir = tmp_path / "killed"
     process = _start(tiny_set, save_dir, *two_devices)
     _wait_until(lambda: os.path.isdir(os.path.join(checkpoint.checkpoints_dir(str(save_dir)), "epoch-0001")),
                 process)
     process.kill()
     process.wait()
-    _finish(_start(tiny_set, save_dir, *two_devices, "--resume"), save_dir)
+    finish_training(_start(tiny_set, save_dir, *two_devices, "--resume"), save_dir)
     _assert_same_final_params(save_dir, reference)
     assert _metrics(save_dir) == _metrics(reference)
 
@@ -300,7 +285,7 @@ def test_progressive_resize_resumes_each_epoch_at_its_size(tiny_set, tmp_path):
     --progressive-resize resumes each epoch at its size, read from its first batch on: it ends with the
     uninterrupted run's weights, average and metrics, bit for bit."""
     reference = tmp_path / "reference"
-    _finish(_start(tiny_set, reference, *PROGRESSIVE), reference)
+    finish_training(_start(tiny_set, reference, *PROGRESSIVE), reference)
     assert [record["input_size"] for record in checkpoint.read_metrics(str(reference))] == [24, 32, 32, 40]
     save_dir = tmp_path / "preempted"
     for epoch in (1, 3):
@@ -308,10 +293,10 @@ def test_progressive_resize_resumes_each_epoch_at_its_size(tiny_set, tmp_path):
         process = _start(tiny_set, save_dir, *PROGRESSIVE, "--log-interval", "1", *resume)
         _wait_until(lambda: _log_count(save_dir, f"Epoch[{epoch}] Batch [0-1]") == 1, process)
         process.send_signal(signal.SIGTERM)
-        _finish(process, save_dir, expected_status=128 + signal.SIGTERM)
+        finish_training(process, save_dir, expected_status=128 + signal.SIGTERM)
         newest = os.path.basename(checkpoint.list_checkpoints(str(save_dir))[-1][0])
         assert newest.startswith(f"epoch-{epoch:04d}-batch-"), newest
-    output = _finish(_start(tiny_set, save_dir, *PROGRESSIVE, "--resume"), save_dir)
+    output = finish_training(_start(tiny_set, save_dir, *PROGRESSIVE, "--resume"), save_dir)
     assert output.count("Resuming from") == 2 and "samples/sec at 40x40" in output, output
     _assert_same_final_params(save_dir, reference)
     assert _metrics(save_dir) == _metrics(reference)

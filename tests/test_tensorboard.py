@@ -16,15 +16,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import train_imagenet
 from engine.config import parse_config
 from tests.conftest import tiny_args
+from tests.helpers import REPO, finish_training, start_training
 from tests.launch_job import Job, local_launch_args
 from utils import checkpoint
 from utils.distributed import Cluster
 from utils.errors import UserError
 from utils.tensorboard import NO_CURVES, open_curves
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DETERMINISTIC = dict(os.environ, MXNET_ENFORCE_DETERMINISM="1", OMP_NUM_THREADS="1", MXNET_ENGINE_TYPE="NaiveEngine",
-                     PYTHONUNBUFFERED="1")
 TRAIN_TAGS = ["train/loss", "train/top1", "train/lr", "train/samples_per_sec"]
 VAL_TAGS = ["val/top1", "val/top5", "val/top1_ema", "val/top5_ema"]
 # The tiny set's 96 training images in batches of 16: 6 steps an epoch. A rate that changes at every step
@@ -105,18 +103,8 @@ def test_rank_0_alone_writes_the_curves_of_a_distributed_run(tiny_set, tmp_path)
 
 def _start(tiny_set, save_dir, *extra):
     """Start a 3-epoch run; its output goes to SAVE_DIR.out.txt (a pipe could fill and block it)."""
-    log = open(f"{save_dir}.out.txt", "a")
-    argv = [sys.executable, os.path.join(REPO, "train_imagenet.py"),
-            *tiny_args(tiny_set, save_dir, *RECIPE, "--num-epochs", "3", "--log-interval", "1", *extra)]
-    return subprocess.Popen(argv, cwd=REPO, env=DETERMINISTIC, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _finish(process, save_dir, expected_status=0):
-    status = process.wait(timeout=300)
-    with open(f"{save_dir}.out.txt") as log:
-        output = log.read()
-    assert status == expected_status, output
-    return output
+    return start_training(tiny_args(tiny_set, save_dir, *RECIPE, "--num-epochs", "3", "--log-interval", "1", *extra),
+                          save_dir)
 
 
 def _wait_for_line(save_dir, text, count, process, timeout=120):
@@ -133,7 +121,7 @@ def _wait_for_line(save_dir, text, count, process, timeout=120):
 
 def test_a_resumed_run_continues_the_curves_of_the_uninterrupted_one(tiny_set, tmp_path):
     reference = tmp_path / "reference"
-    _finish(_start(tiny_set, reference), reference)
+    finish_training(_start(tiny_set, reference), reference)
     save_dir = tmp_path / "resumed"
 
     # 1. kill -9 in epoch 1, after epoch 0's checkpoint (step 6) and points of steps after it.
@@ -147,11 +135,11 @@ def test_a_resumed_run_continues_the_curves_of_the_uninterrupted_one(tiny_set, t
     process = _start(tiny_set, save_dir, "--resume")
     _wait_for_line(save_dir, "Epoch[2] Batch [0-1]", 1, process)
     process.send_signal(signal.SIGTERM)
-    _finish(process, save_dir, expected_status=128 + signal.SIGTERM)
+    finish_training(process, save_dir, expected_status=128 + signal.SIGTERM)
     assert any("batch" in name for name in os.listdir(checkpoint.checkpoints_dir(str(save_dir))))
 
     # 3. Resume from there to the end.
-    output = _finish(_start(tiny_set, save_dir, "--resume"), save_dir)
+    output = finish_training(_start(tiny_set, save_dir, "--resume"), save_dir)
     assert output.count("Resuming from") == 2, output
     assert len(os.listdir(checkpoint.tensorboard_dir(str(save_dir)))) == 3
     resumed, uninterrupted = _curves(save_dir), _curves(reference)
