@@ -14,6 +14,8 @@ import threading
 import time
 import uuid
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, "tools", "launch.py")
 # Horovod's launcher, installed beside this Python when Horovod is (README.md, "Horovod").
@@ -95,6 +97,12 @@ class Job:
 
 def local_launch_args(num_workers=2, num_servers=1):
     return ["-n", str(num_workers), "-s", str(num_servers), "--launcher", "local"]
+
+
+def needs_horovod():
+    """Skip the calling test where Horovod is not built here; the README's test command builds it first."""
+    pytest.importorskip("horovod.mxnet", reason="Horovod is not installed: python -m tools.install_horovod "
+                                                "(README.md, Horovod)")
 
 
 def horovod_launch_args(num_ranks=2):

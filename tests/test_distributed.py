@@ -17,7 +17,7 @@ import pytest
 import train_imagenet
 from models import get_model
 from tests.conftest import tiny_args
-from tests.launch_job import HOROVODRUN, LAUNCHER, Job, horovod_launch_args, local_launch_args
+from tests.launch_job import HOROVODRUN, LAUNCHER, Job, horovod_launch_args, local_launch_args, needs_horovod
 from utils import checkpoint
 from utils.distributed import Cluster, weights_fingerprint
 from utils.errors import UserError
@@ -104,7 +104,7 @@ def test_the_input_tricks_train_in_step_on_two_workers(tiny_set, tmp_path):
 
 def _horovod_job(tiny_set, save_dir, *extra):
     """train_imagenet.py --kvstore horovod on the tiny set, two ranks on this machine (horovodrun over Gloo)."""
-    pytest.importorskip("horovod.mxnet", reason="Horovod is installed apart from the project (README.md, Horovod)")
+    needs_horovod()
     return Job(horovod_launch_args(), [sys.executable, "train_imagenet.py",
                                        *tiny_args(tiny_set, save_dir, "--kvstore", "horovod", *extra)],
                launcher=HOROVODRUN)
@@ -145,7 +145,7 @@ def test_two_horovod_ranks_train_in_step_and_resume_with_the_optimizer_states(ti
 def test_an_overflow_on_one_horovod_rank_skips_the_step_on_every_rank(tiny_set, tmp_path):
     """--dtype float16's dynamic loss scaling: rank 1's infinite gradient reaches rank 0 through the allreduce, which
     AMP's check follows, so both skip the step (``tests/horovod_overflow_run.py``)."""
-    pytest.importorskip("horovod.mxnet", reason="Horovod is installed apart from the project (README.md, Horovod)")
+    needs_horovod()
     job = Job(horovod_launch_args(), [sys.executable, "-m", "tests.horovod_overflow_run", *tiny_args(
         tiny_set, tmp_path, "--kvstore", "horovod", "--batch-size", "4")], launcher=HOROVODRUN)
     code, output = job.wait(timeout=120)
@@ -239,11 +239,9 @@ def test_horovod_without_horovod_says_how_to_build_it(capsys, monkeypatch, tiny_
     _horovod_installed(monkeypatch, False)
     monkeypatch.setenv("HOROVOD_RANK", "0")
     line = _one_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "horovod"))
-    assert line.startswith("error: --kvstore horovod needs Horovod built with MXNet support, which is not installed; "
-                           "build it against this MXNet after `pip install -e .`: `pip install setuptools wheel "
-                           "packaging cloudpickle psutil && HOROVOD_WITH_MXNET=1 HOROVOD_WITH_GLOO=1 "), line
-    assert line.endswith("pip install --no-cache-dir --no-build-isolation horovod==0.28.1` (README.md, Horovod), or "
-                         "use --kvstore dist_sync with tools/launch.py"), line
+    assert line == ("error: --kvstore horovod needs Horovod built with MXNet support, which is not installed; build "
+                    "it against this MXNet with `python -m tools.install_horovod` (README.md, Horovod), or use "
+                    "--kvstore dist_sync with tools/launch.py")
 
 
 def test_horovod_outside_horovodrun_says_how_to_launch(capsys, monkeypatch, tiny_set, tmp_path):

@@ -627,6 +627,11 @@ def check_launch(argv, here):
     check(argv[worker:], here)
 
 
+def check_install_horovod(argv, here):
+    """Not run (it builds Horovod, which the test command did before these tests): its --help lists the options."""
+    check_help_lists_options([sys.executable, "-m", "tools.install_horovod"], options(argv[3:]), here)
+
+
 def check_horovodrun(argv, here):
     """Not run (Horovod is built apart, and the hosts do not exist here): the worker command is checked as its kind;
     where Horovod is installed, horovodrun's --help lists the command's options."""
@@ -694,6 +699,7 @@ NOT_RUN = {
 CHECKED_CHEAPLY = {
     "tools.launch": check_launch,
     "horovodrun": check_horovodrun,
+    "tools.install_horovod": check_install_horovod,
     "benchmarks.*": check_benchmark,
     "tensorboard": check_tensorboard,
 }

@@ -114,13 +114,9 @@ ONE_MACHINE_KVSTORES = ("device", "local", "nccl")
 PS_LITE_VARIABLES = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER", "DMLC_NUM_WORKER")
 
 
-# Horovod compiles against the installed MXNet, so pip must build it outside an isolated environment
-# (horovod/horovod#3455); README.md, "Horovod", has the command.
 HOROVOD_MISSING = ("--kvstore horovod needs Horovod built with MXNet support, which is not installed; build it "
-                   "against this MXNet after `pip install -e .`: `pip install setuptools wheel packaging cloudpickle "
-                   "psutil && HOROVOD_WITH_MXNET=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_TENSORFLOW=1 "
-                   "HOROVOD_WITHOUT_PYTORCH=1 pip install --no-cache-dir --no-build-isolation horovod==0.28.1` "
-                   "(README.md, Horovod), or use --kvstore dist_sync with tools/launch.py")
+                   "against this MXNet with `python -m tools.install_horovod` (README.md, Horovod), or use --kvstore "
+                   "dist_sync with tools/launch.py")
 
 
 def join_horovod():
