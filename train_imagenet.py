@@ -118,8 +118,8 @@ def validate_and_record(epoch, stats, run, data, contexts, curves):
         record.update(val_top1_ema=averaged["val_top1"], val_top5_ema=averaged["val_top5"])
         points.update({"val/top1_ema": averaged["val_top1"], "val/top5_ema": averaged["val_top5"]})
         ema_text = f" val-top1-ema={averaged['val_top1']:.4f} val-top5-ema={averaged['val_top5']:.4f}"
-    if run.cluster.uses_horovod:
-        # Every rank updates its own copy of the weights: validation's layouts would make the copies drift apart.
+    if run.cluster.workers_update_in_step:
+        # Every worker updates its own copy of the weights: validation's layouts would make the copies drift apart.
         renew_parameter_arrays(run.recipe.net)
         if run.recipe.model_ema is not None:
             renew_parameter_arrays(run.recipe.model_ema.averaged)
@@ -139,14 +139,15 @@ def save_epoch(epoch, record, run, data, stop):
     """Append the epoch's metrics and, when due (``--save-frequency``, the last epoch, a signal), a checkpoint."""
     config, cluster = run.config, run.cluster
     last_epoch = epoch == config.num_epochs - 1
-    due = last_epoch or stop.arrived or (config.save_frequency and (epoch + 1) % config.save_frequency == 0)
+    stopping = cluster.agree_to_stop(stop)
+    due = last_epoch or stopping or (config.save_frequency and (epoch + 1) % config.save_frequency == 0)
     # Metrics before the checkpoint: a crash between the two resumes from the previous checkpoint, which drops
     # this epoch's line and logs it again; the other order would lose the line.
     if cluster.is_chief:
         checkpoint.append_metrics(config.save_dir, record)
         if due:
             run.save(epoch, cluster.global_step(data.batches_per_epoch, epoch + 1), val_top1=record["val_top1"])
-    if stop.arrived and not last_epoch:
+    if stopping and not last_epoch:
         raise Interrupted(f"{stop.signal_name} at the end of epoch {epoch}; saved its checkpoint in "
                           f"{checkpoint.checkpoints_dir(config.save_dir)}; continue with the same command "
                           "and --resume", stop.signal_number)
@@ -158,9 +159,8 @@ def write_final_outputs(run, start, contexts):
     if start.epoch == config.num_epochs:
         logging.info("All %d epochs were done already; writing the final outputs again", config.num_epochs)
     if cluster.num_workers > 1 and not cluster.is_async:
-        # Sync workers pull the same weights from the servers after every step, and Horovod's ranks apply the
-        # same update to the same weights; this line lets anyone check it (async workers pull them at different
-        # moments and differ).
+        # Sync workers and Horovod's ranks apply the same update to the same weights; this line lets anyone
+        # check it (async workers pull the servers' weights at different moments and differ).
         logging.info("Trainable weights fingerprint %s", weights_fingerprint(net))
     if not cluster.is_chief:
         return

@@ -2,10 +2,10 @@
 
 Each job is ``tools/launch.py -n 2 -s S --launcher local`` (S = 1, then 2) whose two workers run this module with
 ``--worker LAYOUT``: a ``gluon.Trainer`` over parameters on the CPU, set up as ``train_imagenet.py`` sets up a
-``dist_sync`` run (NAG, the update on the servers, ``utils.distributed.start_kvstore``). The gradients are never
-computed (a step's compute is nil), so a step is ``trainer.step`` alone: every gradient pushed and every weight
-pulled back, then ``waitall``; the median of ``--steps`` steps after ``--warmup-steps`` counts. Layouts, all of
-ResNet-50-D's 25.6 M elements (FP32):
+``dist_sync`` run (NAG, the update on the workers, ``utils.distributed.start_kvstore``). The gradients are never
+computed (a step's compute is nil), so a step is ``trainer.step`` alone: every gradient pushed, the sum pulled
+back and the update applied, then ``waitall``; the median of ``--steps`` steps after ``--warmup-steps`` counts.
+Layouts, all of ResNet-50-D's 25.6 M elements (FP32):
 
 - ``resnet50_v1d``: ResNet-50-D's own parameters, 167 gradient arrays numbered as in training;
 - ``large-keys``: 8 keys of 3.2 M elements, each split over all servers (above ``MXNET_KVSTORE_BIGARRAY_BOUND``);
@@ -18,7 +18,7 @@ model then predicts every job, ResNet-50-D's real keys and the two-server jobs i
 prediction / measurement.
 
 What loopback calibrates: the software of ps-lite and MXNet's kvstore, the same on a cluster (ZeroMQ's copies
-through the kernel's TCP stack, the servers' sums and the optimizer's update, the engine and Python per request):
+through the kernel's TCP stack, the servers' sums, the engine and Python per request):
 c is the cluster model's ``--ps-request-us``, R its ``--software-gbytes-per-s``, a ceiling that no NIC lifts. What
 it cannot: the NIC's bandwidth, the switch and the wire's latency (127.0.0.1 has none of them), nor contention of
 the workers for a host's PCIe bus. On a machine with fewer cores than processes (two workers, the servers and
@@ -164,8 +164,8 @@ def markdown(result):
             *markdown_table(header, rows), "",
             f"Fitted on the one-server {' and '.join(FITTED_ON)} jobs: R = {fit['software_gbytes_per_s']:.3f} GB/s "
             f"a process in each direction, c = {fit['request_us']:.1f} us a request.",
-            "Loopback calibrates software costs (ZeroMQ and TCP copies, the servers' sums and update, per-request "
-            "costs), not a NIC's bandwidth or a wire's latency.", "",
+            "Loopback calibrates software costs (ZeroMQ and TCP copies, the servers' sums, the workers' update, "
+            "per-request costs), not a NIC's bandwidth or a wire's latency.", "",
             "The cluster model with these: `python -m benchmarks.scaling_model --ps-request-us "
             f"{fit['request_us']:.1f} --software-gbytes-per-s {fit['software_gbytes_per_s']:.3f} --output-dir "
             "benchmarks/results/scaling-model`"]

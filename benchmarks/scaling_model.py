@@ -20,9 +20,10 @@ BatchNorm's running statistics included (``gradient_keys``). ``tools/launch.py -
 and worker h on host h. Host h's NIC then carries, in each direction, its worker's pushes to the other servers,
 ``M - L_h``, and its server's replies to the other workers, ``(H - 1) L_h``, where ``L_h`` is server h's share:
 ``M + (H - 2) L_h`` (``2 (H - 1) / H M`` when the shares are equal, as for a ring). The servers answer a key only
-when every worker has pushed it (sync mode) and run the optimizer themselves (``update_on_kvstore``).
+when every worker has pushed it (sync mode) and only sum: the workers pull the sum and run the optimizer
+(``utils.distributed.Cluster.update_on_kvstore``).
 Software costs of a ps-lite process (server or worker): ``c`` seconds per request (key part) it handles and a
-per-byte rate ``R`` (its ZeroMQ copies, the server's sums and update), which the loopback calibration
+per-byte rate ``R`` (its ZeroMQ copies, the server's sums), which the loopback calibration
 (``benchmarks.ps_lite_calibration``) measures. With NIC and processes working on different keys at once::
 
     t_ps = max over hosts h of max( (M + (H - 2) L_h) / B,                      the NIC

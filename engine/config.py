@@ -303,10 +303,10 @@ class TrainConfig:
                                                 "devices) sends its gradient as -T, 0 or +T per value, 16 values to "
                                                 "a 32-bit word, and keeps what it did not send for its next step "
                                                 "(error feedback, MXNet's kvstore); under dist_* only the pushes to "
-                                                "the servers shrink, the initial values and the updated weights "
-                                                "travel whole. Changes the training; the residuals are not "
-                                                "checkpointed (default %(default)s)", "none", trick=True,
-                                     choices=COMPRESSION_TYPES)
+                                                "the servers shrink, the initial values and the summed gradients "
+                                                "(dist_async: the weights) travel whole. Changes the training; the "
+                                                "residuals are not checkpointed (default %(default)s)", "none",
+                                     trick=True, choices=COMPRESSION_TYPES)
     gc_threshold: float = flag("devices", "T of --gradient-compression 2bit, compared with the gradient summed "
                                           "over the sender's batch, before the division by the global batch "
                                           "(default %(default)s, MXNet's)", DEFAULT_THRESHOLD, bounds=POSITIVE,
@@ -498,11 +498,11 @@ def _check_distribution(values):
         raise UserError("--skip-bad-records reads packed .rec files on one machine; for --data-dir pack the "
                         "images (`python -m data.pack` skips unreadable files), for several machines clean the "
                         ".rec once with `python -m data.clean TRAIN.rec --out CLEAN` and train on CLEAN.rec")
-    if kvstore in DIST_KVSTORES and values["dtype"] != "float32":
-        # AMP skips an overflowed step only where the worker updates its own weights; under dist_* the servers
-        # run the optimizer (utils/distributed.py) and MXNet refuses a changing gradient scale there.
-        raise UserError(f"--dtype {values['dtype']} is not supported with --kvstore {kvstore}; "
-                        "train distributed in float32")
+    if kvstore == "dist_async" and values["dtype"] != "float32":
+        # AMP skips an overflowed step only where the worker updates its own weights; under dist_async the servers
+        # run the optimizer (utils/distributed.py) and would apply it.
+        raise UserError(f"--dtype {values['dtype']} is not supported with --kvstore dist_async, whose servers "
+                        "would apply an overflowed step; use --kvstore dist_sync or --dtype float32")
     _check_compression(values)
 
 

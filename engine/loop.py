@@ -143,7 +143,8 @@ def train_one_epoch(epoch, recipe, data, contexts, config, start_batch=0, meter=
 
     Under mixup the top-1 counts a prediction right when it names the dominant label of its mixed pair.
     When ``stop`` (``utils.interrupt.StopSignals``) has caught a signal, StoppedMidEpoch is raised after the
-    current step. ``curves`` (``utils.tensorboard``) get the speed lines' figures.
+    current step, after the same step on every rank of a Horovod job (``Cluster.agree_to_stop``). ``curves``
+    (``utils.tensorboard``) get the speed lines' figures.
     """
     cluster = cluster or Cluster(config.kvstore)
     batch_size = total_batch_size(config, contexts)
@@ -164,7 +165,7 @@ def train_one_epoch(epoch, recipe, data, contexts, config, start_batch=0, meter=
         meter.batches += 1
         check_finite_loss(meter.mean_loss.sum_metric, epoch, batch_number, config)
         speed(batch_number, meter)
-        if stop is not None and stop.arrived and batch_number < data.batches_per_epoch:
+        if stop is not None and batch_number < data.batches_per_epoch and cluster.agree_to_stop(stop):
             mx.nd.waitall()  # the checkpoint reads running statistics that a static-memory graph writes unordered
             if recipe.model_ema is not None:
                 recipe.model_ema.copy_statistics()
@@ -214,9 +215,10 @@ def evaluate(net, data, contexts):
 def current_lr(trainer, cluster, updates):
     """The rate of the last update.
 
-    In a ps-lite job the servers run the optimizer (see ``Cluster.update_on_kvstore``); the worker's
-    copy of the schedule is otherwise unused, so it is read at the job's update count: exact under sync
-    and Horovod (one update per global step), approximate under async (workers run at their own pace).
+    Read from the schedule at the job's update count when there are several workers: under dist_async the
+    servers run the optimizer (``Cluster.update_on_kvstore``) and the worker's copy never counts an update, so
+    it is approximate there (workers run at their own pace); under dist_sync and Horovod, one update per global
+    step, it is the worker's own rate.
     """
     if cluster.num_workers > 1:
         return trainer.optimizer.lr_scheduler(updates)

@@ -15,6 +15,7 @@ import numpy as np
 
 from engine.config import FREE_ON_RESUME, option, saved_settings
 from utils import checkpoint
+from utils.distributed import start_kvstore
 from utils.errors import UserError
 
 
@@ -115,7 +116,7 @@ class RunState:
     def save(self, epoch, global_step, val_top1=None, batches_done=None, meter=None):
         """A checkpoint after epoch ``epoch``, or after ``batches_done`` of its batches (then ``meter``)."""
         mid_epoch = batches_done is not None
-        # In a distributed job the optimizer states live on the servers, which MXNet cannot save.
+        # Under dist_async the optimizer states live on the servers, which MXNet cannot save.
         trainer = None if self.cluster.update_on_kvstore else self.recipe.trainer
         model_ema = self.recipe.model_ema
         state = dict(epoch=epoch if mid_epoch else epoch + 1, batch=batches_done if mid_epoch else 0,
@@ -142,6 +143,12 @@ def restore(start, recipe, contexts, cluster):
     """
     trainer = None if cluster.update_on_kvstore else recipe.trainer
     model_ema = recipe.model_ema
+    if not (start.checkpoint or start.params):
+        return
+    if trainer is not None and cluster.kvstore_type.startswith("dist"):
+        # Loading states would start the kvstore through Gluon's own init, whose first pull on another worker can
+        # overtake rank 0's push; the workers then load the same weights over the ones pulled here.
+        start_kvstore(trainer, recipe.step_batch)
     if start.checkpoint:
         state, states = checkpoint.load_checkpoint(start.checkpoint, recipe.net, trainer, contexts,
                                                    model_ema.averaged if model_ema is not None else None)
@@ -150,12 +157,15 @@ def restore(start, recipe, contexts, cluster):
         restore_random_states(recipe, states)
         logging.info("Resuming from %s: epoch %d, batch %d, %d updates done", start.checkpoint, start.epoch,
                      start.batch, start.global_step)
-    elif start.params:
+        if trainer is not None and not state["trainer_states"]:
+            logging.warning("Optimizer momentum restarts from zero: %s holds no optimizer states (a dist_async "
+                            "job's, whose servers kept them)", start.checkpoint)
+    else:
         recipe.net.load_parameters(start.params, ctx=contexts)
         if start.trainer_states and trainer is not None:
             trainer.load_states(start.trainer_states)
         logging.info("Resuming at epoch %d from %s%s", start.epoch, start.params,
                      f" and {start.trainer_states}" if start.trainer_states else " (fresh optimizer momentum)")
-    if (start.checkpoint or start.params) and trainer is None:
-        logging.warning("Optimizer momentum restarts from zero: a distributed job keeps it on its servers, "
-                        "which MXNet cannot save")
+    if trainer is None:
+        logging.warning("Optimizer momentum restarts from zero: a dist_async job keeps it on its servers, which "
+                        "MXNet cannot save")

@@ -87,6 +87,19 @@ class Job:
                 continue
         return pids
 
+    def python_process(self, variable, value):
+        """The pid of this job's Python process whose environment sets ``variable`` to ``value`` (e.g. a Horovod
+        rank: ``HOROVOD_RANK``, ``"1"``), not the shell that started it."""
+        for pid in self.leftovers():
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as environ, open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                    if f"{variable}={value}".encode() in environ.read().split(b"\0") and \
+                            os.path.basename(cmdline.read().split(b"\0")[0]).startswith(b"python"):
+                        return pid
+            except OSError:
+                continue
+        raise AssertionError(f"no Python process of the job has {variable}={value}")
+
     def kill_leftovers(self):
         for pid in self.leftovers():
             try:

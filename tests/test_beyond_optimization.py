@@ -335,16 +335,17 @@ def _saved_weights(save_dir):
 
 
 def test_adamw_runs_on_parameter_servers_as_on_one_device(tiny_set, tmp_path, monkeypatch):
-    """Two dist_sync workers of 4 images, whose server unpickles AdamW (importing utils.optimizers) with --no-wd's
-    multipliers, train the 6 steps of tests/topology_run.py to the weights of one process with batch 8. Had the
+    """A dist_async worker of 8 images, whose server runs AdamW unpickled (importing utils.optimizers) with --no-wd's
+    multipliers (under dist_sync the workers run it), trains the 6 steps of tests/topology_run.py to the weights of
+    one process with batch 8. Had the
     server lost the multipliers, BatchNorm's gammas (1 at the start) would decay by the rate x 0.5 a step, 1.65e-3
     over 3 steps at 0.001 and 3 at 0.0001. (AdamW moves every weight by about the rate a step: at tiny_args' 0.02
     the network, whose BatchNorm does not normalize here, diverges.)"""
     flags = ["--seed", "3", "--lr", "0.001", "--optimizer", "adamw", "--wd", "0.5", "--no-wd"]
     _train_fixed_batches(tiny_args(tiny_set, tmp_path / "local", *flags, "--batch-size", "8"), monkeypatch)
-    job = Job(local_launch_args(num_workers=2, num_servers=1),
+    job = Job(local_launch_args(num_workers=1, num_servers=1),
               [sys.executable, "-m", "tests.topology_run",
-               *tiny_args(tiny_set, tmp_path / "dist", *flags, "--batch-size", "4", "--kvstore", "dist_sync")])
+               *tiny_args(tiny_set, tmp_path / "dist", *flags, "--batch-size", "8", "--kvstore", "dist_async")])
     code, output = job.wait(timeout=180)
     assert code == 0 and job.leftovers() == [], output
     local, dist = _saved_weights(tmp_path / "local"), _saved_weights(tmp_path / "dist")

@@ -72,14 +72,41 @@ def test_two_workers_train_in_step_and_rank_zero_alone_writes(tiny_set, tmp_path
     _check_two_workers_trained_and_rank_zero_wrote(output, save_dir)
     assert sorted(os.listdir(os.path.join(save_dir, "checkpoints"))) == ["epoch-0000", "epoch-0001"]
 
-    # Both workers hold the same trainable weights, and they are the ones rank 0 saved. (BatchNorm's running
-    # statistics differ by design: each worker accumulates its own over its shard.)
+    fingerprints = _check_both_hold_the_saved_weights(output, save_dir)
+    assert job.leftovers() == []
+    _check_epoch_1_resumes_to_the_same_weights(
+        lambda resumed_dir: Job(local_launch_args(), _train_command(tiny_set, resumed_dir, "--last-gamma", "--resume")),
+        save_dir, tmp_path, fingerprints)
+
+
+def _check_both_hold_the_saved_weights(output, save_dir):
+    """Both workers hold the same trainable weights, also after validation between the epochs (utils.devices,
+    renew_parameter_arrays), and they are the ones rank 0 saved; returns the workers' fingerprints. (BatchNorm's
+    running statistics differ by design: each worker accumulates its own over its shard.)"""
     fingerprints = _fingerprints(output)
     assert set(fingerprints) == {"0", "1"} and fingerprints["0"] == fingerprints["1"], output
     net = get_model("resnet18_v1d", classes=3)
     net.load_parameters(checkpoint.params_path(str(save_dir), "resnet18_v1d", 1))
     assert weights_fingerprint(net) == fingerprints["0"]
-    assert job.leftovers() == []
+    return fingerprints
+
+
+def _check_epoch_1_resumes_to_the_same_weights(start_job, save_dir, tmp_path, fingerprints):
+    """Epoch 1 again from epoch 0's checkpoint, which holds the optimizer's states (the workers keep them): every
+    worker loads them, and both end with the weights of the run that went through, bit for bit. (A worker
+    restarting its momenta from zero would move other weights.)"""
+    for folder, state in checkpoint.list_checkpoints(str(save_dir)):
+        assert state["trainer_states"] and os.path.isfile(os.path.join(folder, checkpoint.TRAINER_STATES)), folder
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(save_dir, resumed_dir)
+    shutil.rmtree(resumed_dir / "checkpoints" / "epoch-0001")
+    job = start_job(resumed_dir)
+    code, output = job.wait(timeout=120)
+    assert code == 0 and job.leftovers() == [], output
+    assert len(re.findall(r"\[rank [01]/2\] Resuming from \S+epoch-0000: epoch 1, batch 0, 3 updates done", output)) \
+        == 2, output
+    assert "momentum restarts" not in output
+    assert _fingerprints(output) == fingerprints, output
 
 
 def test_the_input_tricks_train_in_step_on_two_workers(tiny_set, tmp_path):
@@ -115,39 +142,57 @@ def test_two_horovod_ranks_train_in_step_and_resume_with_the_optimizer_states(ti
     job = _horovod_job(tiny_set, save_dir, "--last-gamma")
     code, output = job.wait(timeout=120)
     assert code == 0 and job.leftovers() == [], output
-    # Unlike a dist_* job's, its checkpoints hold the optimizer's states, which every rank keeps.
     _check_two_workers_trained_and_rank_zero_wrote(output, save_dir)
-    for folder, state in checkpoint.list_checkpoints(str(save_dir)):
-        assert state["trainer_states"] and os.path.isfile(os.path.join(folder, checkpoint.TRAINER_STATES)), folder
-
-    # Both ranks hold the same trainable weights, also after validation between the epochs (utils.devices,
-    # renew_parameter_arrays), and they are the ones rank 0 saved.
-    fingerprints = _fingerprints(output)
-    assert set(fingerprints) == {"0", "1"} and fingerprints["0"] == fingerprints["1"], output
-    net = get_model("resnet18_v1d", classes=3)
-    net.load_parameters(checkpoint.params_path(str(save_dir), "resnet18_v1d", 1))
-    assert weights_fingerprint(net) == fingerprints["0"]
-
-    # Epoch 1 again from epoch 0's checkpoint: every rank loads its momenta, and both end with the weights of the run
-    # that went through, bit for bit. (A rank restarting its momenta from zero would move other weights.)
-    resumed_dir = tmp_path / "resumed"
-    shutil.copytree(save_dir, resumed_dir)
-    shutil.rmtree(resumed_dir / "checkpoints" / "epoch-0001")
-    job = _horovod_job(tiny_set, resumed_dir, "--last-gamma", "--resume")
-    code, output = job.wait(timeout=120)
-    assert code == 0 and job.leftovers() == [], output
-    assert len(re.findall(r"\[rank [01]/2\] Resuming from \S+epoch-0000: epoch 1, batch 0, 3 updates done", output)) \
-        == 2, output
-    assert "momentum restarts" not in output
-    assert _fingerprints(output) == fingerprints, output
+    fingerprints = _check_both_hold_the_saved_weights(output, save_dir)
+    _check_epoch_1_resumes_to_the_same_weights(
+        lambda resumed_dir: _horovod_job(tiny_set, resumed_dir, "--last-gamma", "--resume"), save_dir, tmp_path,
+        fingerprints)
 
 
-def test_an_overflow_on_one_horovod_rank_skips_the_step_on_every_rank(tiny_set, tmp_path):
-    """--dtype float16's dynamic loss scaling: rank 1's infinite gradient reaches rank 0 through the allreduce, which
-    AMP's check follows, so both skip the step (``tests/horovod_overflow_run.py``)."""
-    needs_horovod()
-    job = Job(horovod_launch_args(), [sys.executable, "-m", "tests.horovod_overflow_run", *tiny_args(
-        tiny_set, tmp_path, "--kvstore", "horovod", "--batch-size", "4")], launcher=HOROVODRUN)
+@pytest.mark.parametrize("kvstore, signalled",
+                         [("dist_sync", "rank 1"), ("horovod", "rank 1"), ("dist_sync", "the launcher")])
+def test_sigterm_stops_every_worker_after_the_same_step_and_rank_0_saves_it(kvstore, signalled, tiny_set, tmp_path):
+    """SIGTERM to rank 1 alone: without the workers' agreement (``Cluster.agree_to_stop``) rank 1 would leave and
+    rank 0 wait in the next step's reduction until the launcher killed it, without a checkpoint. SIGTERM to
+    tools/launch.py: it must let the workers save before it stops the servers they need."""
+    save_dir = tmp_path / "run"
+    flags = ("--num-epochs", "40", "--batch-size", "2", "--log-interval", "1")
+    job = _horovod_job(tiny_set, save_dir, *flags) if kvstore == "horovod" else \
+        Job(local_launch_args(), _train_command(tiny_set, save_dir, *flags))
+    try:
+        line = job.wait_for_line(r"\[rank 1/2\] Epoch\[0\] Batch", 90)
+        if signalled == "the launcher":
+            target = job.popen.pid
+        elif kvstore == "horovod":
+            target = job.python_process("HOROVOD_RANK", "1")
+        else:  # ps-lite numbers its workers itself: rank 1 is whichever worker logs it
+            worker = re.match(r"\[worker (\d+)\]", line).group(1)
+            target = int(re.search(r"pid (\d+)", job.wait_for_line(rf"launch: started worker {worker} ", 1)).group(1))
+        os.kill(target, signal.SIGTERM)
+        code, output = job.wait(timeout=60)
+    finally:
+        job.kill_leftovers()
+    stops = re.findall(r"stopped: SIGTERM (after batch \d+ of epoch \d+|at the end of epoch \d+)", output)
+    assert len(stops) == 2 and stops[0] == stops[1], output
+    assert code == (128 + signal.SIGTERM if signalled == "the launcher" else 1) and job.leftovers() == [], output
+    batch = re.search(r"after batch (\d+) of epoch (\d+)", stops[0])
+    expected = checkpoint.checkpoint_name(int(batch.group(2)), int(batch.group(1))) if batch else \
+        checkpoint.checkpoint_name(int(stops[0].split()[-1]))
+    folders = [os.path.basename(folder) for folder, _ in checkpoint.list_checkpoints(str(save_dir))]
+    assert folders[-1] == expected, (folders, output)
+
+
+@pytest.mark.parametrize("kvstore", ["dist_sync", "horovod"])
+def test_an_overflow_on_one_worker_skips_the_step_on_every_worker(kvstore, tiny_set, tmp_path):
+    """--dtype float16's dynamic loss scaling: worker 1's infinite gradient reaches worker 0 in the summed gradient,
+    which AMP checks before each worker updates, so both skip the step (``tests/overflow_run.py``)."""
+    command = [sys.executable, "-m", "tests.overflow_run",
+               *tiny_args(tiny_set, tmp_path, "--kvstore", kvstore, "--batch-size", "4")]
+    if kvstore == "horovod":
+        needs_horovod()
+        job = Job(horovod_launch_args(), command, launcher=HOROVODRUN)
+    else:
+        job = Job(local_launch_args(num_workers=2, num_servers=1), command)
     code, output = job.wait(timeout=120)
     assert code == 0 and job.leftovers() == [], output
     assert sorted(re.findall(r"rank ([01]): skipped True, scale halved True, moved after True, weights", output)) \
@@ -272,6 +317,16 @@ def test_horovod_refuses_what_it_would_not_train_as_asked(flags, message, capsys
     assert _one_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "horovod", *flags)) == message
 
 
+def test_float16_under_dist_async_is_one_line_and_dist_sync_passes_the_check(capsys, tiny_set, tmp_path):
+    """dist_async's servers run the optimizer and would apply an overflowed step; dist_sync's workers skip it (see
+    test_an_overflow_on_one_worker_skips_the_step_on_every_worker), so its check goes on to the launcher's."""
+    assert _one_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "dist_async", "--dtype", "float16")) \
+        == ("error: --dtype float16 is not supported with --kvstore dist_async, whose servers would apply an "
+            "overflowed step; use --kvstore dist_sync or --dtype float32")
+    assert _one_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "dist_sync", "--dtype", "float16")) \
+        .startswith("error: --kvstore dist_sync runs as one worker of a job that tools/launch.py starts")
+
+
 @pytest.mark.parametrize("kvstore", ["dist_sync", "horovod"])
 def test_dist_kvstore_needs_record_files(kvstore, capsys, tmp_path):
     assert train_imagenet.main(["--data-dir", str(tmp_path), "--kvstore", kvstore]) == 2
@@ -280,12 +335,14 @@ def test_dist_kvstore_needs_record_files(kvstore, capsys, tmp_path):
 
 
 def test_sync_steps_divide_by_the_global_batch_and_async_schedules_count_every_push():
+    """And where the optimizer runs: on every sync worker, on the servers under async."""
     sync = Cluster(SimpleNamespace(type="dist_sync"), rank=1, num_workers=4)
-    assert (sync.step_batch(32), sync.updates_per_epoch(10), sync.update_on_kvstore, sync.is_chief) == \
-        (128, 10, True, False)
+    assert (sync.step_batch(32), sync.updates_per_epoch(10), sync.update_on_kvstore, sync.is_chief,
+            sync.workers_update_in_step) == (128, 10, False, False, True)
+    assert Cluster(SimpleNamespace(type="dist_device_sync"), num_workers=2).update_on_kvstore is False
     asynchronous = Cluster(SimpleNamespace(type="dist_async"), rank=0, num_workers=4)
-    assert (asynchronous.step_batch(32), asynchronous.updates_per_epoch(10), asynchronous.update_on_kvstore) == \
-        (32, 40, True)
+    assert (asynchronous.step_batch(32), asynchronous.updates_per_epoch(10), asynchronous.update_on_kvstore,
+            asynchronous.workers_update_in_step) == (32, 40, True, False)
     # After 3 of the 10 batches of epoch 2: sync workers made 23 updates, 4 async ones 92 between them.
     assert (sync.global_step(10, 2, 3), asynchronous.global_step(10, 2, 3)) == (23, 92)
     single = Cluster("device")

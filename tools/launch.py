@@ -8,10 +8,13 @@ The command line is that of MXNet's own ``tools/launch.py``::
 ps-lite learns its role and where the scheduler listens from ``DMLC_*`` environment variables; the scheduler
 and the servers are plain ``python -c "import mxnet"`` processes (importing MXNet with ``DMLC_ROLE`` set to
 ``scheduler`` or ``server`` runs that role until the workers finish), the workers run COMMAND. Every line a
-process prints comes out prefixed with its role and index. When any process exits non-zero, or the
-launcher gets SIGINT or SIGTERM, every process group it started is stopped and the launcher exits non-zero,
-naming the process that died. The worker index in the prefix is the launch order; the kvstore rank that
-ps-lite assigns (and train_imagenet.py logs) may differ.
+process prints comes out prefixed with its role and index. When any process exits non-zero, every process
+group it started is stopped and the launcher exits non-zero, naming the process that died. SIGINT or SIGTERM to
+the launcher (a scheduler's preemption) goes to the workers first, which stop after the same step and save a
+checkpoint (``utils.distributed.Cluster.agree_to_stop``), while the servers they need stay up; after
+``--stop-seconds`` whatever is left is stopped, and the launcher exits with 128 + the signal. A worker that
+stopped on a signal of its own (exit 130 or 143) gives the others the same time. The worker index in the prefix
+is the launch order; the kvstore rank that ps-lite assigns (and train_imagenet.py logs) may differ.
 """
 import argparse
 import dataclasses
@@ -28,6 +31,8 @@ LOOPBACK = "127.0.0.1"
 DEFAULT_SSH_PORT = 9091
 POLL_SECONDS = 0.1
 GRACE_SECONDS = 5.0
+# Exit statuses of a worker that stopped on SIGINT or SIGTERM after saving (utils.errors.Interrupted).
+STOPPED_ON_SIGNAL = (128 + signal.SIGINT, 128 + signal.SIGTERM)
 
 
 @dataclasses.dataclass
@@ -54,6 +59,10 @@ def build_parser():
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter that runs the scheduler and servers (default: this one; for ssh it "
                              "must exist at the same path on every host)")
+    parser.add_argument("--stop-seconds", type=float, default=60.0,
+                        help="on SIGINT/SIGTERM, how long the workers get to finish their step and save before "
+                             "everything is stopped (default %(default)s; keep it below the scheduler's time "
+                             "between SIGTERM and SIGKILL)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the worker command")
     return parser
 
@@ -161,11 +170,36 @@ def _raise_interrupted(signum, _frame):
     raise _Interrupted(signum)
 
 
-def supervise(processes):
+def _workers(processes):
+    return [process for process in processes if process.label.startswith("worker")]
+
+
+def wait_for_workers(processes, seconds):
+    """Wait up to ``seconds`` for every worker to exit."""
+    deadline = time.time() + seconds
+    while any(p.popen.poll() is None for p in _workers(processes)) and time.time() < deadline:
+        time.sleep(POLL_SECONDS)
+
+
+def stop_workers_first(processes, signum, seconds):
+    """Pass ``signum`` to the workers, wait up to ``seconds`` for them to save and exit, then stop the rest."""
+    for process in _workers(processes):
+        if process.popen.poll() is None:
+            try:
+                os.killpg(process.popen.pid, signum)
+            except ProcessLookupError:
+                pass
+    wait_for_workers(processes, seconds)
+    stop_all(processes)
+
+
+def supervise(processes, stop_seconds):
     """Wait for every process; on the first failure stop them all. Returns the launcher's exit code."""
     while True:
         failed = next((p for p in processes if p.popen.poll() not in (None, 0)), None)
         if failed is not None:
+            if failed in _workers(processes) and failed.popen.returncode in STOPPED_ON_SIGNAL:
+                wait_for_workers(processes, stop_seconds)  # the others stop after the same step
             stop_all(processes)
             print(f"launch: {failed.label} (pid {failed.popen.pid}, host {failed.host}) "
                   f"{describe_exit(failed.popen.returncode)}; stopped all {len(processes)} processes",
@@ -189,9 +223,12 @@ def launch(args):
             relays.append(threading.Thread(target=_relay, args=(processes[-1], lock), daemon=True))
             relays[-1].start()
             print(f"launch: started {label} (pid {popen.pid}) on {host}", file=sys.stderr, flush=True)
-        code = supervise(processes)
+        code = supervise(processes, args.stop_seconds)
     except _Interrupted as interrupt:
-        stop_all(processes)
+        try:
+            stop_workers_first(processes, interrupt.signum, args.stop_seconds)
+        except _Interrupted:  # a second signal: no more waiting
+            stop_all(processes)
         print(f"launch: got {interrupt}; stopped all {len(processes)} processes", file=sys.stderr, flush=True)
         code = 128 + interrupt.signum
     except BaseException:
@@ -214,6 +251,8 @@ def main(argv=None):
         parser.error("give the worker command after the options")
     if args.num_workers < 1 or (args.num_servers is not None and args.num_servers < 1):
         parser.error("-n and -s must be at least 1")
+    if args.stop_seconds < 0:
+        parser.error("--stop-seconds must be 0 or more")
     if args.launcher == "ssh":
         if not args.hostfile:
             parser.error("--launcher ssh needs -H HOSTFILE")

@@ -150,7 +150,7 @@ def save_checkpoint(save_dir, name, net, trainer, state, random_states, params_n
     """Write checkpoint ``name`` whole or not at all; returns its folder.
 
     ``state`` (JSON) says where the run goes on; ``random_states`` (pickled) holds generator states;
-    ``trainer`` may be None when its states live elsewhere (on a distributed job's servers); ``ema_net``, the
+    ``trainer`` may be None when its states live elsewhere (on a ``dist_async`` job's servers); ``ema_net``, the
     weights' moving average, is saved as ``ema_params_name`` when given.
     """
     final = os.path.join(checkpoints_dir(save_dir), name)

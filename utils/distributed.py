@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import os
+import signal
 import sys
 
 import mxnet as mx
@@ -17,6 +18,10 @@ import mxnet as mx
 from utils.errors import UserError
 
 DIST_KVSTORES = ("dist_sync", "dist_device_sync", "dist_async")
+# The kvstore key of Cluster.agree_to_stop, which no Trainer parameter takes (they are numbered from 0), and what
+# a worker that caught a signal pushes there: above any --gc-threshold, so that a 2-bit push still sends +T.
+STOP_KEY = 999_999
+STOP_PUSH = 1e30
 # The jobs of several processes, each of which reads its own shard of the training records.
 SHARDED_KVSTORES = DIST_KVSTORES + ("horovod",)
 
@@ -50,26 +55,35 @@ class Cluster:
 
     @property
     def update_on_kvstore(self):
-        """Where the optimizer runs: on the servers for a ps-lite job, on every rank (False) under Horovod, MXNet's
-        choice (None) for one process.
+        """Where the optimizer runs: on every worker (False) under ``dist_sync``, ``dist_device_sync`` and
+        Horovod; on the servers (True) under ``dist_async``; MXNet's choice (None) for one process.
 
-        On the servers (MXNet 1.9.1's default for dist kvstores) every worker pulls the very weights the
-        servers hold, so sync workers stay identical by construction; with worker-side updates, which MXNet
-        allows under dist_sync, two workers of the same job drifted apart within two epochs, and dist_async
-        only works with server-side updates. The price: the servers run the pickled optimizer (so per-parameter
-        multipliers must survive pickling, ``utils.weight_decay.keep_multipliers_by_index``) and the worker's
-        copy never counts an update, so ``trainer.learning_rate`` on a worker stays at the schedule's start
-        (see ``engine.loop.current_lr``).
+        A sync worker pushes its gradient, pulls the sum of all workers' and updates its own weights, as Horovod's
+        ranks do after their allreduce: every worker applies the same update to the same weights (rank 0's,
+        pulled before the first step), so the optimizer's states are the worker's own, equal on every worker,
+        and checkpoints hold rank 0's, which a resumed job loads on every worker (the servers' states, which
+        MXNet 1.9.1 cannot save, would restart at zero). AMP then sees the summed gradient before the update and
+        skips an overflowed step on every worker (``utils.precision.Float16``). The servers only sum. On CPUs,
+        validation makes oneDNN reorder the weights in place, after which the threaded engine's updates can
+        differ in the last bit between workers, so every worker renews its arrays after validation
+        (``utils.devices.renew_parameter_arrays``).
 
-        Horovod has no servers: every rank runs the optimizer on the same allreduced gradient from the same
-        weights, so the optimizer's states are the worker's own, equal on every rank, and checkpoints hold
-        rank 0's.
+        ``dist_async`` applies each worker's push alone, on the servers (MXNet refuses worker-side updates
+        there): they run the pickled optimizer (so per-parameter multipliers must survive pickling,
+        ``utils.weight_decay.keep_multipliers_by_index``), its states restart at zero on a resume, and the
+        worker's copy never counts an update (``engine.loop.current_lr``).
         """
         if self.uses_horovod:
             return False
         if isinstance(self.kvstore, str):
             return None
-        return True
+        return "async" in self.kvstore_type
+
+    @property
+    def workers_update_in_step(self):
+        """Whether several processes each update their own copy of the weights, which must stay equal: sync
+        ps-lite workers and Horovod's ranks."""
+        return self.num_workers > 1 and self.update_on_kvstore is False
 
     def step_batch(self, process_batch):
         """The batch ``trainer.step`` divides the gradient by.
@@ -89,6 +103,35 @@ class Cluster:
         """Optimizer updates done after ``batches_done`` batches of epoch ``epoch``, as checkpoints and curves count
         them."""
         return self.updates_per_epoch(batches_per_epoch) * epoch + self.updates_per_epoch(batches_done)
+
+    def agree_to_stop(self, stop):
+        """Whether the job stops here on a signal (``utils.interrupt.StopSignals``), the same answer on every rank;
+        every rank must ask at the same points.
+
+        A scheduler's SIGTERM reaches the workers one by one: one that stopped after step k while another went on
+        would leave the other waiting in step k+1's reduction until the launcher kills it, and the checkpoint would
+        be lost whenever rank 0 was the one waiting. So the workers sum what they caught, one scalar a step:
+        Horovod's ranks allreduce the signal numbers (their largest is taken); ``dist_sync`` workers push and pull
+        a key of their own (``STOP_KEY``), which the servers sum as they sum gradients, and a worker that did not
+        catch the signal itself takes it as SIGTERM. ``dist_async`` workers never wait for each other: each answers
+        for itself.
+        """
+        if self.num_workers == 1 or self.update_on_kvstore is not False:
+            return stop.arrived
+        # The answer is the reduction's alone: a signal that lands while it runs counts at the next one.
+        if self.uses_horovod:
+            import horovod.mxnet as hvd
+            caught = hvd.allreduce(mx.nd.array([stop.signal_number or 0]), op=hvd.Max, name="stop signal")
+            signal_number = int(caught.asscalar())
+        else:
+            # Push, then pull: pushpull refuses --gradient-compression, under which the push arrives as +T.
+            caught = mx.nd.array([STOP_PUSH if stop.arrived else 0.0])
+            self.kvstore.push(STOP_KEY, caught)
+            self.kvstore.pull(STOP_KEY, out=caught)
+            signal_number = signal.SIGTERM if caught.asscalar() > 0 else 0
+        if signal_number:
+            stop.take(signal_number)
+        return bool(signal_number)
 
     def own_devices(self, contexts):
         """The devices this process trains on, of those the flags name: under Horovod, one process per device, rank
@@ -215,6 +258,8 @@ def start_kvstore(trainer, step_batch):
     params = trainer._params_to_init
     keys = [trainer._param2idx[param.name] for param in params]
     kvstore.init(keys, [param.list_data()[0] for param in params])
+    if "async" not in kvstore.type:
+        kvstore.init(STOP_KEY, mx.nd.zeros((1,)))  # Cluster.agree_to_stop's sum
     mx.nd.waitall()
     kvstore._barrier()
     kvstore.pull(keys, out=[param.list_data() for param in params])

@@ -17,7 +17,8 @@ the sender's batch, before the optimizer divides by the global batch.
 Where MXNet 1.9.1 applies it:
 
 - ``dist_*``: each worker quantizes its gradient (already summed over its devices) before pushing it to the servers,
-  which dequantize, sum the workers' and run the optimizer. The weights come back uncompressed, and the initial
+  which dequantize and sum the workers' (and under ``dist_async`` run the optimizer). The sum (the weights under
+  ``dist_async``) comes back uncompressed, and the initial
   values that rank 0 pushes from ``kvstore.init`` go uncompressed too (``KVStoreDist::InitImpl`` pushes with
   compression inactive, sharded as the compressed pushes will be). Gluon's Trainer sends gradients with
   ``kvstore.pushpull``, which ``KVStoreDist`` refuses under compression ("Compression not supported with
@@ -51,14 +52,14 @@ def compressed_bytes(elements, bytes_per_element=4):
 
 
 class PushThenPullTrainer(gluon.Trainer):
-    """``gluon.Trainer`` that, on a ``dist_*`` kvstore with compression, pushes every gradient and then pulls
-    the updated weights, in two calls instead of MXNet 1.9.1's ``pushpull``, which refuses compression.
+    """``gluon.Trainer`` that, on a ``dist_*`` kvstore with compression, pushes every gradient and then pulls,
+    in two calls instead of MXNet 1.9.1's ``pushpull``, which refuses compression.
 
     The pull waits for the push on the same key (both use the kvstore's buffer for it), and a ``dist_sync``
-    server answers the push only once every worker's is summed and applied, so each worker pulls the weights
-    after the step. Under ``dist_*`` the servers always run the optimizer here
-    (``utils.distributed.Cluster.update_on_kvstore``), so what comes back is the weights. Elsewhere (``device``)
-    it is Gluon's Trainer.
+    server answers the push only once every worker's is summed, so each worker pulls the sum of the step's
+    gradients, which it then applies itself; where the servers run the optimizer (``dist_async``,
+    ``utils.distributed.Cluster.update_on_kvstore``) it pulls the updated weights. Elsewhere (``device``) it is
+    Gluon's Trainer.
     """
 
     def _allreduce_grads(self):
@@ -68,4 +69,5 @@ class PushThenPullTrainer(gluon.Trainer):
         for index, param in enumerate(self._params):
             if param.grad_req != "null":
                 self._kvstore.push(index, param.list_grad(), priority=-index)
-                self._kvstore.pull(index, param.list_data(), priority=-index)
+                received = param.list_data() if self._update_on_kvstore else param.list_grad()
+                self._kvstore.pull(index, received, priority=-index)

@@ -30,6 +30,11 @@ class StopSignals:
     def signal_name(self):
         return signal.Signals(self.signal_number).name if self.arrived else None
 
+    def take(self, signal_number):
+        """Act on ``signal_number`` as if it had arrived here: another process of the job caught it."""
+        if self.signal_number is None:
+            self.signal_number = signal_number
+
     def _handle(self, signal_number, frame):
         if self.signal_number is not None and signal_number == signal.SIGINT:
             raise KeyboardInterrupt

@@ -2,7 +2,7 @@
 "ResNet strikes back" recipes (Wightman et al. 2021).
 
 nag, sgd and lamb are MXNet's own. MXNet 1.9.1 has an AdamW kernel (``contrib.adamw_update``) but no AdamW
-optimizer; ``AdamW`` below is one, registered as "adamw". Under a dist kvstore the servers unpickle it, which
+optimizer; ``AdamW`` below is one, registered as "adamw". Under ``dist_async`` the servers unpickle it, which
 imports this module there: the servers of ``tools/launch.py`` run in the launch directory (on ``sys.path`` with
 ``python -c``), and ``pip install -e .`` makes ``utils`` importable from anywhere. A server unpickles while it is
 still inside ``import mxnet`` (its loop starts when ``mxnet.contrib`` imports the kvstore), before aliases such
@@ -20,7 +20,7 @@ timm's recipes the biases and normalization layers, as ``--no-wd`` here) and cli
 Both correct their moments by ``1 - beta^t``, ``t`` the number of updates the moments have seen. MXNet counts
 ``t`` from ``begin_num_update``, the schedule's step at which a resumed run starts; that is right only if the
 moments were saved at that step. Moments that start from zero at a later step (on the parameter servers of a
-resumed ``dist_*`` job, which MXNet cannot save; or ``--resume-params`` without ``--resume-states``) would be
+resumed ``dist_async`` job, which MXNet cannot save; or ``--resume-params`` without ``--resume-states``) would be
 divided by about 1 instead of ``1 - beta``: first steps ``(1 - beta1) / sqrt(1 - beta2)``, about 3 times too
 long. Here ``t`` counts the moments' own updates, from 0 when they are fresh and from the checkpoint when they
 are loaded with it (the optimizer pickled in the trainer states carries its counts); the rate schedule still

@@ -24,7 +24,7 @@ def apply_no_bias_decay(net):
 def keep_multipliers_by_index(optimizer):
     """Copy every parameter's ``wd_mult`` and ``lr_mult`` into the optimizer's own per-index tables.
 
-    The optimizer reads them from ``param_dict``, which ``Optimizer.__getstate__`` drops: a distributed
+    The optimizer reads them from ``param_dict``, which ``Optimizer.__getstate__`` drops: ``dist_async``'s
     kvstore pickles the optimizer to its servers, which would then decay every bias and BatchNorm parameter
     that ``--no-wd`` exempts. Per-index entries survive pickling, and ``_get_wds`` and ``_get_lrs`` fall back
     on them when ``param_dict`` is empty, so the servers apply the same multipliers as a single device.

@@ -1,12 +1,14 @@
-"""An overflowed FP16 step on the ranks of a Horovod job, on CPU: each rank prints what it saw.
+"""An overflowed FP16 step on the workers of a dist_sync job or the ranks of a Horovod job, on CPU: each prints what
+it saw.
 
-    horovodrun -np 2 -H localhost:2 --gloo python -m tests.horovod_overflow_run TRAIN_IMAGENET_FLAGS...
+    python tools/launch.py -n 2 -s 1 --launcher local python -m tests.overflow_run FLAGS... --kvstore dist_sync
+    horovodrun -np 2 -H localhost:2 --gloo python -m tests.overflow_run FLAGS... --kvstore horovod
 
-Each rank trains three steps of 4 images of its own, through the recipe's trainer with AMP's loss scaling (on CPU
-``utils.precision.Float16`` scales losses and skips overflowed steps, without FP16 operators); on the second step
-rank 1 alone feeds an infinite pixel. AMP checks the gradients for an overflow after Horovod's allreduce, so every
-rank must skip that step, halve its loss scale (which the next step uses), and go on with the same weights as the
-others.
+Each worker trains three steps of 4 images of its own, through the recipe's trainer with AMP's loss scaling (on
+CPU ``utils.precision.Float16`` scales losses and skips overflowed steps, without FP16 operators); on the second
+step worker 1 alone feeds an infinite pixel. Each worker updates its own weights after the gradients are summed
+(over the servers, or Horovod's allreduce), and AMP checks the sum for an overflow first, so every worker must
+skip that step, halve its loss scale (which the next step uses), and go on with the same weights as the others.
 """
 import sys
 
