@@ -11,9 +11,9 @@ rank 0 reads it over ``--idle-seconds`` while nothing trains, and that rate, tim
 (the barrier's few messages stay in). Loopback carries only this job here, unless something else on the machine
 talks to 127.0.0.1: the idle rate shows it.
 
-What is expected, per step: each worker pushes every trainable array once and pulls its updated weights once
-(the servers run the optimizer). Uncompressed, both are 4 bytes a value; 2-bit pushes carry one 32-bit word per
-16 values (``utils.gradient_compression.compressed_bytes``) and the weights come back whole, so the step sends
+What is expected, per step: each worker pushes every trainable array's gradient once and pulls the workers' sum
+once (and runs the optimizer on it). Uncompressed, both are 4 bytes a value; 2-bit pushes carry one 32-bit word
+per 16 values (``utils.gradient_compression.compressed_bytes``) and the sums come back whole, so the step sends
 (1/16 + 1) / 2 = 53% of the uncompressed bytes. The payload is what is expected; ZeroMQ's and ps-lite's message
 headers and TCP's add a little.
 
@@ -174,8 +174,8 @@ def markdown(result):
             f"{args['gc_threshold']:g}; {args['steps']} steps after {args['warmup_steps']}, idle traffic over "
             f"{args['idle_seconds']:g} s taken off; {machine['cpu']}, {machine['cores']} cores, MXNet "
             f"{machine['mxnet']}.", "", *markdown_table(header, table), "",
-            "Expected: every worker pushes each gradient (2bit: one 32-bit word per 16 values) and pulls each "
-            "updated weight back whole; headers not counted."]
+            "Expected: every worker pushes each gradient (2bit: one 32-bit word per 16 values) and pulls the "
+            "workers' sum back whole; headers not counted."]
 
 
 def build_parser():
