@@ -98,10 +98,10 @@ def train_epoch(epoch, start, run, data, contexts, stop, curves):
         return train_one_epoch(epoch, recipe, data, contexts, config, start_batch, meter, stop, cluster, curves)
     except StoppedMidEpoch as stopped:
         global_step = cluster.global_step(data.batches_per_epoch, epoch, stopped.batches_done)
-        folder = run.save(epoch, global_step, batches_done=stopped.batches_done,
-                          meter=stopped.meter) if cluster.is_chief else config.save_dir
-        raise Interrupted(f"{stop.signal_name} after batch {stopped.batches_done} of epoch {epoch}; saved "
-                          f"{folder}; continue with the same command and --resume", stop.signal_number) from None
+        saved = f"saved {run.save(epoch, global_step, batches_done=stopped.batches_done, meter=stopped.meter)}" \
+            if cluster.is_chief else f"rank 0 saves the checkpoint in {checkpoint.checkpoints_dir(config.save_dir)}"
+        raise Interrupted(f"{stop.signal_name} after batch {stopped.batches_done} of epoch {epoch}; {saved}; "
+                          "continue with the same command and --resume", stop.signal_number) from None
 
 
 def validate_and_record(epoch, stats, run, data, contexts, curves):

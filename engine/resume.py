@@ -158,8 +158,8 @@ def restore(start, recipe, contexts, cluster):
         logging.info("Resuming from %s: epoch %d, batch %d, %d updates done", start.checkpoint, start.epoch,
                      start.batch, start.global_step)
         if trainer is not None and not state["trainer_states"]:
-            logging.warning("Optimizer momentum restarts from zero: %s holds no optimizer states (a dist_async "
-                            "job's, whose servers kept them)", start.checkpoint)
+            logging.warning("Optimizer momentum restarts from zero: %s holds no optimizer states (a job whose "
+                            "servers ran the optimizer wrote it)", start.checkpoint)
     else:
         recipe.net.load_parameters(start.params, ctx=contexts)
         if start.trainer_states and trainer is not None:

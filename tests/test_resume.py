@@ -7,6 +7,7 @@ through the first epoch and then differed by about 2e-7 in some runs, with the d
 even at one OpenMP thread.
 """
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -234,6 +235,24 @@ def test_a_run_checkpointed_before_newer_flags_existed_resumes_under_their_defau
     check_same_run(older, config, 16, 16, "epoch-0001")
     with pytest.raises(UserError, match="--val-input-size 24 -> 40"):
         check_same_run(older, dict(config, val_input_size=40), 16, 16, "epoch-0001")
+
+
+def test_a_checkpoint_without_optimizer_states_resumes_with_a_warning(reference, tiny_set, tmp_path):
+    """As written before dist_sync's workers kept the states, or by a dist_async job: the run goes on from fresh
+    momenta and says so in its log."""
+    save_dir = tmp_path / "stateless"
+    shutil.copytree(reference, save_dir)
+    folders = [folder for folder, _ in checkpoint.list_checkpoints(str(save_dir))]
+    shutil.rmtree(folders[-1])
+    with open(os.path.join(folders[-2], checkpoint.STATE)) as handle:
+        state = json.load(handle)
+    with open(os.path.join(folders[-2], checkpoint.STATE), "w") as handle:
+        json.dump(dict(state, trainer_states=False), handle)
+    os.remove(os.path.join(folders[-2], checkpoint.TRAINER_STATES))
+    assert train_imagenet.main(tiny_args(tiny_set, save_dir, *RECIPE, "--resume")) == 0
+    log = (save_dir / "train.log").read_text()
+    assert f"Optimizer momentum restarts from zero: {folders[-2]} holds no optimizer states (a job whose servers " \
+           "ran the optimizer wrote it)" in log, log
 
 
 def test_resuming_a_finished_run_trains_nothing(reference, tiny_set, tmp_path):
