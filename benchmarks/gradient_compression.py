@@ -53,7 +53,7 @@ def loopback_bytes_sent(path="/proc/net/dev"):
 
 def expected_bytes(sizes, compression, workers=WORKERS):
     """Payload bytes of one step of ``workers`` workers over arrays of ``sizes`` values: each pushes every
-    gradient (2-bit: ``compressed_bytes``) and pulls every weight back whole."""
+    gradient (2-bit: ``compressed_bytes``) and pulls the sum of each back whole."""
     pushed = sum(compressed_bytes(size) if compression == "2bit" else size * BYTES_PER_VALUE for size in sizes)
     pulled = sum(sizes) * BYTES_PER_VALUE
     return workers * (pushed + pulled)

@@ -10,7 +10,7 @@ drives its 8 GPUs. Gluon's ``Trainer._allreduce_grads`` (MXNet 1.9.1, ``gluon/tr
 ``KVStoreDist::PushPullImpl`` (``src/kvstore/kvstore_dist.h``) first sums the 8 gradients on the host (``dist_sync``
 uses ``CommCPU``: copies to pinned CPU memory, summed on the CPU; ``dist_device_sync`` uses ``CommDevice``: summed
 on a GPU, one copy to the CPU; ``KVStore::Create`` picks ``CommDevice`` when the type contains "device"), then
-sends ONE push of the sum per key and receives the updated weights once, which it copies to the 8 GPUs. So both
+sends ONE push of the sum per key and receives the sum over all workers once, which it copies to the 8 GPUs. So both
 types put the same bytes on the NIC: the model size ``M`` out and ``M`` in per host and step. They differ only on
 the host (PCIe and CPU or GPU summing), which is not modelled: the published 8-GPU speeds below include summing
 over 8 GPUs. Keys: ``KVStoreDist::EncodeDefaultKey`` sends an array of fewer than ``MXNET_KVSTORE_BIGARRAY_BOUND``
@@ -43,7 +43,10 @@ One host (8 GPUs) sends nothing over the NIC: the published speeds are those of 
 queues the backward pass on MXNet's engine) and ``trainer.step``, whose ``pushpull`` calls are queued in parameter
 order with priority ``-i``; the engine runs each key's reduce and push as soon as the backward pass has written that
 gradient, so communication can run during the whole backward pass. The host then waits only for the forward pass
-(``asnumpy`` of the outputs and losses for the metrics), which the next forward pass follows anyway. (Under AMP,
+(``asnumpy`` of the outputs and losses for the metrics), which the next forward pass follows anyway, and for the
+workers' stop agreement after the step (``Cluster.agree_to_stop``, one scalar's round trip, which may queue behind
+the step's messages): the next forward pass waits for the same communication anyway, since the first layers'
+weights are updated from the gradients the backward pass writes last. (Under AMP,
 ``--dtype float16``, ``Trainer._update`` reads ``has_overflow``, an ``asnumpy``, after the reductions are queued:
 that waits for them to finish, but they still overlap the backward pass.) The gradients that come first hold most
 of the bytes (ResNet-50-D's last stage and classifier, 67% of its parameters), so ``--overlap`` defaults to 1:
@@ -65,9 +68,9 @@ FP16 gradients), ``r50d-amp`` (our AMP: FP16 compute, FP32 gradients), ``mobilen
 
 **2-bit compression** (``--gradient-compression 2bit``, ``utils/gradient_compression.py``): a worker's push carries
 one 32-bit word per 16 gradient values, 1/16 of the bytes (``compression_factor``), while the servers' replies, the
-updated weights, stay whole. Host h's NIC then sends ``(M - L_h) / 16 + (H - 1) L_h`` and receives
+summed gradients, stay whole. Host h's NIC then sends ``(M - L_h) / 16 + (H - 1) L_h`` and receives
 ``(H - 1) L_h / 16 + M - L_h``, and the busier direction counts; the busier direction of a server or worker
-process is still the weights', so their software costs stay as above, and the quantizing (a pass over each gradient
+process is still the replies', so their software costs stay as above, and the quantizing (a pass over each gradient
 before it is pushed, one over each push on the servers) is not modelled. MXNet's compression is the kvstore's, so
 the row ``r50d-fp32-2bit`` (``r50d-fp32`` with 2-bit pushes) is ps-lite's alone. Its accuracy is not the
 uncompressed run's: ``benchmarks.gradient_compression`` measures the bytes, nothing here the accuracy.
