@@ -12,6 +12,8 @@ to ignore, so each validation image counts once.
 import functools
 import math
 import os
+import queue
+import threading
 from dataclasses import dataclass, replace
 
 import mxnet as mx
@@ -95,14 +97,20 @@ def val_record_iter(rec, idx, config):
 
 
 class CountedBatches:
-    """One pass over the first ``num_samples`` images, with ``batch.pad`` set on the short last batch.
+    """One pass over the first ``num_samples`` images, with ``batch.pad`` set on the short last batch, from a fresh
+    iterator that ``open_iterator()`` makes for each pass.
 
     With ``round_batch=False`` MXNet 1.9.1 fills the tail of the last batch with stale memory (labels such
     as 1e38) yet reports ``pad = 0``, so the padding is derived from the known number of images instead.
+
+    Each pass makes, reads and frees its iterator in a thread of its own, which then ends. MXNet's
+    ``ImageRecordIter`` leaves OpenMP threads with the thread that used it; kept through training, they took the
+    process above the cores, and MXNet's operators ran 25-30% slower on 2 cores (``benchmarks.loop_overheads``).
+    The thread reads a batch only when the consumer asks for the next, so a batch stays valid until then.
     """
 
-    def __init__(self, iterator, num_samples, batch_size, find_bad_records=None):
-        self._iterator = iterator
+    def __init__(self, open_iterator, num_samples, batch_size, find_bad_records=None):
+        self._open_iterator = open_iterator
         self._num_samples = num_samples
         self._batch_size = batch_size
         self._find_bad_records = find_bad_records
@@ -110,12 +118,32 @@ class CountedBatches:
     def __len__(self):
         return math.ceil(self._num_samples / self._batch_size)
 
+    def _read(self, requests, replies):
+        try:
+            iterator = read_naming_bad_records(self._open_iterator, self._find_bad_records)
+            for _ in range(len(self)):
+                if not requests.get():
+                    break
+                replies.put(read_naming_bad_records(iterator.next, self._find_bad_records))
+            del iterator
+        except BaseException as error:  # handed to the consumer, which raises it
+            replies.put(error)
+
     def __iter__(self):
-        read_naming_bad_records(self._iterator.reset, self._find_bad_records)
-        for index in range(len(self)):
-            batch = read_naming_bad_records(self._iterator.next, self._find_bad_records)
-            batch.pad = max(0, (index + 1) * self._batch_size - self._num_samples)
-            yield batch
+        requests, replies = queue.Queue(), queue.Queue()
+        reader = threading.Thread(target=self._read, args=(requests, replies), name="validation-reader")
+        reader.start()
+        try:
+            for index in range(len(self)):
+                requests.put(True)
+                batch = replies.get()
+                if isinstance(batch, BaseException):
+                    raise batch
+                batch.pad = max(0, (index + 1) * self._batch_size - self._num_samples)
+                yield batch
+        finally:
+            requests.put(False)
+            reader.join()
 
 
 def read_naming_bad_records(read, find_bad_records, *args):
@@ -217,10 +245,10 @@ def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_
     batches_per_epoch = math.ceil(num_train / config.batch_size)
     find_bad_records = functools.partial(describe_bad_records, [(rec_train, idx_train), (rec_val, idx_val)],
                                          num_classes)
-    val_iter = read_naming_bad_records(val_record_iter, find_bad_records, rec_val, idx_val, config)
+    open_val = functools.partial(val_record_iter, rec_val, idx_val, config)
     return DataSource(train=RecordReader.from_config(rec_train, idx_train, config,
                                                      batches_per_epoch=batches_per_epoch),
-                      val=CountedBatches(val_iter, num_val, config.batch_size, find_bad_records),
+                      val=CountedBatches(open_val, num_val, config.batch_size, find_bad_records),
                       num_classes=num_classes, class_names=class_names,
                       num_train=num_train, num_val=num_val, batches_per_epoch=batches_per_epoch,
                       skipped_records=skipped, find_bad_records=find_bad_records)
@@ -359,7 +387,8 @@ def validation_source(config, network_class_names, rec_val=None, idx_val=None, d
                 f"taken as the network's {len(class_names)} classes")
         check_validation_records(rec_val, idx_val, len(class_names))
         num_val = count_records(idx_val)
-        val = CountedBatches(val_record_iter(rec_val, idx_val, config), num_val, config.batch_size)
+        val = CountedBatches(functools.partial(val_record_iter, rec_val, idx_val, config), num_val,
+                             config.batch_size)
     else:
         path = os.path.join(data_dir, "val")
         if not os.path.isdir(path):
