@@ -9,9 +9,10 @@ batch already in memory). The loop's costs taken out, by replacing them for the 
   forward pass, and the finite-loss check that reads them): both are per-step synchronisations, which keep Python
   from queuing the next step while this one runs;
 - the reader: the epoch's batches read once beforehand and replayed from memory, so that no decoding or
-  augmentation thread competes with MXNet's operator threads;
-- validation's reader, MXNet's ``ImageRecordIter`` (``data.loaders.val_record_iter``), which the loop holds from
-  the start but does not read while it trains: not created at all.
+  augmentation thread competes with MXNet's operator threads.
+
+(Until validation made its ``ImageRecordIter`` in a thread of each pass, a configuration also left that iterator
+out: it was the largest cost, ``benchmarks/results/loop-overheads-before/``.)
 
 Each run is a process of its own, which builds one configuration, warms it up for one pass and times the next
 (in one process the idle readers of the other configurations slowed the model alone by 30%). Configurations
@@ -41,7 +42,6 @@ from benchmarks.machine import describe  # noqa: E402
 from benchmarks.model_step import in_memory_training_step, timed_step_seconds  # noqa: E402
 from benchmarks.report import write_report  # noqa: E402
 from benchmarks.tricks_overhead import FirstBatches  # noqa: E402
-from data import loaders  # noqa: E402
 from engine import loop  # noqa: E402
 from engine.config import parse_config  # noqa: E402
 from engine.recipe import build_data, build_recipe  # noqa: E402
@@ -55,8 +55,6 @@ CONFIGURATIONS = {
     "- metrics": ("metrics",),
     "- label check - metrics": ("label check", "metrics"),
     "- label check - metrics - reader": ("label check", "metrics", "reader"),
-    "- validation's ImageRecordIter": ("validation iterator",),
-    "- all four": ("label check", "metrics", "reader", "validation iterator"),
 }
 
 
@@ -96,10 +94,7 @@ def loop_run(argv, batches, save_dir, taken_out):
     ``batches`` batches and returns its images/s (after one epoch of warm-up)."""
     config = parse_config(argv + ["--save-dir", save_dir])
     contexts = build_contexts(config.num_gpus, config.num_cpu_contexts)
-    with contextlib.ExitStack() as stack:
-        if "validation iterator" in taken_out:
-            stack.enter_context(mock.patch.object(loaders, "val_record_iter", lambda *_, **__: None))
-        data = build_data(config, contexts)
+    data = build_data(config, contexts)
     recipe = build_recipe(config, data, contexts)
     train = FirstBatches(data.train, batches)
     data = dataclasses.replace(data, train=ReplayedBatches(train) if "reader" in taken_out else train,

@@ -125,13 +125,13 @@ class CountedBatches:
                 if not requests.get():
                     break
                 replies.put(read_naming_bad_records(iterator.next, self._find_bad_records))
-            del iterator
         except BaseException as error:  # handed to the consumer, which raises it
             replies.put(error)
 
     def __iter__(self):
         requests, replies = queue.Queue(), queue.Queue()
-        reader = threading.Thread(target=self._read, args=(requests, replies), name="validation-reader")
+        # A daemon: a pass that is never finished nor closed must not keep the process from exiting.
+        reader = threading.Thread(target=self._read, args=(requests, replies), name="validation-reader", daemon=True)
         reader.start()
         try:
             for index in range(len(self)):

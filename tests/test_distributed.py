@@ -17,6 +17,7 @@ import pytest
 import train_imagenet
 from models import get_model
 from tests.conftest import tiny_args
+from tests.helpers import trainer_error_line
 from tests.launch_job import HOROVODRUN, LAUNCHER, Job, horovod_launch_args, local_launch_args, needs_horovod
 from utils import checkpoint
 from utils.distributed import Cluster, weights_fingerprint
@@ -273,17 +274,10 @@ def _horovod_installed(monkeypatch, installed):
                         lambda name, *args: answer if name == "horovod" else find_spec(name, *args))
 
 
-def _one_error_line(capsys, argv):
-    assert train_imagenet.main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
-
-
 def test_horovod_without_horovod_says_how_to_build_it(capsys, monkeypatch, tiny_set, tmp_path):
     _horovod_installed(monkeypatch, False)
     monkeypatch.setenv("HOROVOD_RANK", "0")
-    line = _one_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "horovod"))
+    line = trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "horovod"))
     assert line == ("error: --kvstore horovod needs Horovod built with MXNet support, which is not installed; build "
                     "it against this MXNet with `python -m tools.install_horovod` (README.md, Horovod), or use "
                     "--kvstore dist_sync with tools/launch.py")
@@ -292,7 +286,7 @@ def test_horovod_without_horovod_says_how_to_build_it(capsys, monkeypatch, tiny_
 def test_horovod_outside_horovodrun_says_how_to_launch(capsys, monkeypatch, tiny_set, tmp_path):
     _horovod_installed(monkeypatch, True)
     monkeypatch.delenv("HOROVOD_RANK", raising=False)
-    assert _one_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "horovod")) == (
+    assert trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "horovod")) == (
         "error: --kvstore horovod runs as one rank of a job that horovodrun starts, but HOROVOD_RANK is not set; "
         "launch it with `horovodrun -np N -H host1:slots,host2:slots python train_imagenet.py ... --kvstore "
         "horovod` (N = all devices, one process each), or use --kvstore device on one machine")
@@ -314,16 +308,16 @@ ONE_DEVICE_PER_PROCESS = ("error: --kvstore horovod trains one device per proces
                               "the .rec once with `python -m data.clean TRAIN.rec --out CLEAN` and train on CLEAN.rec"),
 ], ids=["cpu-contexts", "gpus", "gpu-ids", "compression", "skip-bad-records"])
 def test_horovod_refuses_what_it_would_not_train_as_asked(flags, message, capsys, tiny_set, tmp_path):
-    assert _one_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "horovod", *flags)) == message
+    assert trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "horovod", *flags)) == message
 
 
 def test_float16_under_dist_async_is_one_line_and_dist_sync_passes_the_check(capsys, tiny_set, tmp_path):
     """dist_async's servers run the optimizer and would apply an overflowed step; dist_sync's workers skip it (see
     test_an_overflow_on_one_worker_skips_the_step_on_every_worker), so its check goes on to the launcher's."""
-    assert _one_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "dist_async", "--dtype", "float16")) \
+    assert trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "dist_async", "--dtype", "float16")) \
         == ("error: --dtype float16 is not supported with --kvstore dist_async, whose servers would apply an "
             "overflowed step; use --kvstore dist_sync or --dtype float32")
-    assert _one_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "dist_sync", "--dtype", "float16")) \
+    assert trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "dist_sync", "--dtype", "float16")) \
         .startswith("error: --kvstore dist_sync runs as one worker of a job that tools/launch.py starts")
 
 

@@ -140,18 +140,28 @@ def describe_exit(code):
     return f"exited with code {code}"
 
 
+def wait_for(processes, seconds):
+    """Wait up to ``seconds`` for ``processes`` to exit."""
+    deadline = time.time() + seconds
+    while any(p.popen.poll() is None for p in processes) and time.time() < deadline:
+        time.sleep(POLL_SECONDS)
+
+
+def signal_and_wait(processes, sig, seconds):
+    """``sig`` to the process group of each of ``processes`` still running, then wait up to ``seconds`` for them."""
+    running = [p for p in processes if p.popen.poll() is None]
+    for process in running:
+        try:
+            os.killpg(process.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+    wait_for(running, seconds)
+
+
 def stop_all(processes):
     """SIGTERM to every process group still running, SIGKILL to those left after a grace period."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        running = [p for p in processes if p.popen.poll() is None]
-        for process in running:
-            try:
-                os.killpg(process.popen.pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + GRACE_SECONDS
-        while any(p.popen.poll() is None for p in running) and time.time() < deadline:
-            time.sleep(POLL_SECONDS)
+        signal_and_wait(processes, sig, GRACE_SECONDS)
     # Children that left the group's leader behind still hold the group id: make sure they are gone too.
     for process in processes:
         try:
@@ -174,22 +184,9 @@ def _workers(processes):
     return [process for process in processes if process.label.startswith("worker")]
 
 
-def wait_for_workers(processes, seconds):
-    """Wait up to ``seconds`` for every worker to exit."""
-    deadline = time.time() + seconds
-    while any(p.popen.poll() is None for p in _workers(processes)) and time.time() < deadline:
-        time.sleep(POLL_SECONDS)
-
-
 def stop_workers_first(processes, signum, seconds):
     """Pass ``signum`` to the workers, wait up to ``seconds`` for them to save and exit, then stop the rest."""
-    for process in _workers(processes):
-        if process.popen.poll() is None:
-            try:
-                os.killpg(process.popen.pid, signum)
-            except ProcessLookupError:
-                pass
-    wait_for_workers(processes, seconds)
+    signal_and_wait(_workers(processes), signum, seconds)
     stop_all(processes)
 
 
@@ -199,7 +196,7 @@ def supervise(processes, stop_seconds):
         failed = next((p for p in processes if p.popen.poll() not in (None, 0)), None)
         if failed is not None:
             if failed in _workers(processes) and failed.popen.returncode in STOPPED_ON_SIGNAL:
-                wait_for_workers(processes, stop_seconds)  # the others stop after the same step
+                wait_for(_workers(processes), stop_seconds)  # the others stop after the same step
             stop_all(processes)
             print(f"launch: {failed.label} (pid {failed.popen.pid}, host {failed.host}) "
                   f"{describe_exit(failed.popen.returncode)}; stopped all {len(processes)} processes",

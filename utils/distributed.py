@@ -116,7 +116,7 @@ class Cluster:
         catch the signal itself takes it as SIGTERM. ``dist_async`` workers never wait for each other: each answers
         for itself.
         """
-        if self.num_workers == 1 or self.update_on_kvstore is not False:
+        if not self.workers_update_in_step:
             return stop.arrived
         # The answer is the reduction's alone: a signal that lands while it runs counts at the next one.
         if self.uses_horovod:
@@ -258,8 +258,8 @@ def start_kvstore(trainer, step_batch):
     params = trainer._params_to_init
     keys = [trainer._param2idx[param.name] for param in params]
     kvstore.init(keys, [param.list_data()[0] for param in params])
-    if "async" not in kvstore.type:
-        kvstore.init(STOP_KEY, mx.nd.zeros((1,)))  # Cluster.agree_to_stop's sum
+    if not trainer._update_on_kvstore:
+        kvstore.init(STOP_KEY, mx.nd.zeros((1,)))  # Cluster.agree_to_stop's sum, where workers update in step
     mx.nd.waitall()
     kvstore._barrier()
     kvstore.pull(keys, out=[param.list_data() for param in params])
