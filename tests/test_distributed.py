@@ -234,6 +234,18 @@ def test_launcher_stops_everything_on_sigterm():
     assert job.leftovers() == []
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["-n", "0", "--launcher", "local"], "-n and -s must be at least 1"),
+    (["-n", "2", "--launcher", "local", "--stop-seconds", "-1"], "--stop-seconds must be 0 or more"),
+    (["-n", "2"], "--launcher ssh needs -H HOSTFILE"),
+])
+def test_the_launcher_refuses_bad_settings_in_its_last_line(flags, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        launch.main([*flags, "python", "train.py"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {message}")
+
+
 def test_local_plan_sets_the_ps_lite_environment_on_loopback():
     args = launch.build_parser().parse_args(["-n", "2", "-s", "1", "--launcher", "local", "--port", "9300",
                                              "python", "train.py", "--kvstore", "dist_sync"])
