@@ -23,6 +23,7 @@ from engine.loop import (EpochMeter, StoppedMidEpoch, current_lr, evaluate, log_
 from engine.recipe import (build_data, build_input_config, build_recipe, effective_lr, progressive_resize,
                            total_batch_size)
 from engine.resume import RunState, find_resume_point, restore
+from models.params import parameter_dtype
 from utils import checkpoint
 from utils.devices import build_contexts, renew_parameter_arrays
 from utils.distributed import join_cluster, weights_fingerprint
@@ -47,7 +48,8 @@ def save_outputs(recipe, config, epoch, contexts):
     exported = recipe.model_ema.averaged if config.export_ema else recipe.net
     if config.mode != "hybrid":
         exported.hybridize()
-    sample = mx.nd.zeros((1, 3, config.val_input_size, config.val_input_size), ctx=contexts[0])
+    sample = mx.nd.zeros((1, 3, config.val_input_size, config.val_input_size), ctx=contexts[0],
+                         dtype=parameter_dtype(exported))
     exported(sample)
     return params, checkpoint.export_deployable(exported, config.save_dir, config.model)
 

@@ -11,7 +11,7 @@ from data.augmentation import RGB_MEAN, RGB_STD
 from data.demo import make_demo_dataset
 from data.loaders import InputConfig, folder_source, record_source
 from models import get_model
-from models.params import load_params
+from models.params import load_params, parameter_dtype
 from utils.batch_transform import BatchTransform
 from utils.binary_cross_entropy import BinaryCrossEntropyLoss
 from utils.distillation import CrossEntropyLoss, DistillationLoss
@@ -108,7 +108,8 @@ def build_teacher(config, num_classes, contexts):
     else:
         teacher = get_model(config.teacher, classes=num_classes)
         teacher.initialize(ctx=contexts)
-        teacher(mx.nd.zeros((1, 3, config.input_size, config.input_size), ctx=contexts[0]))
+        teacher(mx.nd.zeros((1, 3, config.input_size, config.input_size), ctx=contexts[0],
+                            dtype=parameter_dtype(teacher)))
         load_params(params_file, teacher, label=f"teacher weights for {config.teacher} {params_file}")
         teacher.load_parameters(params_file, ctx=contexts)
     teacher.collect_params().setattr("grad_req", "null")

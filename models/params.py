@@ -61,3 +61,8 @@ def _shapes(expected):
     if isinstance(expected, gluon.Block):
         return {name: param.shape for name, param in expected._collect_params_with_prefix().items()}
     return dict(expected)
+
+
+def parameter_dtype(net):
+    """The type of ``net``'s parameters, which its inputs must have (MXNet refuses to mix them in one operator)."""
+    return next(iter(net.collect_params().values())).dtype

@@ -163,6 +163,18 @@ def test_parameter_names_and_shapes_are_frozen():
         assert actual == handle.read().splitlines()
 
 
+def test_narrow_stages_keep_the_parameter_names_and_scale_the_widths():
+    """``stage_widths`` (the tests' narrow networks) changes shapes only: ResNet-50-D at (8, 16, 32, 64) has the
+    frozen names, its stages' outputs are 4 x 8 ... 4 x 64 wide, and the classifier reads 256 features."""
+    net = _built("resnet50_v1d", stage_widths=(8, 16, 32, 64), stem_width=8)
+    shapes = {key: value.shape for key, value in net._collect_params_with_prefix().items()}
+    with open(os.path.join(GOLDEN, "resnet50_v1d.params.txt")) as handle:
+        assert sorted(shapes) == [line.split(" ")[0] for line in handle.read().splitlines()]
+    assert shapes["conv1.0.weight"] == (8, 3, 3, 3) and shapes["conv1.6.weight"] == (16, 8, 3, 3)
+    assert [shapes[f"layer{stage}.0.conv3.weight"][0] for stage in range(1, 5)] == [32, 64, 128, 256]
+    assert shapes["fc.weight"] == (1000, 256)
+
+
 @pytest.mark.parametrize("name", model_names())
 def test_every_model_trains_hybridized(name):
     mx.random.seed(0)

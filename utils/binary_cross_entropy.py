@@ -31,7 +31,7 @@ class BinaryCrossEntropyLoss:
     def targets(self, logits, targets):
         """The per-class probabilities the loss compares the sigmoids with: one-hot, dense, thresholded."""
         if self.sparse_targets:
-            targets = mx.nd.one_hot(targets, logits.shape[1])
+            targets = mx.nd.one_hot(targets, logits.shape[1], dtype=logits.dtype)
         if self.target_threshold is not None:
             targets = targets > self.target_threshold
         return targets
