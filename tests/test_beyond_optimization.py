@@ -298,6 +298,17 @@ def _cross_entropy(targets, logits):
     return -(targets * (shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True)))).sum(axis=1)
 
 
+def _bce_rounding_bound(logits, targets):
+    """How far float32 may put each example's BCE from the float64 formula: 8 units of float32's last place in the
+    size of its terms, averaged over the classes. The terms' size counts |x| too: MXNet's softrelu (oneDNN's, with
+    every instruction set) is exact to the last place of |x| rather than of softplus(x), e.g. -1.9e-6 for
+    softplus(-29.1) = 2.3e-13. Measured on 20,000 random logits of scale 6 and on the runs below, with AVX-512, AVX2
+    and SSE4.1: at most 0.13 of it."""
+    logits = np.asarray(logits, dtype=np.float64)
+    size = np.abs(logits) + np.logaddexp(0, logits) + np.abs(logits * targets)
+    return 8 * np.finfo(np.float32).eps * size.mean(axis=1)
+
+
 @pytest.mark.parametrize("flags, threshold", [
     ((), None),
     (("--label-smoothing", "--mixup", "--bce-target-thresh", "0.2"), 0.2),
@@ -307,7 +318,7 @@ def test_every_step_of_a_bce_run_is_the_bce_formula(flags, threshold, tiny_set, 
     assert type(recorder.loss_fn) is BinaryCrossEntropyLoss and recorder.loss_fn.target_threshold == threshold
     steps = recorder.steps()
     assert len(steps) == 6
-    for _, _, labels, call in steps:
+    for step, (_, _, labels, call) in enumerate(steps):
         if threshold is None:
             np.testing.assert_array_equal(call["targets"], labels)
             given = targets = np.eye(3)[labels.astype(int)]
@@ -317,9 +328,13 @@ def test_every_step_of_a_bce_run_is_the_bce_formula(flags, threshold, tiny_set, 
             targets = (given > threshold).astype(np.float64)
             # The threshold changes the targets: smoothed 0.9 and 0.05 become 1 and 0.
             assert np.abs(_bce(call["outputs"], given) - _bce(call["outputs"], targets)).max() > 0.1
-        np.testing.assert_allclose(call["loss"], _bce(call["outputs"], targets), rtol=1e-5, atol=1e-6)
-        # Not the softmax cross-entropy that the run would have trained without --bce-loss.
-        assert np.abs(call["loss"] - _cross_entropy(given, call["outputs"])).max() > 0.1
+        bound = _bce_rounding_bound(call["outputs"], targets)
+        error = np.abs(call["loss"] - _bce(call["outputs"], targets))
+        assert (error <= bound).all(), (error / bound).max()
+        # Not the softmax cross-entropy that the run would have trained without --bce-loss: on the first step (the
+        # initial weights, the same on every CPU) by far, on every step by far more than the rounding.
+        other = np.abs(call["loss"] - _cross_entropy(given, call["outputs"])).max()
+        assert other > (0.5 if step == 0 else 1000 * bound.max()), (step, other, bound.max())
 
 
 def _train_fixed_batches(argv, monkeypatch):
