@@ -23,6 +23,8 @@ from tests.helpers import RunRecorder
 from utils.devices import build_contexts
 from utils.errors import UserError
 
+pytestmark = pytest.mark.numeric
+
 
 def _one(name, value, image):
     """``image`` (C, H, W) transformed alone by (name, value)."""

@@ -17,6 +17,8 @@ from utils.cutmix import clipped_box, cutmix
 from utils.mixup import MixDraw, MixSchedule
 from utils.random_erasing import RandomErasing, draw_rectangle
 
+pytestmark = pytest.mark.numeric
+
 
 @pytest.mark.parametrize("lam, centre, box, corrected", [
     # sqrt(1 - 0.64) = 0.6: sides int(10 x 0.6) = 6, 3 either way of the centre. Centred, all 36 pixels fit.

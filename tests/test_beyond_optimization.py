@@ -22,6 +22,8 @@ from utils.devices import build_contexts
 from utils.optimizers import LAMB, AdamW, create_optimizer, optimizer_settings
 from utils.precision import build_precision
 
+pytestmark = pytest.mark.numeric
+
 LOGITS = [[2.0, 0.0, -1.0], [0.5, 1.5, -2.0]]
 # log(1 + e^x) of LOGITS, from which every BCE value below is summed by hand.
 SOFTPLUS = [[2.1269280, 0.6931472, 0.3132617], [0.9740770, 1.7014133, 0.1269280]]

@@ -7,6 +7,8 @@ import pytest
 from models import convert, get_model
 from tests.helpers import randomize_parameters
 
+pytestmark = pytest.mark.numeric
+
 # One name per family, at the smallest input both definitions accept: GluonCV's Inception-v3 pools its last map
 # with a fixed 8x8 window, so it needs 299.
 CASES = [("resnet18_v1", 32), ("resnet50_v1", 32), ("resnet50_v1b", 32), ("resnet50_v1d", 32),

@@ -16,6 +16,8 @@ from tests.conftest import COLOURS_RGB, tiny_args
 from tests.helpers import folder_top1, randomize_parameters
 from utils import checkpoint
 
+pytestmark = pytest.mark.numeric
+
 MODEL = "resnet18_v1d"  # what tiny_args trains
 RESULT_FIELDS = {"model", "params", "data", "num_images", "num_classes", "input_size", "val_input_size", "val_resize",
                  "crop_ratio", "top1_error", "top5_error", "images_per_sec", "seconds"}

@@ -22,6 +22,8 @@ from utils.devices import build_contexts, split_batch
 from utils.errors import UserError
 from utils.seeding import epoch_seed
 
+pytestmark = pytest.mark.numeric
+
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
 
 

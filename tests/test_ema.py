@@ -18,6 +18,8 @@ from utils.devices import build_contexts
 from utils.ema import ModelEma
 from utils.seeding import epoch_seed, seed_everything
 
+pytestmark = pytest.mark.numeric
+
 DEVICES = {"1 device": [mx.cpu(0)], "2 devices": [mx.cpu(0), mx.cpu(1)]}
 
 

@@ -130,6 +130,7 @@ def test_the_log_names_it_and_resume_keeps_it(tiny_set, tmp_path):
         check_same_run(older, settings, 32, 32, "epoch-0001")
 
 
+@pytest.mark.numeric
 def test_two_cpu_devices_train_on_quantized_gradients(tiny_set, tmp_path):
     """--kvstore device over 2 CPU contexts: MXNet quantizes each device's gradient before summing them."""
     save_dir = tmp_path / "run"

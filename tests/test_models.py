@@ -17,6 +17,8 @@ from models.mobilenet import InvertedResidual
 from tests.helpers import randomize_parameters
 from utils.errors import UserError
 
+pytestmark = pytest.mark.numeric
+
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
 
 

@@ -23,6 +23,8 @@ from utils.mixup import MixSchedule
 from utils.precision import Float16, build_precision
 from utils.seeding import seed_everything
 
+pytestmark = pytest.mark.numeric
+
 
 def _config(argv):
     return parse_config(argv)
@@ -142,7 +144,7 @@ def test_the_first_step_keeps_the_running_statistics_of_the_first_batch(tiny_set
                                    "--batch-size", str(8 // count)))
         contexts = build_contexts(num_cpu_contexts=count)
         seed_everything(0)
-        data = topology_run.fixed_batches(config, contexts)
+        data = topology_run.fixed_batches(config, contexts, dtype="float32")
         recipe = build_recipe(config, data, contexts)
         batch = next(data.train.epoch(0))
         train_step(recipe, split_batch(batch.data[0], contexts), split_batch(batch.label[0], contexts))

@@ -11,6 +11,8 @@ from models.complexity import count_multiply_adds, count_parameters
 from tests.helpers import randomize_parameters
 from utils.errors import UserError
 
+pytestmark = pytest.mark.numeric
+
 # One name per family, each at a small input that both definitions accept: GluonCV's Inception3 pools its last
 # map with a fixed 8x8 window, so it needs 299.
 FAMILIES = [("mobilenet0.25", 32), ("mobilenetv2_0.25", 32), ("inceptionv3", 299)]

@@ -14,6 +14,8 @@ from tests.helpers import RunRecorder, folder_top1
 from utils import checkpoint
 from utils.progressive_resize import ProgressiveResize
 
+pytestmark = pytest.mark.numeric
+
 
 def without_input_size(argv):
     """``argv`` without its ``--input-size N``: ``--progressive-resize`` sets the training crops instead."""

@@ -26,6 +26,8 @@ from tests.helpers import RunRecorder, folder_top1, parameter_values, randomize_
 from utils.errors import UserError
 from utils.pretrained import load_for_finetuning
 
+pytestmark = pytest.mark.numeric
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

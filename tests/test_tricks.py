@@ -25,6 +25,8 @@ from utils.lr_schedule import build_lr_scheduler, linear_scaled_lr
 from utils.mixup import MixDraw, MixSchedule, dominant_labels, mix
 from utils.weight_decay import apply_no_bias_decay
 
+pytestmark = pytest.mark.numeric
+
 
 def _rates(schedule, updates):
     """The rate of each update number (1 = first batch), asked in increasing order as the optimizer does."""
