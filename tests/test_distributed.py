@@ -246,6 +246,46 @@ def test_the_launcher_refuses_bad_settings_in_its_last_line(flags, message, caps
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {message}")
 
 
+HOST_ADVICE = "give one host name or address a line (a user name or port goes in ~/.ssh/config)"
+
+
+@pytest.mark.parametrize("second_line, message", [
+    ("-oProxyCommand=touch {pwned}", "'-oProxyCommand=touch {pwned}' starts with '-', which ssh would take for an "
+                                     f"option; {HOST_ADVICE}"),
+    ("node2 node3", "'node2 node3' is not a host name or IPv4 address (letters, digits, '.', '-' and '_'); "
+                    + HOST_ADVICE),
+    ("node2;touch {pwned}", "'node2;touch {pwned}' is not a host name or IPv4 address (letters, digits, '.', '-' "
+                            f"and '_'); {HOST_ADVICE}"),
+    ("`touch {pwned}`", "'`touch {pwned}`' is not a host name or IPv4 address (letters, digits, '.', '-' and '_'); "
+                        + HOST_ADVICE),
+    ("$(touch {pwned})", "'$(touch {pwned})' is not a host name or IPv4 address (letters, digits, '.', '-' and "
+                         f"'_'); {HOST_ADVICE}"),
+    ("me@node2", f"'me@node2' is not a host name or IPv4 address (letters, digits, '.', '-' and '_'); {HOST_ADVICE}"),
+], ids=["option", "two-words", "semicolon", "backticks", "command-substitution", "user"])
+def test_the_launcher_refuses_a_host_line_that_ssh_or_a_shell_would_read_as_more_than_a_host(
+        second_line, message, tmp_path, capsys):
+    """One line naming the file and line, exit 2, and nothing started: the command a line carries never runs."""
+    pwned = tmp_path / "pwned"
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text(f"node1  # the first\n{second_line.format(pwned=pwned)}\n")
+    assert launch.main(["-n", "2", "--launcher", "ssh", "-H", str(hostfile), "python", "train.py"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"launch: error: {hostfile} line 2: {message.format(pwned=pwned)}"]
+    assert not pwned.exists()
+
+
+@pytest.mark.parametrize("contents, message", [
+    (None, "cannot read host file {hostfile}: No such file or directory"),
+    ("# nothing yet\n\n", "host file {hostfile} lists no host"),
+], ids=["missing", "no-host"])
+def test_a_missing_or_empty_host_file_is_one_line(contents, message, tmp_path, capsys):
+    hostfile = tmp_path / "hosts"
+    if contents is not None:
+        hostfile.write_text(contents)
+    assert launch.main(["-n", "2", "--launcher", "ssh", "-H", str(hostfile), "python", "train.py"]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"launch: error: {message.format(hostfile=hostfile)}"]
+
+
 def test_local_plan_sets_the_ps_lite_environment_on_loopback():
     args = launch.build_parser().parse_args(["-n", "2", "-s", "1", "--launcher", "local", "--port", "9300",
                                              "python", "train.py", "--kvstore", "dist_sync"])
@@ -270,7 +310,7 @@ def test_ssh_plan_quotes_the_remote_command(tmp_path):
                                                    "127.0.0.3"]
     label, host, argv, extra_env = processes[-1]
     assert (label, extra_env) == ("worker 1", {})
-    assert argv[:-1] == ["ssh", "-tt", "-o", "BatchMode=yes", "127.0.0.3"]
+    assert argv[:-1] == ["ssh", "-tt", "-o", "BatchMode=yes", "--", "127.0.0.3"]
     # The remote shell splits the string back into exactly the arguments given, the hostile one intact.
     words = shlex.split(argv[-1])
     assert words[:4] == ["cd", os.getcwd(), "&&", "exec"]

@@ -19,6 +19,7 @@ is the launch order; the kvstore rank that ps-lite assigns (and train_imagenet.p
 import argparse
 import dataclasses
 import os
+import re
 import shlex
 import signal
 import socket
@@ -33,6 +34,15 @@ POLL_SECONDS = 0.1
 GRACE_SECONDS = 5.0
 # Exit statuses of a worker that stopped on SIGINT or SIGTERM after saving (utils.errors.Interrupted).
 STOPPED_ON_SIGNAL = (128 + signal.SIGINT, 128 + signal.SIGTERM)
+# A host file line names one machine: ssh takes it as its destination (and may hand it to a shell through a
+# ProxyCommand's %h) and ps-lite the first as the scheduler's address, so a line must be a host name or an IPv4
+# address, neither an option nor shell syntax.
+HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+HOST_ADVICE = "give one host name or address a line (a user name or port goes in ~/.ssh/config)"
+
+
+class HostfileError(Exception):
+    """A host file that lists no usable host; the message names the file and, for a bad line, its number."""
 
 
 @dataclasses.dataclass
@@ -68,10 +78,30 @@ def build_parser():
 
 
 def read_hostfile(path):
-    """Host names of ``path``, one a line; blank lines and ``#`` comments are skipped."""
-    with open(path) as handle:
-        hosts = [line.split("#", 1)[0].strip() for line in handle]
-    return [host for host in hosts if host]
+    """Host names of ``path``, one a line; blank lines and ``#`` comments are skipped.
+
+    Raises HostfileError for a missing or unreadable file, one without a host, or a line that is not one host
+    name or address (HOST_NAME).
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = [line.split("#", 1)[0].strip() for line in handle]
+    except OSError as error:
+        raise HostfileError(f"cannot read host file {path}: {error.strerror}") from None
+    hosts = []
+    for number, host in enumerate(lines, start=1):
+        if not host:
+            continue
+        if host.startswith("-"):
+            raise HostfileError(f"{path} line {number}: {host!r} starts with '-', which ssh would take for an "
+                                f"option; {HOST_ADVICE}")
+        if not HOST_NAME.fullmatch(host):
+            raise HostfileError(f"{path} line {number}: {host!r} is not a host name or IPv4 address (letters, "
+                                f"digits, '.', '-' and '_'); {HOST_ADVICE}")
+        hosts.append(host)
+    if not hosts:
+        raise HostfileError(f"host file {path} lists no host")
+    return hosts
 
 
 def free_port(host=LOOPBACK):
@@ -98,8 +128,11 @@ def remote_command(env, command, workdir):
 
 
 def ssh_argv(host, env, command, workdir):
-    """ssh with a terminal (``-tt``), so that stopping the local ssh also hangs up the remote process."""
-    return ["ssh", "-tt", "-o", "BatchMode=yes", host, remote_command(env, command, workdir)]
+    """ssh with a terminal (``-tt``), so that stopping the local ssh also hangs up the remote process.
+
+    ``--`` ends ssh's options, so that no host is ever read as one.
+    """
+    return ["ssh", "-tt", "-o", "BatchMode=yes", "--", host, remote_command(env, command, workdir)]
 
 
 def plan(args):
@@ -250,11 +283,14 @@ def main(argv=None):
         parser.error("-n and -s must be at least 1")
     if args.stop_seconds < 0:
         parser.error("--stop-seconds must be 0 or more")
-    if args.launcher == "ssh":
-        if not args.hostfile:
-            parser.error("--launcher ssh needs -H HOSTFILE")
-        if not os.path.isfile(args.hostfile) or not read_hostfile(args.hostfile):
-            parser.error(f"hostfile {args.hostfile} does not exist or lists no host")
+    if args.launcher == "ssh" and not args.hostfile:
+        parser.error("--launcher ssh needs -H HOSTFILE")
+    try:
+        if args.launcher == "ssh":
+            read_hostfile(args.hostfile)
+    except HostfileError as error:
+        print(f"launch: error: {error}", file=sys.stderr)
+        return 2
     return launch(args)
 
 
