@@ -175,12 +175,14 @@ class RecordScan:
     """What ``scan_records`` found in ``rec_path``, both lists in .idx order.
 
     ``good`` holds the ``(key, offset)`` of each record that passed every check, ``bad`` a BadRecord for
-    each of the others.
+    each of the others; ``good_bytes`` is what the good records take of the .rec, padding included (the size of a
+    clean copy's .rec).
     """
 
     rec_path: str
     good: list
     bad: list
+    good_bytes: int
 
     def describe(self):
         """One line: how many records are bad, and the first few of them with their reasons."""
@@ -219,7 +221,9 @@ def scan_records(rec_path, idx_path, num_classes, decode=True, num_workers=None)
         reasons = _check_contents(rec_file, located, num_classes, decode, num_workers)
     good = [entry for entry, reason in zip(entries, reasons) if reason is None]
     bad = [BadRecord(key, offset, reason) for (key, offset), reason in zip(entries, reasons) if reason is not None]
-    return RecordScan(rec_path=rec_path, good=good, bad=bad)
+    good_bytes = sum(span.end - offset for (_, offset), span, reason in zip(entries, located, reasons)
+                     if reason is None)
+    return RecordScan(rec_path=rec_path, good=good, bad=bad, good_bytes=good_bytes)
 
 
 def write_clean_copy(rec_path, scan, out_prefix):
@@ -229,7 +233,8 @@ def write_clean_copy(rec_path, scan, out_prefix):
     records from the index alone would not skip them: the copy holds the good records alone, back to
     back in index order, under their old keys. ``PREFIX.classes.txt`` beside ``rec_path`` is copied if it
     exists. Files are written under temporary names and renamed, so a failed copy leaves no partial file
-    under a final name. Raises UserError if no record is good or ``rec_path`` changed since the scan.
+    under a final name. Raises UserError if no record is good, the copy's folder has not the room for it (before
+    anything is written) or ``rec_path`` changed since the scan.
     """
     rec_path, out_prefix = os.fspath(rec_path), os.fspath(out_prefix)
     source, copy = RecordFiles.from_rec_path(rec_path), RecordFiles(out_prefix)
@@ -238,6 +243,8 @@ def write_clean_copy(rec_path, scan, out_prefix):
         raise UserError(f"none of the {len(scan.bad)} records of {rec_path} is good, so there is nothing to "
                         f"copy; {REPACK_HINT}")
     kinds = ("rec", "idx", "classes") if os.path.isfile(source.classes) else ("rec", "idx")
+    _check_room_for_copy(scan, os.path.getsize(source.classes) if "classes" in kinds else 0,
+                         os.path.dirname(out_prefix) or ".")
     with copy.written_whole(kinds) as partial:
         _copy_records(rec_path, scan.good, partial)
         if "classes" in kinds:
@@ -498,6 +505,34 @@ def _check_copy_prefix(source, out_prefix):
     if os.path.abspath(out_prefix) == os.path.abspath(source.prefix):
         raise UserError(f"output prefix {out_prefix} is that of the scanned files; choose another prefix so "
                         "that the originals stay")
+
+
+def _clean_copy_bytes(scan, classes_bytes):
+    """The most bytes that a clean copy of ``scan``'s good records takes, with a class list of ``classes_bytes``.
+
+    Its .rec holds ``scan.good_bytes``; each line of its .idx, ``key<TAB>offset``, is counted with an offset of
+    as many digits as ``good_bytes``, which every offset in the copy is below.
+    """
+    offset_digits = len(str(scan.good_bytes))
+    idx_bytes = sum(len(str(key)) + len("\t") + offset_digits + len("\n") for key, _ in scan.good)
+    return scan.good_bytes + idx_bytes + classes_bytes
+
+
+def _check_room_for_copy(scan, classes_bytes, folder):
+    """Raise UserError, saying what it needs and what there is, if ``folder`` has not the room for the clean copy."""
+    needed, free = _clean_copy_bytes(scan, classes_bytes), shutil.disk_usage(folder).free
+    if needed > free:
+        raise UserError(f"the copy of the {len(scan.good)} good records of {scan.rec_path} needs {_size(needed)} "
+                        f"in {folder}, which has {_size(free)} free; make room there, or write the copy to another "
+                        "disk (`python -m data.clean --out`, or --save-dir with --skip-bad-records)")
+
+
+def _size(num_bytes):
+    """``num_bytes`` for a message: exact, and in the largest of kB, MB, GB and TB (powers of 1000) that fits."""
+    for unit, scale in (("TB", 10 ** 12), ("GB", 10 ** 9), ("MB", 10 ** 6), ("kB", 10 ** 3)):
+        if num_bytes >= scale:
+            return f"{num_bytes:,} bytes ({num_bytes / scale:.1f} {unit})"
+    return f"{num_bytes:,} bytes"
 
 
 def _copy_records(rec_path, good, files):

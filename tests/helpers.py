@@ -149,6 +149,12 @@ def copy_packed_set(tiny_set, folder, rewrite):
     return folder
 
 
+def disk_with_free_bytes(monkeypatch, free):
+    """``shutil.disk_usage`` answers that every folder has ``free`` bytes free."""
+    disk_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: disk_usage(path)._replace(free=free))
+
+
 def trainer_error_line(capsys, argv):
     """The one line ``train_imagenet.py`` prints for bad input ``argv``, after checking it exits 2 with that line
     alone and no traceback."""

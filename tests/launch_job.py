@@ -8,6 +8,8 @@ import os
 import queue
 import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -21,6 +23,7 @@ LAUNCHER = os.path.join(REPO, "tools", "launch.py")
 # Horovod's launcher, installed beside this Python when Horovod is (README.md, "Horovod").
 HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
 MARKER_VARIABLE = "BAG_OF_TRICKS_TEST_MARKER"
+TCP_LISTEN = "0A"  # a socket's state in /proc/net/tcp (the kernel's TCP_LISTEN, 10)
 
 
 class Job:
@@ -87,6 +90,20 @@ class Job:
                 continue
         return pids
 
+    def listening_addresses(self):
+        """``{pid: sorted IP addresses}`` on which each process of this job listens for TCP connections."""
+        listening = _listening_sockets()
+        addresses = {}
+        for pid in self.leftovers():
+            try:
+                inodes = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+            except OSError:
+                continue
+            mine = sorted(address for inode, address in listening.items() if f"socket:[{inode}]" in inodes)
+            if mine:
+                addresses[pid] = mine
+        return addresses
+
     def python_process(self, variable, value):
         """The pid of this job's Python process whose environment sets ``variable`` to ``value`` (e.g. a Horovod
         rank: ``HOROVOD_RANK``, ``"1"``), not the shell that started it."""
@@ -106,6 +123,25 @@ class Job:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def _listening_sockets():
+    """``{socket inode: IP address}`` of every TCP socket of this network namespace that listens, IPv4 and IPv6.
+
+    /proc/net/tcp prints an address as the hexadecimal of each 32-bit word of it in the machine's byte order.
+    """
+    listening = {}
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        with open(table) as handle:
+            next(handle)
+            for line in handle:
+                fields = line.split()
+                local_address, state, inode = fields[1], fields[3], fields[9]
+                if state == TCP_LISTEN:
+                    words = local_address.split(":")[0]
+                    packed = b"".join(struct.pack("=I", int(words[i:i + 8], 16)) for i in range(0, len(words), 8))
+                    listening[inode] = socket.inet_ntop(family, packed)
+    return listening
 
 
 def local_launch_args(num_workers=2, num_servers=1):

@@ -4,6 +4,7 @@ Each set holds NUM_RECORDS solid grey 16x16 JPEGs; record ``key`` has label ``ke
 grey level ``8 + 10 * key``, so the level read back by ImageRecordIter tells which record it was.
 """
 import os
+import re
 import shutil
 import struct
 
@@ -15,6 +16,7 @@ import pytest
 from data.records import (MAGIC_BYTES, NO_RECORD_HERE, REPACK_HINT, RUNS_PAST_END, STARTS_PAST_END, BadRecord,
                           RecordFiles, check_record_files, read_class_names, read_record_index, scan_records,
                           write_clean_copy)
+from tests.helpers import disk_with_free_bytes
 from utils.errors import UserError
 
 NUM_CLASSES = 4
@@ -281,6 +283,36 @@ def test_clean_copy_keeps_keys_and_class_names_and_refuses_bad_targets(tmp_path)
                                 "so that the originals stay")
     with pytest.raises(UserError, match="output folder .*missing does not exist"):
         write_clean_copy(files.rec, scan, str(tmp_path / "missing" / "clean"))
+
+
+def test_clean_copy_checks_for_room_before_writing_and_asks_for_what_it_takes(tmp_path, monkeypatch):
+    files, _ = undecodable_set(tmp_path)
+    write_text(files.classes, "a\nb\nc\nd\n")
+    scan = scan_records(files.rec, files.idx, NUM_CLASSES, num_workers=1)
+    measured = write_clean_copy(files.rec, scan, str(tmp_path / "measured"))
+    assert os.path.getsize(measured.rec) == scan.good_bytes
+    taken = sum(os.path.getsize(path) for path in (measured.rec, measured.idx, measured.classes))
+    # The index is counted with each offset as long as the copy's .rec size, the first (0) included: at most that
+    # many digits less one too many a line.
+    index_slack = len(scan.good) * (len(str(scan.good_bytes)) - 1)
+
+    disk_with_free_bytes(monkeypatch, taken - 1)
+    with pytest.raises(UserError) as error:
+        write_clean_copy(files.rec, scan, str(tmp_path / "clean"))
+    needed = int(re.search(r"needs ([\d,]+) bytes", str(error.value)).group(1).replace(",", ""))
+    assert taken <= needed <= taken + index_slack
+    assert str(error.value) == (
+        f"the copy of the 21 good records of {files.rec} needs {needed:,} bytes ({needed / 1000:.1f} kB) in "
+        f"{tmp_path}, which has {taken - 1:,} bytes ({(taken - 1) / 1000:.1f} kB) free; make room there, or write the "
+        "copy to another disk (`python -m data.clean --out`, or --save-dir with --skip-bad-records)")
+    disk_with_free_bytes(monkeypatch, needed - 1)
+    with pytest.raises(UserError, match="needs"):
+        write_clean_copy(files.rec, scan, str(tmp_path / "clean"))
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("clean")]
+
+    disk_with_free_bytes(monkeypatch, needed)
+    copy = write_clean_copy(files.rec, scan, str(tmp_path / "clean"))
+    assert [key for key, _ in read_record_index(copy.idx)] == [key for key, _ in scan.good]
 
 
 def test_clean_copy_refuses_a_set_without_good_records_or_changed_since_the_scan(tmp_path):

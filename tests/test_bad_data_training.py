@@ -10,7 +10,7 @@ import train_imagenet
 from data.clean import main as clean_main
 from data.loaders import InputConfig, record_source
 from tests.conftest import tiny_args
-from tests.helpers import copy_packed_set
+from tests.helpers import copy_packed_set, disk_with_free_bytes
 from utils import checkpoint
 from utils.errors import UserError
 
@@ -57,6 +57,30 @@ def test_skip_bad_records_trains_on_the_rest_and_counts_them(tiny_set, tmp_path)
     log = (save_dir / "train.log").read_text()
     assert "3 of 96 records of" in log and "label 3 outside [0, 3)" in log and "93 good records" in log, log
     assert os.path.exists(save_dir / "clean" / "train.rec") and not os.path.exists(save_dir / "clean" / "val.rec")
+
+
+def test_skip_bad_records_refuses_a_copy_that_does_not_fit_before_writing_it(tiny_set, tmp_path, capsys, monkeypatch):
+    folder = _copy_with(tiny_set, str(tmp_path / "data"), "train", {7: NOT_AN_IMAGE})
+    save_dir = tmp_path / "run"
+    disk_with_free_bytes(monkeypatch, 1000)
+    assert train_imagenet.main(_args(folder, save_dir, "--skip-bad-records")) == 2
+    line = _one_error_line(capsys)
+    assert re.fullmatch(
+        rf"error: the copy of the 95 good records of {re.escape(folder)}/train.rec needs [\d,]+ bytes \([\d.]+ kB\) "
+        rf"in {re.escape(str(save_dir))}/clean, which has 1,000 bytes \(1.0 kB\) free; make room there, or write "
+        r"the copy to another disk \(`python -m data.clean --out`, or --save-dir with --skip-bad-records\)", line), line
+    assert os.listdir(save_dir / "clean") == []
+    assert not (save_dir / "metrics.jsonl").exists()
+
+
+def test_clean_command_refuses_a_copy_that_does_not_fit(tiny_set, tmp_path, capsys, monkeypatch):
+    folder = _copy_with(tiny_set, str(tmp_path / "data"), "train", {4: NOT_AN_IMAGE})
+    disk_with_free_bytes(monkeypatch, 1000)
+    assert clean_main([os.path.join(folder, "train.rec"), "--out", str(tmp_path / "clean")]) == 2
+    assert re.fullmatch(r"error: the copy of the 95 good records of \S+/train.rec needs [\d,]+ bytes \([\d.]+ kB\) "
+                        rf"in {re.escape(str(tmp_path))}, which has 1,000 bytes \(1.0 kB\) free; .*",
+                        _one_error_line(capsys))
+    assert sorted(os.listdir(tmp_path)) == ["data"]
 
 
 def test_a_resumed_run_reuses_the_clean_copy_until_the_source_changes(tiny_set, tmp_path):

@@ -7,6 +7,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import sys
 import time
 from types import SimpleNamespace
@@ -246,6 +247,59 @@ def test_the_launcher_refuses_bad_settings_in_its_last_line(flags, message, caps
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {message}")
 
 
+HOST_ADVICE = "give one host name or address a line (a user name or port goes in ~/.ssh/config)"
+
+
+@pytest.mark.parametrize("second_line, message", [
+    ("-oProxyCommand=touch {pwned}", "'-oProxyCommand=touch {pwned}' starts with '-', which ssh would take for an "
+                                     f"option; {HOST_ADVICE}"),
+    ("node2 node3", "'node2 node3' is not a host name or IPv4 address (letters, digits, '.', '-' and '_'); "
+                    + HOST_ADVICE),
+    ("node2;touch {pwned}", "'node2;touch {pwned}' is not a host name or IPv4 address (letters, digits, '.', '-' "
+                            f"and '_'); {HOST_ADVICE}"),
+    ("`touch {pwned}`", "'`touch {pwned}`' is not a host name or IPv4 address (letters, digits, '.', '-' and '_'); "
+                        + HOST_ADVICE),
+    ("$(touch {pwned})", "'$(touch {pwned})' is not a host name or IPv4 address (letters, digits, '.', '-' and "
+                         f"'_'); {HOST_ADVICE}"),
+    ("me@node2", f"'me@node2' is not a host name or IPv4 address (letters, digits, '.', '-' and '_'); {HOST_ADVICE}"),
+], ids=["option", "two-words", "semicolon", "backticks", "command-substitution", "user"])
+def test_the_launcher_refuses_a_host_line_that_ssh_or_a_shell_would_read_as_more_than_a_host(
+        second_line, message, tmp_path, capsys):
+    """One line naming the file and line, exit 2, and nothing started: the command a line carries never runs."""
+    pwned = tmp_path / "pwned"
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text(f"node1  # the first\n{second_line.format(pwned=pwned)}\n")
+    assert launch.main(["-n", "2", "--launcher", "ssh", "-H", str(hostfile), "python", "train.py"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"launch: error: {hostfile} line 2: {message.format(pwned=pwned)}"]
+    assert not pwned.exists()
+
+
+@pytest.mark.parametrize("contents, message", [
+    (None, "cannot read host file {hostfile}: No such file or directory"),
+    ("# nothing yet\n\n", "host file {hostfile} lists no host"),
+], ids=["missing", "no-host"])
+def test_a_missing_or_empty_host_file_is_one_line(contents, message, tmp_path, capsys):
+    hostfile = tmp_path / "hosts"
+    if contents is not None:
+        hostfile.write_text(contents)
+    assert launch.main(["-n", "2", "--launcher", "ssh", "-H", str(hostfile), "python", "train.py"]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"launch: error: {message.format(hostfile=hostfile)}"]
+
+
+@pytest.mark.parametrize("interface, message", [
+    ("nosuch0", "--interface 'nosuch0' is not a network interface of this machine, whose interfaces are {names}"),
+    # ps-lite would take the first interface whose name begins with it: lo here.
+    ("l", "--interface 'l' is not a network interface of this machine, whose interfaces are {names}"),
+    ("", "--interface needs the name of a network interface, e.g. eth1"),
+], ids=["unknown", "prefix", "empty"])
+def test_the_launcher_refuses_an_interface_it_cannot_pin_in_one_line(interface, message, capsys):
+    names = [name for _, name in socket.if_nameindex()]
+    assert "lo" in names
+    assert launch.main(["-n", "2", "--launcher", "local", "--interface", interface, "python", "train.py"]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"launch: error: {message.format(names=', '.join(names))}"]
+
+
 def test_local_plan_sets_the_ps_lite_environment_on_loopback():
     args = launch.build_parser().parse_args(["-n", "2", "-s", "1", "--launcher", "local", "--port", "9300",
                                              "python", "train.py", "--kvstore", "dist_sync"])
@@ -270,12 +324,56 @@ def test_ssh_plan_quotes_the_remote_command(tmp_path):
                                                    "127.0.0.3"]
     label, host, argv, extra_env = processes[-1]
     assert (label, extra_env) == ("worker 1", {})
-    assert argv[:-1] == ["ssh", "-tt", "-o", "BatchMode=yes", "127.0.0.3"]
+    assert argv[:-1] == ["ssh", "-tt", "-o", "BatchMode=yes", "--", "127.0.0.3"]
     # The remote shell splits the string back into exactly the arguments given, the hostile one intact.
     words = shlex.split(argv[-1])
     assert words[:4] == ["cd", os.getcwd(), "&&", "exec"]
     assert words[-4:] == ["python", "train.py", "--save-dir", hostile]
     assert "DMLC_PS_ROOT_URI=127.0.0.2" in words and "DMLC_ROLE=worker" in words
+
+
+def test_the_interface_reaches_the_scheduler_the_servers_and_the_workers(tmp_path):
+    """Named, it replaces the loopback address of a local job, which ps-lite would read first."""
+    args = launch.build_parser().parse_args(["-n", "2", "-s", "1", "--launcher", "local", "--interface", "lo",
+                                             "python", "train.py"])
+    environments = [env for *_, env in launch.plan(args)]
+    assert [env["DMLC_INTERFACE"] for env in environments] == ["lo"] * 4
+    assert [env for env in environments if "DMLC_NODE_HOST" in env] == []
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("127.0.0.2\n127.0.0.3\n")
+    args = launch.build_parser().parse_args(["-n", "2", "-s", "2", "--launcher", "ssh", "-H", str(hostfile),
+                                             "--interface", "eth1", "python", "train.py"])
+    remote_words = [shlex.split(argv[-1]) for _, _, argv, _ in launch.plan(args)]
+    assert ["DMLC_INTERFACE=eth1" in words for words in remote_words] == [True] * 5
+
+
+# A worker that joins the job, says so, and stays until the test has looked at the job's sockets.
+JOIN_AND_WAIT = """
+import os, sys, time
+import mxnet as mx
+kv = mx.kv.create("dist_sync")
+print("joined as rank", kv.rank, flush=True)
+deadline = time.time() + 60
+while not os.path.exists(sys.argv[1]) and time.time() < deadline:
+    time.sleep(0.1)
+"""
+
+
+def test_a_job_pinned_to_loopback_listens_on_loopback_alone(tmp_path):
+    release = tmp_path / "release"
+    job = Job([*local_launch_args(num_workers=2, num_servers=1), "--interface", "lo"],
+              [sys.executable, "-c", JOIN_AND_WAIT, str(release)])
+    try:
+        for worker in (0, 1):
+            job.wait_for_line(rf"\[worker {worker}\] joined as rank", 60)
+        listening = job.listening_addresses()
+        release.touch()
+        code, output = job.wait(timeout=60)
+    finally:
+        job.kill_leftovers()
+    assert code == 0, output
+    # The scheduler, the server and both workers, each on one port of 127.0.0.1.
+    assert sorted(listening.values()) == [["127.0.0.1"]] * 4, (listening, output)
 
 
 def _horovod_installed(monkeypatch, installed):

@@ -15,10 +15,14 @@ checkpoint (``utils.distributed.Cluster.agree_to_stop``), while the servers they
 ``--stop-seconds`` whatever is left is stopped, and the launcher exits with 128 + the signal. A worker that
 stopped on a signal of its own (exit 130 or 143) gives the others the same time. The worker index in the prefix
 is the launch order; the kvstore rank that ps-lite assigns (and train_imagenet.py logs) may differ.
+
+ps-lite has no authentication: anyone who reaches its ports can join the job, read and change the weights, and
+run code on the servers. Run a job on a trusted network only, and pin it to that network with ``--interface``.
 """
 import argparse
 import dataclasses
 import os
+import re
 import shlex
 import signal
 import socket
@@ -33,6 +37,15 @@ POLL_SECONDS = 0.1
 GRACE_SECONDS = 5.0
 # Exit statuses of a worker that stopped on SIGINT or SIGTERM after saving (utils.errors.Interrupted).
 STOPPED_ON_SIGNAL = (128 + signal.SIGINT, 128 + signal.SIGTERM)
+# A host file line names one machine: ssh takes it as its destination (and may hand it to a shell through a
+# ProxyCommand's %h) and ps-lite the first as the scheduler's address, so a line must be a host name or an IPv4
+# address, neither an option nor shell syntax.
+HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+HOST_ADVICE = "give one host name or address a line (a user name or port goes in ~/.ssh/config)"
+
+
+class SettingError(Exception):
+    """A host file or setting the job cannot run with; the message names it (a host file's line by its number)."""
 
 
 @dataclasses.dataclass
@@ -56,6 +69,10 @@ def build_parser():
                                                  "go round-robin over them, the scheduler on the first")
     parser.add_argument("--port", type=int, help="scheduler port (default: a free port for local, "
                                                  f"{DEFAULT_SSH_PORT} for ssh)")
+    parser.add_argument("--interface", help="network interface (e.g. eth1) on whose address the servers and workers "
+                                            "listen and announce themselves (ps-lite's DMLC_INTERFACE); ssh: it "
+                                            "must exist on every host. Default: ssh, the first interface that is "
+                                            "not loopback; local, 127.0.0.1")
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter that runs the scheduler and servers (default: this one; for ssh it "
                              "must exist at the same path on every host)")
@@ -68,10 +85,49 @@ def build_parser():
 
 
 def read_hostfile(path):
-    """Host names of ``path``, one a line; blank lines and ``#`` comments are skipped."""
-    with open(path) as handle:
-        hosts = [line.split("#", 1)[0].strip() for line in handle]
-    return [host for host in hosts if host]
+    """Host names of ``path``, one a line; blank lines and ``#`` comments are skipped.
+
+    Raises SettingError for a missing or unreadable file, one without a host, or a line that is not one host
+    name or address (HOST_NAME).
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = [line.split("#", 1)[0].strip() for line in handle]
+    except OSError as error:
+        raise SettingError(f"cannot read host file {path}: {error.strerror}") from None
+    hosts = []
+    for number, host in enumerate(lines, start=1):
+        if not host:
+            continue
+        if host.startswith("-"):
+            raise SettingError(f"{path} line {number}: {host!r} starts with '-', which ssh would take for an "
+                               f"option; {HOST_ADVICE}")
+        if not HOST_NAME.fullmatch(host):
+            raise SettingError(f"{path} line {number}: {host!r} is not a host name or IPv4 address (letters, "
+                               f"digits, '.', '-' and '_'); {HOST_ADVICE}")
+        hosts.append(host)
+    if not hosts:
+        raise SettingError(f"host file {path} lists no host")
+    return hosts
+
+
+def check_interface(name, launcher):
+    """Raise SettingError unless ``name`` (``--interface``) can pin ps-lite to one interface.
+
+    ps-lite takes the first interface whose name begins with ``name`` (``l`` picks ``lo``), and any interface for
+    an empty one: so an empty name is refused, and with ``--launcher local`` a name that is not that of one of this
+    machine's interfaces. An ssh job's hosts are not checked from here; ps-lite stops with "failed to get ip" on a
+    host without the interface, which stops the job.
+    """
+    if name is None:
+        return
+    if not name:
+        raise SettingError("--interface needs the name of a network interface, e.g. eth1")
+    if launcher == "local":
+        names = [interface for _, interface in socket.if_nameindex()]
+        if name not in names:
+            raise SettingError(f"--interface {name!r} is not a network interface of this machine, whose "
+                               f"interfaces are {', '.join(names)}")
 
 
 def free_port(host=LOOPBACK):
@@ -81,13 +137,19 @@ def free_port(host=LOOPBACK):
         return probe.getsockname()[1]
 
 
-def ps_environment(role, root_uri, port, num_servers, num_workers, node_host=None):
-    """The variables ps-lite reads: this process's role, the scheduler's address, the job's size."""
+def ps_environment(role, root_uri, port, num_servers, num_workers, node_host=None, interface=None):
+    """The variables ps-lite reads: this process's role, the scheduler's address, the job's size.
+
+    The scheduler listens on ``root_uri`` (DMLC_PS_ROOT_URI). A server or worker listens on and announces
+    ``node_host`` (DMLC_NODE_HOST) if given, else the address of ``interface`` (DMLC_INTERFACE), else that of the
+    first interface that is not loopback.
+    """
     env = {"DMLC_ROLE": role, "DMLC_PS_ROOT_URI": root_uri, "DMLC_PS_ROOT_PORT": str(port),
            "DMLC_NUM_SERVER": str(num_servers), "DMLC_NUM_WORKER": str(num_workers)}
     if node_host:
-        # The address this node announces and binds to; without it ps-lite picks a network interface.
         env["DMLC_NODE_HOST"] = node_host
+    if interface:
+        env["DMLC_INTERFACE"] = interface
     return env
 
 
@@ -98,8 +160,11 @@ def remote_command(env, command, workdir):
 
 
 def ssh_argv(host, env, command, workdir):
-    """ssh with a terminal (``-tt``), so that stopping the local ssh also hangs up the remote process."""
-    return ["ssh", "-tt", "-o", "BatchMode=yes", host, remote_command(env, command, workdir)]
+    """ssh with a terminal (``-tt``), so that stopping the local ssh also hangs up the remote process.
+
+    ``--`` ends ssh's options, so that no host is ever read as one.
+    """
+    return ["ssh", "-tt", "-o", "BatchMode=yes", "--", host, remote_command(env, command, workdir)]
 
 
 def plan(args):
@@ -116,8 +181,9 @@ def plan(args):
     processes = []
     for label, role, host in roles:
         command = args.command if role == "worker" else [args.python, "-c", "import mxnet"]
-        node_host = host if args.launcher == "local" else None
-        env = ps_environment(role, root, port, num_servers, args.num_workers, node_host)
+        # One machine's job stays on loopback unless an interface is named.
+        node_host = host if args.launcher == "local" and not args.interface else None
+        env = ps_environment(role, root, port, num_servers, args.num_workers, node_host, args.interface)
         if args.launcher == "local":
             processes.append((label, host, list(command), env))
         else:
@@ -250,11 +316,15 @@ def main(argv=None):
         parser.error("-n and -s must be at least 1")
     if args.stop_seconds < 0:
         parser.error("--stop-seconds must be 0 or more")
-    if args.launcher == "ssh":
-        if not args.hostfile:
-            parser.error("--launcher ssh needs -H HOSTFILE")
-        if not os.path.isfile(args.hostfile) or not read_hostfile(args.hostfile):
-            parser.error(f"hostfile {args.hostfile} does not exist or lists no host")
+    if args.launcher == "ssh" and not args.hostfile:
+        parser.error("--launcher ssh needs -H HOSTFILE")
+    try:
+        check_interface(args.interface, args.launcher)
+        if args.launcher == "ssh":
+            read_hostfile(args.hostfile)
+    except SettingError as error:
+        print(f"launch: error: {error}", file=sys.stderr)
+        return 2
     return launch(args)
 
 
