@@ -1,6 +1,7 @@
 """data.record_reader: per-image augmentation from packed records, the same for any number of threads, devices and
 workers, on resume too; MXNet's crop, flip and normalization pixel for pixel where nothing is random; repeated
-augmentation, shards, raw mode, epoch length and size, and bad files; and end to end, the crops training sees."""
+augmentation, shards, raw mode, epoch length and size, and bad files; end to end, the crops training sees; and image
+folders, which train as the records of their files would, upright, for any threads and shards."""
 import itertools
 import os
 import pathlib
