@@ -1,5 +1,5 @@
-"""Section 2's augmentation settings, shared by the training readers (``data.record_reader`` for packed records,
-``data.loaders`` for image folders), validation's normalization and ``data.auto_augment``'s."""
+"""Section 2's augmentation settings, shared by the training readers of packed records and image folders
+(``data.record_reader``), validation's normalization and ``data.auto_augment``'s."""
 
 # RGB mean and standard deviation of ImageNet, on the [0, 255] scale.
 RGB_MEAN = (123.68, 116.779, 103.939)

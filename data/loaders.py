@@ -3,34 +3,32 @@
 Both sources give ``mx.io.DataBatch`` objects of one fixed batch size, so that every batch splits evenly
 over the devices: ``source.train.epoch(e)`` the batches of training epoch ``e``, ``for batch in source.val``
 the validation set. Training epochs have exactly ``batches_per_epoch`` batches, which the learning-rate
-schedule counts on. Packed records train through ``data.record_reader.RecordReader``, whose epoch ``e`` has an
-order and an augmentation that depend only on the seed, ``e`` and each image's place, so that a resumed run sees
-the data an uninterrupted one would, whatever the threads; they validate through MXNet's ``ImageRecordIter``
-(nothing random there). A short last validation batch is padded and ``batch.pad`` says how many trailing samples
-to ignore, so each validation image counts once.
+schedule counts on. Packed records train through ``data.record_reader.RecordReader``, image folders through its
+``FolderReader``: one reader, whose epoch ``e`` has an order and an augmentation that depend only on the seed, ``e``
+and each image's place, so that a resumed run sees the data an uninterrupted one would, whatever the threads.
+Records validate through MXNet's ``ImageRecordIter``, folders through a Gluon ``DataLoader`` (nothing random
+there). A short last validation batch is padded and ``batch.pad`` says how many trailing samples to ignore, so each
+validation image counts once.
 """
 import functools
 import math
 import os
 import queue
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import mxnet as mx
 import numpy as np
-from mxnet.gluon import HybridBlock
 from mxnet.gluon.data import DataLoader
 from mxnet.gluon.data.vision import ImageFolderDataset, transforms
 
-from data.augmentation import CROP_AREA, CROP_ASPECT_RATIO, JITTER, LIGHTING_STD, RGB_MEAN, RGB_STD
+from data.augmentation import RGB_MEAN, RGB_STD
 from data.class_list import numbered_class_names
 from data.clean import BAD_RECORD_HINT, clean_records, describe_bad_records
-from data.record_reader import RecordReader
+from data.record_reader import FolderReader, RecordReader
 from data.records import RecordFiles, check_record_files, classes_from_labels, count_records, read_class_names
-from data.repeated_augmentation import RepeatedBatchSampler
 from utils.errors import UserError
 from utils.progressive_resize import ProgressiveResize
-from utils.seeding import epoch_seed, seed_everything
 
 
 @dataclass(frozen=True)
@@ -206,6 +204,18 @@ def check_one_batch(num_images, config, where):
                         "(--batch-size x devices); lower --batch-size")
 
 
+def epoch_length(num_images, config, where, kind):
+    """This worker's share of the ``num_images`` training ``kind`` (records, images) of ``where`` and its batches per
+    epoch: every worker reads as many, the last batch going round the shard (``data.record_reader``)."""
+    num_train = num_images // config.num_parts
+    if num_train == 0:
+        raise UserError(f"{where} has {num_images} {kind}, too few for a shard of each of "
+                        f"{config.num_parts} workers; use fewer workers or more data")
+    check_one_batch(num_train, config, where if config.num_parts == 1 else
+                    f"worker {config.part_index}'s shard of {where} ({config.num_parts} workers)")
+    return num_train, math.ceil(num_train / config.batch_size)
+
+
 def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_classes=None, clean_dir=None,
                   log=print):
     """Training and validation data from packed ``.rec``/``.idx`` files, checked before they are read.
@@ -231,18 +241,11 @@ def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_
         rec_val, idx_val, skipped_val = clean_records(rec_val, idx_val, num_classes,
                                                       os.path.join(clean_dir, "val"), log)
         skipped = skipped_train + skipped_val
-    num_records = count_records(idx_train)
-    num_train = num_records // config.num_parts
-    if num_train == 0:
-        raise UserError(f"{rec_train} has {num_records} records, too few for a shard of each of "
-                        f"{config.num_parts} workers; use fewer workers or more data")
-    check_one_batch(num_train, config, rec_train if config.num_parts == 1 else
-                    f"worker {config.part_index}'s shard of {rec_train} ({config.num_parts} workers)")
+    num_train, batches_per_epoch = epoch_length(count_records(idx_train), config, rec_train, "records")
     if not clean_dir:
         # After the quick checks: decoding the whole validation set is the slow one.
         check_validation_records(rec_val, idx_val, num_classes)
     num_val = count_records(idx_val)
-    batches_per_epoch = math.ceil(num_train / config.batch_size)
     find_bad_records = functools.partial(describe_bad_records, [(rec_train, idx_train), (rec_val, idx_val)],
                                          num_classes)
     open_val = functools.partial(val_record_iter, rec_val, idx_val, config)
@@ -255,28 +258,13 @@ def record_source(rec_train, rec_val, config, idx_train=None, idx_val=None, num_
 
 
 class FolderBatches:
-    """Batches from a Gluon ``DataLoader`` in the same ``DataBatch`` form as the record readers'."""
+    """Validation batches from a Gluon ``DataLoader`` in the same ``DataBatch`` form as the record readers', the
+    short last one padded."""
 
-    def __init__(self, dataset, transform, config, training):
+    def __init__(self, dataset, transform, config):
         self._batch_size = config.batch_size
-        self._seed = config.seed
-        # Training drops the short last batch (the next shuffle covers those images); validation keeps it.
-        batching = dict(batch_size=config.batch_size, shuffle=training, last_batch="discard" if training else "keep")
-        if training and config.ra_reps > 1:
-            batching = dict(batch_sampler=RepeatedBatchSampler(len(dataset), config.batch_size, config.ra_reps))
-        self._loader = DataLoader(dataset.transform_first(transform), num_workers=config.num_workers, **batching)
-
-    def epoch(self, epoch, start_batch=0):
-        """Training batches of ``epoch`` from batch ``start_batch`` on (the earlier ones are read and dropped).
-
-        The sampler and the transforms draw from the global numpy, Python and MXNet generators, seeded
-        here for the epoch: the order is exact on resume, the augmentation too when ``num_workers`` is 0
-        (worker processes keep the generators they were forked with).
-        """
-        seed_everything(epoch_seed(self._seed, epoch))
-        for index, batch in enumerate(self):
-            if index >= start_batch:
-                yield batch
+        self._loader = DataLoader(dataset.transform_first(transform), batch_size=config.batch_size,
+                                  last_batch="keep", num_workers=config.num_workers)
 
     def __iter__(self):
         for data, label in self._loader:
@@ -297,53 +285,9 @@ def validation_transform(config):
     ])
 
 
-class WholeNumberCHW(HybridBlock):
-    """A decoded HWC uint8 image as CHW float32 of its whole-number values, for a policy on the device."""
-
-    def hybrid_forward(self, F, image):
-        return F.transpose(F.cast(image, "float32"), axes=(2, 0, 1))
-
-
-def _folder_transforms(config):
-    crop = [transforms.RandomResizedCrop(config.input_size, scale=CROP_AREA, ratio=CROP_ASPECT_RATIO),
-            transforms.RandomFlipLeftRight()]
-    if config.unnormalized_crops:
-        return transforms.Compose([*crop, WholeNumberCHW()]), validation_transform(config)
-    train = transforms.Compose([
-        *crop,
-        transforms.RandomColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER),
-        transforms.RandomLighting(LIGHTING_STD),
-        transforms.ToTensor(),
-        transforms.Normalize([m / 255 for m in RGB_MEAN], [s / 255 for s in RGB_STD]),
-    ])
-    return train, validation_transform(config)
-
-
-class FolderEpochs:
-    """Training epochs from an image folder, each through a loader whose crops have that epoch's size
-    (``InputConfig.train_size``, which ``--progressive-resize`` changes); a loader is made anew when it changes."""
-
-    def __init__(self, dataset, config):
-        self._dataset, self._config = dataset, config
-        self._size, self._batches = None, None
-        self._batches_of(0)
-
-    def _batches_of(self, epoch):
-        size = self._config.train_size(epoch)
-        if size != self._size:
-            self._batches = None  # the previous loader's worker processes end before the next one's start
-            sized = replace(self._config, input_size=size, progressive_resize=None)
-            self._size, self._batches = size, FolderBatches(self._dataset, _folder_transforms(sized)[0],
-                                                            self._config, training=True)
-        return self._batches
-
-    def epoch(self, epoch, start_batch=0):
-        """``FolderBatches.epoch`` at the epoch's size."""
-        return self._batches_of(epoch).epoch(epoch, start_batch)
-
-
 def folder_source(data_dir, config, num_classes=None):
-    """Training and validation data from ``data_dir/train/<class>/*`` and ``data_dir/val/<class>/*``.
+    """Training and validation data from ``data_dir/train/<class>/*`` and ``data_dir/val/<class>/*``: training
+    through ``data.record_reader.FolderReader``, validation through ``FolderBatches``.
 
     ``num_classes`` (``--num-classes``), when given, must be the number of class folders.
     """
@@ -359,12 +303,13 @@ def folder_source(data_dir, config, num_classes=None):
     if splits["train"].synsets != splits["val"].synsets:
         raise UserError(f"the class folders of {data_dir}/train and {data_dir}/val differ; they must match")
     check_num_classes(num_classes, splits["train"].synsets, f"{data_dir}/train")
-    check_one_batch(len(splits["train"]), config, f"{data_dir}/train")
-    return DataSource(train=FolderEpochs(splits["train"], config),
-                      val=FolderBatches(splits["val"], validation_transform(config), config, training=False),
+    where = f"{data_dir}/train"
+    num_train, batches_per_epoch = epoch_length(len(splits["train"]), config, where, "images")
+    return DataSource(train=FolderReader.from_config(splits["train"].items, where, config,
+                                                     batches_per_epoch=batches_per_epoch),
+                      val=FolderBatches(splits["val"], validation_transform(config), config),
                       num_classes=len(splits["train"].synsets), class_names=list(splits["train"].synsets),
-                      num_train=len(splits["train"]), num_val=len(splits["val"]),
-                      batches_per_epoch=len(splits["train"]) // config.batch_size)
+                      num_train=num_train, num_val=len(splits["val"]), batches_per_epoch=batches_per_epoch)
 
 
 def validation_source(config, network_class_names, rec_val=None, idx_val=None, data_dir=None, log=print):
@@ -397,6 +342,6 @@ def validation_source(config, network_class_names, rec_val=None, idx_val=None, d
         if len(dataset) == 0:
             raise UserError(f"no images found in {path}; expected {path}/<class>/<image files>")
         class_names, num_val = list(dataset.synsets), len(dataset)
-        val = FolderBatches(dataset, validation_transform(config), config, training=False)
+        val = FolderBatches(dataset, validation_transform(config), config)
     return DataSource(train=None, val=val, num_classes=len(class_names), class_names=class_names,
                       num_train=0, num_val=num_val, batches_per_epoch=0)

@@ -1,23 +1,30 @@
-"""Training batches from a packed ``.rec``/``.idx`` pair with the paper's augmentation (section 2) drawn per image.
+"""Training batches from packed records or image folders with the paper's augmentation (section 2) drawn per image.
 
-``RecordReader(...).epoch(e, start_batch, size)`` yields the ``mx.io.DataBatch`` objects of training epoch ``e``:
-exactly ``batches_per_epoch`` full batches, ``data`` float32 (B, 3, S, S) RGB normalized by ``RGB_MEAN`` and
-``RGB_STD``, ``label`` float32 (B,). It is the trainer's reader of packed records (``data.loaders.record_source``,
-through ``RecordReader.from_config``) in place of MXNet 1.9.1's ``ImageRecordIter``, whose augmentation is not the
-paper's, image by image independent one: with ``seed_aug`` it reseeds each image's generator from its place in its
-batch, so that every batch of an epoch gets the same B crops, flips and colours by place; without, each decoding
-thread's generator is seeded once, apart from ``--seed``. It also resizes a random crop into the very image it
-reads the crop from, which garbles it when the output size is the image's (CIFAR-10's 32-pixel records at 32).
-Validation, where nothing is random, still reads through ``ImageRecordIter`` (``data.loaders.val_record_iter``).
+``RecordReader(rec, idx, ...).epoch(e, start_batch, size)`` yields the ``mx.io.DataBatch`` objects of training epoch
+``e``: exactly ``batches_per_epoch`` full batches, ``data`` float32 (B, 3, S, S) RGB normalized by ``RGB_MEAN`` and
+``RGB_STD``, ``label`` float32 (B,). ``FolderReader(items, ...)`` does the same from image files, with the same
+order, shards and draws (``ImageReader`` holds them; only reading image i differs), so that an image of a folder is
+augmented as a record holding its file would be, and a ``--data-dir`` run is reproducible from ``--seed`` as a
+``--rec-train`` one. It is the trainer's reader of packed records and of folders (``data.loaders.record_source``
+and ``folder_source``, through ``from_config``) in place of MXNet 1.9.1's ``ImageRecordIter`` and of a Gluon
+``DataLoader``. ``ImageRecordIter``'s augmentation is not the paper's, image by image independent one: with
+``seed_aug`` it reseeds each image's generator from its place in its batch, so that every batch of an epoch gets the
+same B crops, flips and colours by place; without, each decoding thread's generator is seeded once, apart from
+``--seed``. It also resizes a random crop into the very image it reads the crop from, which garbles it when the
+output size is the image's (CIFAR-10's 32-pixel records at 32). A ``DataLoader``'s worker processes are forked with
+one state of MXNet's generator (flips and colours repeat every ``-j`` batches) and its crops draw from Python's
+generator, not from ``--seed``. Validation, where nothing is random, still reads through ``ImageRecordIter``
+(``data.loaders.val_record_iter``) or a ``DataLoader``.
 
-Order. Epoch ``e`` permutes all N records with ``utils.seeding.epoch_seed(seed, e)``. Worker ``part_index`` of
-``num_parts`` reads places ``part_index, part_index + num_parts, ...`` of that permutation, truncated to
-``num_parts * (N // num_parts)`` places so that the shards are disjoint and equal (``N % num_parts`` records, other
-ones each epoch, sit out); when ``batches_per_epoch`` batches need more images than the shard holds it goes round
-it again. A worker's batch j of b images holds the places ``j b .. (j + 1) b - 1`` of its shard, so batch j of all
-workers together holds global places ``j B .. (j + 1) B - 1``: the images, and the augmentation, of batch j of a
-one-worker run of batch B = b x num_parts. With ``reps`` N (repeated augmentation, ``--ra-reps``), batch j holds
-b/N places, then the same images again N - 1 times, copy k in block k, each copy augmented on its own.
+Order. Epoch ``e`` permutes all N images (records in the .idx's order, files in the folder's) with
+``utils.seeding.epoch_seed(seed, e)``. Worker ``part_index`` of ``num_parts`` reads places
+``part_index, part_index + num_parts, ...`` of that permutation, truncated to ``num_parts * (N // num_parts)`` places so
+that the shards are disjoint and equal (``N % num_parts`` images, other ones each epoch, sit out); when
+``batches_per_epoch`` batches need more images than the shard holds it goes round it again. A worker's batch j of b
+images holds the places ``j b .. (j + 1) b - 1`` of its shard, so batch j of all workers together holds global places
+``j B .. (j + 1) B - 1``: the images, and the augmentation, of batch j of a one-worker run of batch B = b x num_parts.
+With ``reps`` N (repeated augmentation, ``--ra-reps``), batch j holds b/N places, then the same images again N - 1
+times, copy k in block k, each copy augmented on its own.
 
 Randomness. Each image draws from its own ``image_generator(seed, epoch, place, copy)`` (numpy's default PCG64
 behind a SeedSequence, some 20 microseconds to build, a few percent of an image's decoding at 224), ``place``
@@ -26,12 +33,13 @@ epoch skips the earlier batches without decoding them. The draws, a fixed number
 ``src/io/image_aug_default.cc`` (``random_resized_crop`` with ``brightness``, ``contrast``, ``saturation`` and
 ``pca_noise`` set to section 2's values, ``data.augmentation``) and ``iter_image_recordio_2.cc`` (mirror):
 
-1. Random resized crop: up to 10 tries of an area fraction uniform in ``area`` and an aspect ratio (width over
-   height) uniform, not log-uniform, in ``aspect_ratio``; sides ``round(sqrt(A / r))`` by ``round(sqrt(A r))``,
-   swapped with probability 1/2; the first that fits is placed uniformly and resized to S x S bilinearly
-   (``cv2.INTER_LINEAR``). If none fits, MXNet's fallback: the centre S x S of the image, upscaled (keeping its
-   aspect, sides truncated) only if a side is below S. With area and ratio both exactly 1, MXNet does no random
-   crop and takes that centre crop directly; so do we.
+1. Random resized crop: up to 10 tries of an area fraction uniform in ``area`` and an aspect ratio (width over height)
+   uniform in ``aspect_ratio`` (section 2's "randomly sampled in [3/4, 4/3]", as MXNet draws it; Gluon's and
+   torchvision's ``RandomResizedCrop`` draw its logarithm uniformly); sides ``round(sqrt(A / r))`` by
+   ``round(sqrt(A r))``, swapped with probability 1/2; the first that fits is placed uniformly and resized to S x S
+   bilinearly (``cv2.INTER_LINEAR``). If none fits, MXNet's fallback: the centre S x S of the image, upscaled (keeping
+   its aspect, sides truncated) only if a side is below S. With area and ratio both exactly 1, MXNet does no random crop
+   and takes that centre crop directly; so do we.
 2. Horizontal flip with probability 1/2.
 3. Colour jitter, in a random order: brightness ``x a_b``, contrast ``x a_c + (1 - a_c) mean(grey)``, saturation
    ``x a_s + (1 - a_s) grey``, each factor uniform in [1 - 0.4, 1 + 0.4], each step rounded and clipped to 0..255
@@ -52,6 +60,7 @@ Where we differ from MXNet, and why:
 - a crop side of zero pixels counts as not fitting (MXNet would fail on it; only images of a pixel or two get one);
 - none in decoding: ``cv2.imdecode`` without EXIF rotation gives the pixels of MXNet's TurboJPEG decoding (the same
   on CIFAR-10's JPEGs and the tests' images, as are crops, resizes and the normalization where nothing is random).
+  Image files of a folder decode with their EXIF rotation, as ``data.pack`` packs them.
 
 ``Augmentation(raw=True)`` stops after the crop and the flip and gives RGB whole numbers 0..255 (float32), the input
 of ``data.auto_augment``'s policies, which torchvision applies after crop and flip only.
@@ -100,6 +109,7 @@ SPAWN_KEY = (0x72656164,)
 GREY_LEVELS = np.arange(256, dtype=np.float64)
 RAW_TABLES = np.tile(GREY_LEVELS.astype(np.float32), (3, 1))  # raw mode: each channel's values as they are
 MEAN_COLUMN, STD_COLUMN = np.array(RGB_MEAN)[:, None], np.array(RGB_STD)[:, None]
+FOLDER_HINT = "remove it, or pack the folder with `python -m data.pack`, which names and skips the files it cannot read"
 
 
 @dataclass(frozen=True)
@@ -199,11 +209,13 @@ def colour_jitter(image, factors, order):
     return image
 
 
-def decode_image(image_bytes):
-    """The 8-bit BGR image of ``image_bytes``, or None if it does not decode. EXIF rotation is ignored, as MXNet's
-    TurboJPEG decoding ignores it."""
+def decode_image(image_bytes, upright=False):
+    """The 8-bit BGR image of ``image_bytes``, or None if it does not decode. A record's EXIF rotation is ignored, as
+    MXNet's TurboJPEG decoding ignores it; ``upright`` applies it, as ``data.pack`` does to the files it packs and
+    ``mx.image.imread`` to the images that folder validation reads."""
+    flags = cv2.IMREAD_COLOR if upright else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
     try:
-        image = cv2.imdecode(np.frombuffer(image_bytes, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        image = cv2.imdecode(np.frombuffer(image_bytes, np.uint8), flags)
     except cv2.error:
         return None
     return image if image is not None and image.size else None
@@ -250,22 +262,20 @@ def augment_image(image, draws, size, augmentation, out):
     write_rgb(patch, channel_tables(draws.lighting), out)
 
 
-class RecordReader:
-    """Training batches of one worker's shard of ``rec``/``idx``, augmented per image (see the module docstring).
+class ImageReader:
+    """Training batches of one worker's shard of ``num_images`` labelled images, augmented per image (see the module
+    docstring); a subclass reads image ``index`` (``_read``), through a per-thread handle (``_open``) if it needs one.
 
     ``input_size`` is the crop side, or a function of the epoch giving it (``InputConfig.train_size`` under
-    --progressive-resize); ``batch_size`` is this worker's batch; ``reps`` must divide it. Read one epoch at a time.
+    --progressive-resize); ``batch_size`` is this worker's batch; ``reps`` must divide it; ``source`` names the
+    images in messages. Read one epoch at a time.
     """
 
-    def __init__(self, rec, idx, batch_size, input_size, seed, num_workers=1, num_parts=1, part_index=0, reps=1,
-                 augmentation=Augmentation(), batches_per_epoch=None, prefetch=2):
-        check_record_files(rec, idx)
-        self._rec, self._rec_size = rec, os.path.getsize(rec)
-        # (key, offset) rows: 16 bytes a record, where a list of tuples takes some 120 (ImageNet: 1.28 M records)
-        self._index = np.array(read_record_index(idx), np.int64)
-        self._shard = len(self._index) // num_parts
+    def __init__(self, num_images, source, batch_size, input_size, seed, num_workers=1, num_parts=1, part_index=0,
+                 reps=1, augmentation=Augmentation(), batches_per_epoch=None, prefetch=2):
+        self._num_images, self._shard = num_images, num_images // num_parts
         if self._shard == 0:
-            raise UserError(f"{rec} has {len(self._index)} records, too few for a shard of each of {num_parts} "
+            raise UserError(f"{source} has {num_images} images, too few for a shard of each of {num_parts} "
                             "workers; use fewer workers or more data")
         if batch_size % reps:
             raise UserError(f"--ra-reps {reps} does not divide the batch of {batch_size} images")
@@ -274,35 +284,44 @@ class RecordReader:
         self.augmentation, self.prefetch = augmentation, prefetch
         self.batches_per_epoch = batches_per_epoch or math.ceil(self._shard / batch_size)
 
-    @classmethod
-    def from_config(cls, rec, idx, config, **kwargs):
-        """The training reader of ``data.loaders.InputConfig`` ``config``: its batch, each epoch's crop size, seed,
-        threads, shard and reps, and section 2's augmentation, raw under --auto-augment (``unnormalized_crops``)."""
-        kwargs.setdefault("augmentation", Augmentation(raw=config.unnormalized_crops))
-        return cls(rec, idx, config.batch_size, config.train_size, config.seed, num_workers=config.num_workers,
-                   num_parts=config.num_parts, part_index=config.part_index, reps=config.ra_reps, **kwargs)
+    @staticmethod
+    def settings(config, **kwargs):
+        """The reader's keyword arguments for ``data.loaders.InputConfig`` ``config``: its batch, each epoch's crop
+        size, seed, threads, shard and reps, and section 2's augmentation, raw under --auto-augment
+        (``unnormalized_crops``); ``kwargs`` add to them or override them."""
+        return dict(dict(batch_size=config.batch_size, input_size=config.train_size, seed=config.seed,
+                         num_workers=config.num_workers, num_parts=config.num_parts, part_index=config.part_index,
+                         reps=config.ra_reps, augmentation=Augmentation(raw=config.unnormalized_crops)), **kwargs)
+
+    def _open(self):
+        """A handle for one thread's reads, or None; closed when the epoch ends."""
+        return None
+
+    def _read(self, handle, index):
+        """The label and the decoded 8-bit BGR image of image ``index``; UserError if it is bad."""
+        raise NotImplementedError
 
     def epoch(self, epoch, start_batch=0, size=None):
         """The batches of ``epoch`` from batch ``start_batch`` on (the earlier ones are not read), at ``size``
         (default: ``input_size``)."""
         if size is None:
             size = self.input_size(epoch) if callable(self.input_size) else self.input_size
-        order = np.random.default_rng(epoch_seed(self.seed, epoch)).permutation(len(self._index))
+        order = np.random.default_rng(epoch_seed(self.seed, epoch)).permutation(self._num_images)
         # Batch b goes into buffer b mod (prefetch + 3): the batch the consumer holds, the one before it, prefetch + 1
         # queued.
         buffers = [self._buffer(size) for _ in range(self.prefetch + 3)]
-        files, local = [], threading.local()
+        handles, local = [], threading.local()
 
-        def open_rec():  # each thread reads through its own file object
-            local.file = open(self._rec, "rb")
-            files.append(local.file)
+        def open_handle():  # each thread reads through its own handle
+            local.handle = self._open()
+            handles.append(local.handle)
 
         def submit(batch):
             return self._submit(pool, functools.partial(self._read_images, local, epoch, size), batch, order,
                                 buffers[batch % len(buffers)])
 
         batches = iter(range(start_batch, self.batches_per_epoch))
-        pool = ThreadPoolExecutor(self.num_workers, initializer=open_rec)
+        pool = ThreadPoolExecutor(self.num_workers, initializer=open_handle)
         try:
             pending = collections.deque(map(submit, itertools.islice(batches, self.prefetch + 1)))
             while pending:
@@ -313,8 +332,9 @@ class RecordReader:
                 yield mx.io.DataBatch(data=[data], label=[label], pad=0)
         finally:
             pool.shutdown(cancel_futures=True)
-            for file in files:
-                file.close()
+            for handle in handles:
+                if handle is not None:
+                    handle.close()
 
     def places(self, batch):
         """The global places of the distinct images of ``batch`` (its first block under --ra-reps)."""
@@ -333,24 +353,44 @@ class RecordReader:
         for array in (data, label):
             mx.nd.to_dlpack_for_write(array)  # MXNet's wait-to-write: returns once the reads queued on it are done
         places = self.places(batch)
-        records = order[places % (self._shard * self.num_parts)]  # going round the shard when the epoch is longer
-        images = list(enumerate(zip(places.tolist(), records.tolist())))
+        indices = order[places % (self._shard * self.num_parts)]  # going round the shard when the epoch is longer
+        images = list(enumerate(zip(places.tolist(), indices.tolist())))
         return data, label, [pool.submit(read, images[start:start + IMAGES_PER_TASK], data_array, label_array)
                              for start in range(0, len(images), IMAGES_PER_TASK)]
 
     def _read_images(self, local, epoch, size, images, data_array, label_array):
-        """Decode each ``(slot, (place, record))`` of ``images`` once and write its ``reps`` copies, each with its own
+        """Decode each ``(slot, (place, index))`` of ``images`` once and write its ``reps`` copies, each with its own
         draws, at ``slot`` of each block of the batch."""
         distinct = self.batch_size // self.reps
-        for slot, (place, record) in images:
-            label, image = self._read_record(local.file, record)
+        for slot, (place, index) in images:
+            label, image = self._read(local.handle, index)
             label_array[slot::distinct] = label
             for copy in range(self.reps):
                 draws = draw_augmentation(image_generator(self.seed, epoch, place, copy), *image.shape[:2],
                                           self.augmentation)
                 augment_image(image, draws, size, self.augmentation, data_array[slot + copy * distinct])
 
-    def _read_record(self, rec_file, record):
+
+class RecordReader(ImageReader):
+    """Training batches of one worker's shard of the packed records ``rec``/``idx`` (``ImageReader``'s arguments
+    follow)."""
+
+    def __init__(self, rec, idx, *args, **kwargs):
+        check_record_files(rec, idx)
+        self._rec, self._rec_size = rec, os.path.getsize(rec)
+        # (key, offset) rows: 16 bytes a record, where a list of tuples takes some 120 (ImageNet: 1.28 M records)
+        self._index = np.array(read_record_index(idx), np.int64)
+        super().__init__(len(self._index), rec, *args, **kwargs)
+
+    @classmethod
+    def from_config(cls, rec, idx, config, **kwargs):
+        """The training reader of ``rec``/``idx`` for ``data.loaders.InputConfig`` ``config`` (``settings``)."""
+        return cls(rec, idx, **cls.settings(config, **kwargs))
+
+    def _open(self):
+        return open(self._rec, "rb")
+
+    def _read(self, rec_file, record):
         """The label and the decoded image of record ``record`` (its line in the .idx); UserError if it is bad."""
         key, offset = self._index[record].tolist()
         try:
@@ -365,3 +405,31 @@ class RecordReader:
     def _bad_record(self, key, offset, reason):
         """The one-line UserError naming a bad record and why."""
         return UserError(f"record key {key} at byte {offset} of {self._rec}: {reason}; {BAD_RECORD_HINT}")
+
+
+class FolderReader(ImageReader):
+    """Training batches of one worker's shard of image files: ``items``, (path, label) pairs as
+    ``ImageFolderDataset.items`` lists them, image i at place i of the order; ``source`` names them in messages
+    (``ImageReader``'s arguments follow). A file decodes upright (``decode_image``): to the pixels its packed record
+    holds and validation reads."""
+
+    def __init__(self, items, source, *args, **kwargs):
+        self._items = items
+        super().__init__(len(items), source, *args, **kwargs)
+
+    @classmethod
+    def from_config(cls, items, source, config, **kwargs):
+        """The training reader of ``items`` for ``data.loaders.InputConfig`` ``config`` (``settings``)."""
+        return cls(items, source, **cls.settings(config, **kwargs))
+
+    def _read(self, handle, index):
+        path, label = self._items[index]
+        try:
+            with open(path, "rb") as image_file:
+                image_bytes = image_file.read()
+        except OSError as error:
+            raise UserError(f"cannot read image file {path}: {error.strerror}; {FOLDER_HINT}") from None
+        image = decode_image(image_bytes, upright=True)
+        if image is None:
+            raise UserError(f"image file {path} does not decode; {FOLDER_HINT}")
+        return label, image

@@ -5,10 +5,9 @@ repetition"; DeiT's ``RASampler``, Touvron et al. 2021; torchvision's ``--ra-sam
 Epoch length: as DeiT's and torchvision's sampler, an epoch keeps its number of steps (``batches_per_epoch`` as
 without repetition), so it reads about 1/N of the distinct images; the next epoch draws a new shuffle.
 
-How. From packed records, ``data.record_reader.RecordReader`` with ``reps`` N: batch j takes B/N places of the
-epoch's order and writes each image N times, copy k in block k, every copy augmented from its own generator
-(seeded by the seed, the epoch, the image's place and k); the image is read and decoded once. From image folders,
-``RepeatedBatchSampler`` gives the same layout and each copy goes through the random transforms on its own.
+How. ``data.record_reader``'s readers (of packed records and of image folders alike) with ``reps`` N: batch j takes
+B/N places of the epoch's order and writes each image N times, copy k in block k, every copy augmented from its own
+generator (seeded by the seed, the epoch, the image's place and k); the image is read and decoded once.
 
 Placement: the devices take contiguous slices of B/D images (``utils.devices.split_batch``) and the copies of an
 image are B/N places apart, so whenever N <= D they land on N different devices (two places a slice or more apart
@@ -22,8 +21,6 @@ the same records in the same order, and the ps-lite kvstore carries gradients an
 worker's copies still land on different devices, which is what spreading over processes achieves in DeiT,
 where a process drives one GPU.
 """
-import numpy as np
-
 from utils.errors import UserError
 
 
@@ -33,23 +30,3 @@ def check_batch(batch_size, num_devices, reps):
         raise UserError(f"--ra-reps {reps} repeats each image of a batch {reps} times, but --batch-size {batch_size} x "
                         f"{num_devices} devices = {batch_size * num_devices} images is not a multiple of {reps}; "
                         "change --batch-size or --ra-reps")
-
-
-class RepeatedBatchSampler:
-    """Gluon batch sampler of ``num_batches`` batches of ``batch_size``: ``batch_size / reps`` images of a shuffle,
-    then the same images again, ``reps`` blocks in all.
-
-    The shuffle draws from numpy's global generator, which ``data.loaders.FolderBatches`` seeds for each epoch.
-    """
-
-    def __init__(self, num_images, batch_size, reps):
-        self._num_images, self._distinct, self._reps = num_images, batch_size // reps, reps
-        self._num_batches = num_images // batch_size
-
-    def __len__(self):
-        return self._num_batches
-
-    def __iter__(self):
-        order = np.random.permutation(self._num_images)
-        for start in range(0, self._num_batches * self._distinct, self._distinct):
-            yield order[start:start + self._distinct].tolist() * self._reps

@@ -10,7 +10,7 @@ import train_imagenet
 from data.clean import main as clean_main
 from data.loaders import InputConfig, record_source
 from tests.conftest import tiny_args
-from tests.helpers import copy_packed_set, disk_with_free_bytes
+from tests.helpers import copy_packed_set, disk_with_free_bytes, trainer_error_line
 from utils import checkpoint
 from utils.errors import UserError
 
@@ -46,6 +46,19 @@ def test_an_undecodable_training_image_stops_the_run_naming_it(tiny_set, tmp_pat
     line = _one_error_line(capsys)
     assert re.search(r"record key 7 at byte \d+ of \S*/data/train.rec: its image bytes do not decode; ", line), line
     assert "--skip-bad-records" in line
+
+
+def test_an_undecodable_image_file_stops_a_folder_run_naming_it(tiny_set, tmp_path, capsys):
+    images = tmp_path / "images"
+    shutil.copytree(tiny_set / "images", images)
+    bad = images / "train" / "red" / "7.png"
+    bad.write_bytes(NOT_AN_IMAGE[1])
+    argv = [a for a in _args(tiny_set, tmp_path / "run") if not a.endswith(".rec")]
+    argv = [a for a in argv if a not in ("--rec-train", "--rec-val")] + ["--data-dir", str(images)]
+    assert trainer_error_line(capsys, argv) == (
+        f"error: image file {bad} does not decode; remove it, or pack the folder with `python -m data.pack`, "
+        "which names and skips the files it cannot read")
+    assert bad.read_bytes() == NOT_AN_IMAGE[1]
 
 
 def test_skip_bad_records_trains_on_the_rest_and_counts_them(tiny_set, tmp_path):

@@ -1,19 +1,22 @@
 """data.record_reader: per-image augmentation from packed records, the same for any number of threads, devices and
 workers, on resume too; MXNet's crop, flip and normalization pixel for pixel where nothing is random; repeated
-augmentation, shards, raw mode, epoch length and size, and bad files; and end to end, the crops training sees."""
+augmentation, shards, raw mode, epoch length and size, and bad files; end to end, the crops training sees; and image
+folders, which train as the records of their files would, upright, for any threads and shards."""
 import itertools
 import os
 import pathlib
+import struct
 
 import cv2
 import mxnet as mx
 import numpy as np
 import pytest
+from mxnet.gluon.data.vision import ImageFolderDataset
 
 import train_imagenet
 from data import record_reader
 from data.augmentation import RGB_MEAN, RGB_STD
-from data.loaders import InputConfig
+from data.loaders import InputConfig, folder_source
 from data.pack import pack_folder
 from data.record_reader import (LIGHTING_EIGVEC, Augmentation, RecordReader, draw_augmentation, image_generator,
                                 random_resized_crop)
@@ -111,6 +114,10 @@ def test_random_resized_crop_worked_by_hand():
     # round(sqrt(5400 x 0.75)) = round(63.64) = 64, not swapped (0.2 <= 0.5); top int(0.5 x 16), left int(0.99 x 37).
     first_try = [0.5, 0.0, 0.2, 0.5, 0.99]
     assert random_resized_crop(first_try + [0.0] * 45, 100, 100, (0.08, 1), (3 / 4, 4 / 3)) == (8, 36, 85, 64)
+    # The ratio is uniform: its middle draw is 3/4 + 7/12 x 0.5 = 25/24, sides sqrt(5400 x 24/25) = 72 by
+    # sqrt(5400 x 25/24) = 75 (log-uniform would give ratio 1, 73 by 73); top int(0.5 x 29), left int(0.5 x 26).
+    middle = [0.5, 0.5, 0.2, 0.5, 0.5]
+    assert random_resized_crop(middle + [0.0] * 45, 100, 100, (0.08, 1), (3 / 4, 4 / 3)) == (14, 13, 72, 75)
     # 70 x 100, the whole area at ratio 3/4: sides round(sqrt(7000 / 0.75)) = 97 and round(sqrt(7000 x 0.75)) = 72,
     # swapped (0.7 > 0.5) or not, too tall. The second try, area 0.08 and ratio 4/3: round(sqrt(560 / (4/3))) = 20
     # by round(sqrt(560 x 4/3)) = round(27.33) = 27 fits; top int(0.99 x 51) = 50.
@@ -357,3 +364,110 @@ def test_training_at_the_records_own_size_sees_each_place_its_own_valid_crop(tin
     for slot in range(16):
         for first, second in itertools.combinations(range(len(steps)), 2):
             assert not np.array_equal(images[first, slot], images[second, slot]), (slot, first, second)
+
+
+# ---- image folders: the same reader, image files in place of records -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def folder_set(tmp_path_factory):
+    """48 noise images of ``image_shape``, each its own class, as PNG files in train/ and val/ class folders, and
+    ``files.rec``: records holding the very bytes of the training files in the folder's order, so that the two
+    readers start from the same pixels."""
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.RandomState(0)
+    for label in range(NUM_IMAGES):
+        image = rng.randint(0, 256, size=image_shape(label) + (3,)).astype(np.uint8)
+        for split in ("train", "val"):
+            os.makedirs(root / split / f"c{label:02d}")
+            cv2.imwrite(str(root / split / f"c{label:02d}" / "0.png"), image)
+    files = RecordFiles(str(root / "files"))
+    writer = mx.recordio.MXIndexedRecordIO(files.idx, files.rec, "w")
+    for key, (path, label) in enumerate(ImageFolderDataset(str(root / "train")).items):
+        with open(path, "rb") as image_file:
+            writer.write_idx(key, mx.recordio.pack(mx.recordio.IRHeader(0, float(label), key, 0), image_file.read()))
+    writer.close()
+    return root
+
+
+def _folder(root, batch_size=BATCH, **settings):
+    """The training epochs of ``folder_source`` on ``root`` at 24, seed SEED, one thread unless ``settings`` say."""
+    settings = dict(dict(num_workers=1, seed=SEED), **settings)
+    return folder_source(str(root), InputConfig(batch_size=batch_size, input_size=24, crop_ratio=0.875,
+                                                **settings)).train
+
+
+@pytest.mark.parametrize("settings, reader_settings", [
+    ({}, {}),
+    ({"ra_reps": 2}, {"reps": 2}),
+    ({"unnormalized_crops": True}, {"augmentation": Augmentation(raw=True)}),
+])
+def test_a_folder_draws_as_the_records_of_its_own_files(folder_set, settings, reader_settings):
+    """One order, one sampler: from a folder, epoch 2 is bit for bit the epoch of records holding its files."""
+    files = RecordFiles(str(folder_set / "files"))
+    records = _epoch(_reader(files, **reader_settings), 2)
+    folder = _epoch(_folder(folder_set, **settings), 2)
+    assert len(folder) == len(records) == NUM_IMAGES // BATCH
+    for (labels, images), (folder_labels, folder_images) in zip(records, folder):
+        np.testing.assert_array_equal(folder_labels, labels)
+        np.testing.assert_array_equal(folder_images, images)
+
+
+def test_folder_batches_are_the_same_for_one_and_two_threads_in_every_run_and_from_any_batch(folder_set):
+    """-j 1 and -j 2 of two runs of one seed read the same batches; another epoch or seed reads others."""
+    one = _epoch(_folder(folder_set), 1)
+    two = _epoch(_folder(folder_set, num_workers=2), 1)
+    again = _epoch(_folder(folder_set, num_workers=2), 1)
+    resumed = _epoch(_folder(folder_set, num_workers=2), 1, start_batch=3)
+    for batches, first in ((two, 0), (again, 0), (resumed, 3)):
+        assert len(batches) == len(one) - first
+        for (labels, images), (labels_again, images_again) in zip(one[first:], batches):
+            np.testing.assert_array_equal(labels_again, labels)
+            np.testing.assert_array_equal(images_again, images)
+    assert not np.array_equal(_epoch(_folder(folder_set), 2)[0][0], one[0][0])
+    assert not np.array_equal(_epoch(_folder(folder_set, seed=SEED + 1), 1)[0][0], one[0][0])
+
+
+def test_two_workers_read_disjoint_folder_shards_that_make_the_one_worker_batches(folder_set):
+    """Two dist_* workers' shards of a folder hold other images, augmented as the same places of a one-worker run
+    of their total batch."""
+    one = _epoch(_folder(folder_set), 4)
+    shards = [_epoch(_folder(folder_set, batch_size=BATCH // 2, num_parts=2, part_index=part), 4) for part in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == len(one)
+    seen = [{int(label) for labels, _ in shard for label in labels} for shard in shards]
+    assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(NUM_IMAGES))
+    for (labels, images), first, second in zip(one, *shards):
+        workers = _by_label([first, second])
+        assert set(workers) == set(labels)
+        for label, image in zip(labels, images):
+            np.testing.assert_array_equal(workers[label], image)
+
+
+def _rotated_jpeg(image):
+    """``image`` as JPEG bytes whose EXIF orientation 6 says: turn it a quarter clockwise to show it."""
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    entry = struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)  # orientation, a SHORT, one value: 6, padded to 4 bytes
+    exif = b"Exif\0\0" + b"MM\0\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1) + entry + struct.pack(">I", 0)
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + jpeg[2:]
+
+
+def test_a_folder_file_is_read_upright_as_data_pack_and_validation_read_it(tmp_path):
+    """Photos often carry their rotation in EXIF: a 24 x 32 file turned a quarter is 32 x 24 for data.pack and for
+    mx.image.imread, and training crops it so too (as the records of its upright pixels, losslessly, crop it)."""
+    rng = np.random.RandomState(3)
+    for split in ("train", "val"):
+        os.makedirs(tmp_path / split / "photos")
+        for index in range(BATCH):
+            (tmp_path / split / "photos" / f"{index}.jpg").write_bytes(
+                _rotated_jpeg(rng.randint(0, 256, size=(24, 32, 3)).astype(np.uint8)))
+    assert mx.image.imread(str(tmp_path / "val" / "photos" / "0.jpg")).shape == (32, 24, 3)
+    upright = RecordFiles(str(tmp_path / "upright"))
+    writer = mx.recordio.MXIndexedRecordIO(upright.idx, upright.rec, "w")
+    for key, (path, label) in enumerate(ImageFolderDataset(str(tmp_path / "train")).items):
+        png = cv2.imencode(".png", cv2.imread(path))[1].tobytes()
+        writer.write_idx(key, mx.recordio.pack(mx.recordio.IRHeader(0, float(label), key, 0), png))
+    writer.close()
+    records = _epoch(_reader(upright, size=16, augmentation=Augmentation(raw=True)), 0)
+    folder = _epoch(folder_source(str(tmp_path), InputConfig(batch_size=BATCH, input_size=16, crop_ratio=0.875,
+                                                             num_workers=1, seed=SEED, unnormalized_crops=True)).train)
+    np.testing.assert_array_equal(folder[0][1], records[0][1])

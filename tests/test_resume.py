@@ -319,3 +319,26 @@ def test_progressive_resize_resumes_each_epoch_at_its_size(tiny_set, tmp_path):
     assert output.count("Resuming from") == 2 and "samples/sec at 40x40" in output, output
     _assert_same_final_params(save_dir, reference)
     assert _metrics(save_dir) == _metrics(reference)
+
+
+def test_a_folder_run_stopped_mid_epoch_with_two_threads_resumes_bit_for_bit(tiny_set, tmp_path):
+    """--data-dir draws as packed records do, from --seed, the epoch and each image's place: a run stopped by SIGTERM
+    in epoch 1 with -j 2 and resumed with -j 1 ends with the weights, average and metrics of an uninterrupted -j 1
+    run, bit for bit."""
+    def start(save_dir, *extra):
+        flags = tiny_args(tiny_set, save_dir, *RECIPE, *extra)
+        assert flags[0] == "--rec-train" and flags[2] == "--rec-val"
+        return start_training(flags[4:] + ["--data-dir", str(tiny_set / "images")], save_dir)
+
+    reference = tmp_path / "reference"
+    finish_training(start(reference), reference)
+    save_dir = tmp_path / "preempted"
+    process = start(save_dir, "--log-interval", "1", "-j", "2")
+    _wait_until(lambda: _log_count(save_dir, "Epoch[1] Batch [0-1]") == 1, process)
+    process.send_signal(signal.SIGTERM)
+    finish_training(process, save_dir, expected_status=128 + signal.SIGTERM)
+    newest = os.path.basename(checkpoint.list_checkpoints(str(save_dir))[-1][0])
+    assert newest.startswith("epoch-0001-batch-"), newest
+    finish_training(start(save_dir, "--resume"), save_dir)
+    _assert_same_final_params(save_dir, reference)
+    assert _metrics(save_dir) == _metrics(reference)

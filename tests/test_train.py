@@ -175,19 +175,28 @@ def test_training_pipeline_shapes_and_ranges(tiny_set):
         assert set(np.unique(batch.label[0].asnumpy())) <= {0, 1, 2}
 
 
-def test_raw_folders_train_like_records(tiny_set, tmp_path):
+def test_raw_folders_train_like_records(tiny_set, tmp_path, monkeypatch):
     # Zero gamma, as in the demo: without it one epoch leaves BatchNorm's running statistics so unsettled that
     # every image gets the same class, and any evaluation of any of those networks gives 1/3.
     argv = [a for a in tiny_args(tiny_set, tmp_path, "--num-epochs", "1", "--last-gamma") if not a.endswith(".rec")]
-    argv = [a for a in argv if a not in ("--rec-train", "--rec-val")]
-    assert train_imagenet.main(argv + ["--data-dir", str(tiny_set / "images")]) == 0
-    # The run learned from the folder (chance is 1/3; one epoch reaches 0.67-1.0, as the loader's worker process
-    # augments with the generators it was forked with, which depend on what ran before in this process), and its
-    # validation figure is the saved network's top-1 on the folder's 30 validation images, counted here one by one.
+    argv = [a for a in argv if a not in ("--rec-train", "--rec-val", "--save-dir", str(tmp_path))]
+    argv += ["--data-dir", str(tiny_set / "images")]
+    runs = {}
+    for threads in ("1", "2"):
+        recorder = RunRecorder(monkeypatch)
+        assert train_imagenet.main(argv + ["-j", threads, "--save-dir", str(tmp_path / threads)]) == 0
+        runs[threads] = recorder.steps()
+    # One seed, the same batches with one decoding thread or two: every image and label of every step.
+    assert len(runs["1"]) == len(runs["2"]) == 96 // 16
+    for (_, images, labels, _), (_, images_two, labels_two, _) in zip(runs["1"], runs["2"]):
+        np.testing.assert_array_equal(labels_two, labels)
+        np.testing.assert_array_equal(images_two, images)
+    # The run learned from the folder (chance is 1/3), and its validation figure is the saved network's top-1 on the
+    # folder's 30 validation images, counted here one by one.
     net = get_model("resnet18_v1d", classes=3)
-    net.load_parameters(checkpoint.params_path(str(tmp_path), "resnet18_v1d", 0))
-    val_top1 = _read_metrics(tmp_path)[0]["val_top1"]
-    assert val_top1 == pytest.approx(folder_top1(net, tiny_set / "images" / "val", 24)) and val_top1 > 0.5
+    net.load_parameters(checkpoint.params_path(str(tmp_path / "1"), "resnet18_v1d", 0))
+    val_top1 = _read_metrics(tmp_path / "1")[0]["val_top1"]
+    assert val_top1 == pytest.approx(folder_top1(net, tiny_set / "images" / "val", 24)) and val_top1 > 0.9
 
 
 def test_missing_record_file_is_one_line(tiny_set, tmp_path, capsys):
