@@ -63,11 +63,14 @@ def check_same_run(saved, current, global_batch, saved_global_batch, folder):
 
 def find_resume_point(config, global_batch, updates_per_epoch):
     """The run's starting position, from the flags and the checkpoints in ``config.save_dir``."""
-    if config.resume_params:
-        return ResumePoint(epoch=config.resume_epoch, batch=0, global_step=config.resume_epoch * updates_per_epoch,
-                           params=config.resume_params, trainer_states=config.resume_states)
     if not config.resume:
+        # GluonCV's files start a new run too: in a folder holding another run it would overwrite that run's
+        # checkpoints and metrics from --resume-epoch on.
         check_fresh_start(config.save_dir)
+        if config.resume_params:
+            return ResumePoint(epoch=config.resume_epoch, batch=0,
+                               global_step=config.resume_epoch * updates_per_epoch, params=config.resume_params,
+                               trainer_states=config.resume_states)
         return ResumePoint(epoch=0, batch=0, global_step=0)
     checkpoints = checkpoint.list_checkpoints(config.save_dir)
     if not checkpoints:

@@ -7,10 +7,13 @@ through the first epoch and then differed by about 2e-7 in some runs, with the d
 even at one OpenMP thread.
 """
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import mxnet as mx
@@ -22,7 +25,7 @@ from engine.config import parse_config
 from engine.resume import check_same_run
 from tests.conftest import tiny_args
 from utils.errors import UserError
-from tests.helpers import RunRecorder, finish_training, start_training
+from tests.helpers import REPO, RunRecorder, finish_training, start_training
 from utils import checkpoint
 
 # Every trick whose state crosses epochs: warmup and cosine (the update count), mixup and CutMix (their generator),
@@ -218,6 +221,35 @@ def test_a_new_run_refuses_to_overwrite_an_earlier_one(reference, tiny_set, tmp_
     assert len(err) == 1 and "holds an earlier run (checkpoints up to epoch-0003)" in err[0], err
 
 
+def _refusal(flags):
+    """The one line ``train_imagenet.py FLAGS``, run as a command, prints on standard error as it exits with 2.
+
+    In MXNet's default engine: the naive one announces itself on standard error."""
+    result = subprocess.run([sys.executable, os.path.join(REPO, "train_imagenet.py"), *flags], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def _files(save_dir):
+    """Every file under ``save_dir`` with its bytes' digest: what a refused command must leave as it was."""
+    return {os.path.relpath(os.path.join(root, name), save_dir): hashlib.sha256(
+        open(os.path.join(root, name), "rb").read()).hexdigest()
+        for root, _, names in os.walk(save_dir) for name in names}
+
+
+def test_gluoncv_resume_flags_refuse_a_save_dir_holding_another_run(reference, tiny_set):
+    """--resume-params starts a new run from the file: in a --save-dir holding a run it would overwrite that run's
+    checkpoints and metrics, so it is refused as a fresh start is, and nothing there changes."""
+    epoch_2 = reference / "checkpoints" / "epoch-0002"
+    before = _files(reference)
+    line = _refusal(tiny_args(tiny_set, reference, *RECIPE, "--resume-epoch", "3", "--resume-params",
+                              str(epoch_2 / "resnet18_v1d-0002.params")))
+    assert f"--save-dir {reference} holds an earlier run (checkpoints up to epoch-0003)" in line, line
+    assert _files(reference) == before
+
+
 def test_resume_under_other_settings_names_them(reference, tiny_set, capsys):
     argv = tiny_args(tiny_set, reference, *RECIPE, "--resume")
     argv[argv.index("--lr") + 1] = "0.5"
@@ -263,21 +295,30 @@ def test_resuming_a_finished_run_trains_nothing(reference, tiny_set, tmp_path):
     _assert_same_final_params(save_dir, reference)
 
 
-def test_a_diverging_run_leaves_the_last_good_checkpoint_untouched(tiny_set, tmp_path, capsys):
+def test_a_diverging_run_leaves_the_last_good_checkpoint_untouched(tiny_set, tmp_path, capsys, monkeypatch):
+    """A run stopped in epoch 1 resumes from epoch 0's checkpoint, and its loss becomes NaN at once (a loss wrapped
+    to give NaN): it stops with status 3, naming the batch, and leaves that checkpoint as it was."""
     save_dir = tmp_path / "diverging"
     assert train_imagenet.main(tiny_args(tiny_set, save_dir)) == 0
     folder = checkpoint.checkpoints_dir(str(save_dir))
-    before = {name: _params(os.path.join(folder, name, f"resnet18_v1d-{name[-4:]}.params"))
-              for name in os.listdir(folder)}
+    shutil.rmtree(os.path.join(folder, "epoch-0001"))
     params = os.path.join(folder, "epoch-0000", "resnet18_v1d-0000.params")
-    argv = tiny_args(tiny_set, save_dir, "--lr", "1e30", "--resume-epoch", "1", "--resume-params", params)
-    assert train_imagenet.main(argv) == 3
+    before = _params(params)
+    build_recipe = train_imagenet.build_recipe
+
+    def diverging_recipe(*args, **kwargs):
+        recipe = build_recipe(*args, **kwargs)
+        loss_fn = recipe.loss_fn
+        recipe.loss_fn = lambda outputs, targets, images: loss_fn(outputs, targets, images) * float("nan")
+        return recipe
+
+    monkeypatch.setattr(train_imagenet, "build_recipe", diverging_recipe)
+    assert train_imagenet.main(tiny_args(tiny_set, save_dir, "--resume")) == 3
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "the training loss became nan at epoch 1, batch" in err[0], err
-    assert sorted(os.listdir(folder)) == sorted(before) == ["epoch-0000", "epoch-0001"]
-    for name, arrays in before.items():
-        after = _params(os.path.join(folder, name, f"resnet18_v1d-{name[-4:]}.params"))
-        assert all(np.array_equal(after[key], arrays[key]) for key in arrays)
+    assert len(err) == 1 and "the training loss became nan at epoch 1, batch 1" in err[0], err
+    assert os.listdir(folder) == ["epoch-0000"]
+    after = _params(params)
+    assert sorted(after) == sorted(before) and all(np.array_equal(after[key], before[key]) for key in before)
 
 
 @pytest.mark.parametrize("extra", [(), ("--ra-reps", "2")], ids=["plain", "ra-reps-2"])
