@@ -61,6 +61,45 @@ def check_same_run(saved, current, global_batch, saved_global_batch, folder):
                         "give the flags of that run (see its args.json) or another --save-dir")
 
 
+def _optimizer_settings(optimizer):
+    """What an optimizer computes with, by the flag that sets it: its kind, rate schedule, decay and momentum (not
+    its gradient's scale, which the trainer sets at every step).
+
+    The schedule's rate is ``warmup_final_lr``, the rate it was built with: MXNet's step schedules lower their
+    ``base_lr`` as they pass each step. Steps and warmup are counted in updates, as the schedule counts them.
+    """
+    schedule = optimizer.lr_scheduler
+    return {"--optimizer": type(optimizer).__name__.lower(), "--lr-mode": type(schedule).__name__,
+            "--lr": getattr(schedule, "warmup_final_lr", None),
+            "--warmup-epochs": getattr(schedule, "warmup_steps", None),
+            "--warmup-lr": getattr(schedule, "warmup_begin_lr", None),
+            "--lr-decay-epoch": getattr(schedule, "step", None), "--lr-decay": getattr(schedule, "factor", None),
+            "--num-epochs": getattr(schedule, "max_update", None), "--poly-power": getattr(schedule, "power", None),
+            "--wd": optimizer.wd, "--momentum": getattr(optimizer, "momentum", None),
+            "--no-wd": sorted(optimizer.wd_mult.items()), "--dtype": optimizer.multi_precision}
+
+
+def check_states_match(loaded, built, states_file, begin_num_update):
+    """Raise UserError naming every setting of the optimizer ``loaded`` from GluonCV's ``--resume-states`` file
+    that differs from ``built``'s, the optimizer the flags made.
+
+    The file holds a whole pickled optimizer, which replaces the flags' one: a difference would train under the
+    file's rate, schedule or decay without a word. ``begin_num_update`` is the update count at --resume-epoch.
+    """
+    saved, current = _optimizer_settings(loaded), _optimizer_settings(built)
+    # Lists of (index, multiplier) or of steps are long: their difference is named, not printed.
+    differing = [f"{name} {saved[name]!r} -> {current[name]!r}" if not isinstance(current[name], list) else
+                 f"{name} (other {'per-parameter weight decays' if name == '--no-wd' else 'steps'})"
+                 for name in current if saved[name] != current[name]]
+    if loaded.num_update != begin_num_update:
+        differing.append(f"--resume-epoch: the states are at update {loaded.num_update}, the epoch starts at "
+                         f"update {begin_num_update}")
+    if differing:
+        raise UserError(f"--resume-states {states_file} holds an optimizer of other settings ({'; '.join(differing)}; "
+                        "steps and warmup in updates); give the flags of the run that saved it, or leave out "
+                        "--resume-states to start the momentum from zero")
+
+
 def find_resume_point(config, global_batch, updates_per_epoch):
     """The run's starting position, from the flags and the checkpoints in ``config.save_dir``."""
     if not config.resume:
@@ -166,7 +205,9 @@ def restore(start, recipe, contexts, cluster):
     else:
         recipe.net.load_parameters(start.params, ctx=contexts)
         if start.trainer_states and trainer is not None:
+            built = trainer.optimizer
             trainer.load_states(start.trainer_states)
+            check_states_match(trainer.optimizer, built, start.trainer_states, start.global_step)
         logging.info("Resuming at epoch %d from %s%s", start.epoch, start.params,
                      f" and {start.trainer_states}" if start.trainer_states else " (fresh optimizer momentum)")
     if trainer is None:

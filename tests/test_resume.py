@@ -250,6 +250,24 @@ def test_gluoncv_resume_flags_refuse_a_save_dir_holding_another_run(reference, t
     assert _files(reference) == before
 
 
+def test_gluoncv_resume_states_of_other_settings_are_refused_naming_each(reference, tiny_set, tmp_path):
+    """The states file holds a whole optimizer, which would replace the flags' one: other --optimizer, --lr,
+    --lr-mode, --wd, --warmup-epochs, --no-wd, or an epoch that is not where the states are, are each named."""
+    epoch_2 = reference / "checkpoints" / "epoch-0002"
+    flags = tiny_args(tiny_set, tmp_path / "run", *RECIPE, "--resume-epoch", "2", "--resume-params",
+                      str(epoch_2 / "resnet18_v1d-0002.params"), "--resume-states", str(epoch_2 / "trainer.states"),
+                      "--optimizer", "sgd", "--lr-mode", "step", "--wd", "5e-4", "--warmup-epochs", "0", "--no-wd")
+    flags[flags.index("--lr") + 1] = "0.05"
+    line = _refusal(flags)
+    for named in ("--optimizer 'nag' -> 'sgd'", "--lr-mode 'CosineScheduler' -> 'MultiFactorScheduler'",
+                  "--lr 0.02 -> 0.05", "--warmup-epochs 6 -> 0", "--wd 0.0001 -> 0.0005",
+                  "--no-wd (other per-parameter weight decays)",
+                  "--resume-epoch: the states are at update 18, the epoch starts at update 12"):
+        assert named in line, (named, line)
+    assert line.startswith(f"error: --resume-states {epoch_2 / 'trainer.states'} holds an optimizer of other "
+                           "settings ("), line
+
+
 def test_resume_under_other_settings_names_them(reference, tiny_set, capsys):
     argv = tiny_args(tiny_set, reference, *RECIPE, "--resume")
     argv[argv.index("--lr") + 1] = "0.5"
