@@ -6,6 +6,7 @@ settings that change the mathematics (another network, rate, schedule, batch, se
 devices and logging may differ, since data sets move between machines and jobs move between nodes.
 """
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from engine.config import FREE_ON_RESUME, option, saved_settings
 from utils import checkpoint
 from utils.distributed import start_kvstore
 from utils.errors import UserError
+from utils.pretrained import cached_gluoncv_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +27,8 @@ class ResumePoint:
 
     ``epoch`` and ``batch`` name the next batch to train; ``global_step`` counts the optimizer updates
     done. ``checkpoint`` is a checkpoint folder (``--resume``), or None for GluonCV's ``--resume-params``
-    and ``--resume-states`` files, which hold no generator states or running metrics.
+    and ``--resume-states`` files, which hold no generator states or running metrics. ``teacher_sha256`` is the
+    digest of the distillation teacher's weights file the run trains with (None without ``--teacher``).
     """
 
     epoch: int
@@ -37,6 +40,7 @@ class ResumePoint:
     best_val_top1: float = None
     best_epoch: int = None
     epoch_meter: dict = None
+    teacher_sha256: str = None
 
 
 def check_fresh_start(save_dir):
@@ -100,8 +104,35 @@ def check_states_match(loaded, built, states_file, begin_num_update):
                         "--resume-states to start the momentum from zero")
 
 
+def teacher_sha256(config):
+    """The SHA-256 of the teacher's weights file, or None without ``--teacher``.
+
+    ``--teacher-params`` may name another path on resume (files move between machines), so the run keeps what the
+    file holds: another teacher behind the same name would change what is distilled.
+    """
+    if not config.teacher:
+        return None
+    digest = hashlib.sha256()
+    with open(config.teacher_params or cached_gluoncv_params(config.teacher), "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_same_teacher(saved_sha256, current_sha256, config, folder):
+    """Raise UserError when the teacher's weights differ from the checkpointed run's (checkpoints written before
+    the digest was kept have none to compare)."""
+    if saved_sha256 is not None and saved_sha256 != current_sha256:
+        given = option("teacher_params") + " " + config.teacher_params if config.teacher_params else \
+            f"{option('teacher_params')} (default: {cached_gluoncv_params(config.teacher)})"
+        raise UserError(f"--resume would continue {folder} with another teacher: {given} has SHA-256 "
+                        f"{current_sha256[:16]}..., the run's teacher {saved_sha256[:16]}...; give the run's "
+                        "teacher weights or another --save-dir")
+
+
 def find_resume_point(config, global_batch, updates_per_epoch):
     """The run's starting position, from the flags and the checkpoints in ``config.save_dir``."""
+    teacher = teacher_sha256(config)
     if not config.resume:
         # GluonCV's files start a new run too: in a folder holding another run it would overwrite that run's
         # checkpoints and metrics from --resume-epoch on.
@@ -109,16 +140,17 @@ def find_resume_point(config, global_batch, updates_per_epoch):
         if config.resume_params:
             return ResumePoint(epoch=config.resume_epoch, batch=0,
                                global_step=config.resume_epoch * updates_per_epoch, params=config.resume_params,
-                               trainer_states=config.resume_states)
-        return ResumePoint(epoch=0, batch=0, global_step=0)
+                               trainer_states=config.resume_states, teacher_sha256=teacher)
+        return ResumePoint(epoch=0, batch=0, global_step=0, teacher_sha256=teacher)
     checkpoints = checkpoint.list_checkpoints(config.save_dir)
     if not checkpoints:
-        return ResumePoint(epoch=0, batch=0, global_step=0)
+        return ResumePoint(epoch=0, batch=0, global_step=0, teacher_sha256=teacher)
     folder, state = checkpoints[-1]
     check_same_run(state["config"], dataclasses.asdict(config), global_batch, state["global_batch"], folder)
+    check_same_teacher(state.get("teacher_sha256"), teacher, config, folder)
     return ResumePoint(epoch=state["epoch"], batch=state["batch"], global_step=state["global_step"],
                        checkpoint=folder, best_val_top1=state["best_val_top1"], best_epoch=state["best_epoch"],
-                       epoch_meter=state.get("epoch_meter"))
+                       epoch_meter=state.get("epoch_meter"), teacher_sha256=teacher)
 
 
 def random_states(recipe):
@@ -150,6 +182,7 @@ class RunState:
     def __init__(self, config, recipe, cluster, start, global_batch):
         self.config, self.recipe, self.cluster, self.global_batch = config, recipe, cluster, global_batch
         self.best_val_top1, self.best_epoch = start.best_val_top1, start.best_epoch
+        self.teacher_sha256 = start.teacher_sha256
 
     def note_validation(self, epoch, val_top1):
         if self.best_val_top1 is None or val_top1 >= self.best_val_top1:
@@ -168,6 +201,7 @@ class RunState:
                      # The moving average's step count: its next update comes when the count reaches a multiple
                      # of --model-ema-steps, also after a resume in the middle of an epoch.
                      ema_steps=model_ema.steps_seen if model_ema is not None else None,
+                     teacher_sha256=self.teacher_sha256,
                      config=dataclasses.asdict(self.config))
         average = {} if model_ema is None else dict(
             ema_net=model_ema.averaged, ema_params_name=checkpoint.ema_params_name(self.config.model, epoch))

@@ -268,6 +268,33 @@ def test_gluoncv_resume_states_of_other_settings_are_refused_naming_each(referen
                            "settings ("), line
 
 
+def test_resume_refuses_another_teacher_behind_its_path_and_other_skip_bad_records(reference, tiny_set, tmp_path):
+    """--teacher-params is a path, free on resume; what the file holds is compared by its SHA-256: other weights
+    behind the same name are refused, the file moved elsewhere resumes. --skip-bad-records is compared as a
+    setting."""
+    teacher = tmp_path / "teacher.params"
+    shutil.copyfile(reference / FINAL_PARAMS, teacher)
+    save_dir = tmp_path / "distilled"
+    distil = ("--teacher", "resnet18_v1d", "--teacher-params", str(teacher))
+    finish_training(start_training(tiny_args(tiny_set, save_dir, *distil), save_dir), save_dir)
+    before = _files(save_dir)
+
+    shutil.copyfile(reference / "checkpoints" / "epoch-0002" / "resnet18_v1d-0002.params", teacher)
+    line = _refusal(tiny_args(tiny_set, save_dir, *distil, "--resume"))
+    assert f"--resume would continue {save_dir / 'checkpoints' / 'epoch-0001'} with another teacher: " \
+           f"--teacher-params {teacher} has SHA-256 " in line, line
+    line = _refusal(tiny_args(tiny_set, reference, *RECIPE, "--resume", "--skip-bad-records"))
+    assert "--skip-bad-records False -> True" in line, line
+    assert _files(save_dir) == before
+
+    moved = tmp_path / "moved" / "teacher.params"
+    moved.parent.mkdir()
+    shutil.copyfile(reference / FINAL_PARAMS, moved)
+    output = finish_training(start_training(tiny_args(tiny_set, save_dir, "--teacher", "resnet18_v1d",
+                                                      "--teacher-params", str(moved), "--resume"), save_dir), save_dir)
+    assert "All 2 epochs were done already" in output, output
+
+
 def test_resume_under_other_settings_names_them(reference, tiny_set, capsys):
     argv = tiny_args(tiny_set, reference, *RECIPE, "--resume")
     argv[argv.index("--lr") + 1] = "0.5"
