@@ -162,7 +162,7 @@ class TrainConfig:
     skip_bad_records: bool = flag("data", "scan every record first and train without the bad ones (undecodable "
                                           "image, label outside the classes, broken framing), counted in the log "
                                           "and metrics.jsonl; without it the first bad record stops the run, named",
-                                  False, free_on_resume=True, action=Switch)
+                                  False, action=Switch)
     input_size: int = flag("data", _paper_demo("input_size", "training crop size"), bounds=AT_LEAST_ONE, type=int)
     # FixRes (Touvron et al. 2019): a network trained on random-resized crops sees objects larger than a centre
     # crop of the same size shows them, so it tests better at a larger size.
@@ -228,6 +228,7 @@ class TrainConfig:
     mixup_off_epoch: int = flag("tricks", "train the last N epochs without mixup", 0, bounds=NON_NEGATIVE, type=int)
     teacher: str = flag("tricks", "section 5.3: distil from this registered network (or an exported "
                                   "PREFIX-symbol.json)", trick=True)
+    # A path, free on resume as data paths are; the file's digest is kept and compared instead (engine/resume.py).
     teacher_params: str = flag("tricks", "the teacher's trained .params file (default: GluonCV's weights for "
                                          "--teacher in the local MXNet model cache, ~/.mxnet/models)",
                                free_on_resume=True)

@@ -6,6 +6,7 @@ settings that change the mathematics (another network, rate, schedule, batch, se
 devices and logging may differ, since data sets move between machines and jobs move between nodes.
 """
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from engine.config import FREE_ON_RESUME, option, saved_settings
 from utils import checkpoint
 from utils.distributed import start_kvstore
 from utils.errors import UserError
+from utils.pretrained import cached_gluoncv_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +27,8 @@ class ResumePoint:
 
     ``epoch`` and ``batch`` name the next batch to train; ``global_step`` counts the optimizer updates
     done. ``checkpoint`` is a checkpoint folder (``--resume``), or None for GluonCV's ``--resume-params``
-    and ``--resume-states`` files, which hold no generator states or running metrics.
+    and ``--resume-states`` files, which hold no generator states or running metrics. ``teacher_sha256`` is the
+    digest of the distillation teacher's weights file the run trains with (None without ``--teacher``).
     """
 
     epoch: int
@@ -37,6 +40,7 @@ class ResumePoint:
     best_val_top1: float = None
     best_epoch: int = None
     epoch_meter: dict = None
+    teacher_sha256: str = None
 
 
 def check_fresh_start(save_dir):
@@ -61,22 +65,92 @@ def check_same_run(saved, current, global_batch, saved_global_batch, folder):
                         "give the flags of that run (see its args.json) or another --save-dir")
 
 
+def _optimizer_settings(optimizer):
+    """What an optimizer computes with, by the flag that sets it: its kind, rate schedule, decay and momentum (not
+    its gradient's scale, which the trainer sets at every step).
+
+    The schedule's rate is ``warmup_final_lr``, the rate it was built with: MXNet's step schedules lower their
+    ``base_lr`` as they pass each step. Steps and warmup are counted in updates, as the schedule counts them.
+    """
+    schedule = optimizer.lr_scheduler
+    return {"--optimizer": type(optimizer).__name__.lower(), "--lr-mode": type(schedule).__name__,
+            "--lr": getattr(schedule, "warmup_final_lr", None),
+            "--warmup-epochs": getattr(schedule, "warmup_steps", None),
+            "--warmup-lr": getattr(schedule, "warmup_begin_lr", None),
+            "--lr-decay-epoch": getattr(schedule, "step", None), "--lr-decay": getattr(schedule, "factor", None),
+            "--num-epochs": getattr(schedule, "max_update", None), "--poly-power": getattr(schedule, "power", None),
+            "--wd": optimizer.wd, "--momentum": getattr(optimizer, "momentum", None),
+            "--no-wd": sorted(optimizer.wd_mult.items()), "--dtype": optimizer.multi_precision}
+
+
+def check_states_match(loaded, built, states_file, begin_num_update):
+    """Raise UserError naming every setting of the optimizer ``loaded`` from GluonCV's ``--resume-states`` file
+    that differs from ``built``'s, the optimizer the flags made.
+
+    The file holds a whole pickled optimizer, which replaces the flags' one: a difference would train under the
+    file's rate, schedule or decay without a word. ``begin_num_update`` is the update count at --resume-epoch.
+    """
+    saved, current = _optimizer_settings(loaded), _optimizer_settings(built)
+    # Lists of (index, multiplier) or of steps are long: their difference is named, not printed.
+    differing = [f"{name} {saved[name]!r} -> {current[name]!r}" if not isinstance(current[name], list) else
+                 f"{name} (other {'per-parameter weight decays' if name == '--no-wd' else 'steps'})"
+                 for name in current if saved[name] != current[name]]
+    if loaded.num_update != begin_num_update:
+        differing.append(f"--resume-epoch: the states are at update {loaded.num_update}, the epoch starts at "
+                         f"update {begin_num_update}")
+    if differing:
+        raise UserError(f"--resume-states {states_file} holds an optimizer of other settings ({'; '.join(differing)}; "
+                        "steps and warmup in updates); give the flags of the run that saved it, or leave out "
+                        "--resume-states to start the momentum from zero")
+
+
+def teacher_sha256(config):
+    """The SHA-256 of the teacher's weights file, or None without ``--teacher``.
+
+    ``--teacher-params`` may name another path on resume (files move between machines), so the run keeps what the
+    file holds: another teacher behind the same name would change what is distilled.
+    """
+    if not config.teacher:
+        return None
+    digest = hashlib.sha256()
+    with open(config.teacher_params or cached_gluoncv_params(config.teacher), "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_same_teacher(saved_sha256, current_sha256, config, folder):
+    """Raise UserError when the teacher's weights differ from the checkpointed run's (checkpoints written before
+    the digest was kept have none to compare)."""
+    if saved_sha256 is not None and saved_sha256 != current_sha256:
+        given = option("teacher_params") + " " + config.teacher_params if config.teacher_params else \
+            f"{option('teacher_params')} (default: {cached_gluoncv_params(config.teacher)})"
+        raise UserError(f"--resume would continue {folder} with another teacher: {given} has SHA-256 "
+                        f"{current_sha256[:16]}..., the run's teacher {saved_sha256[:16]}...; give the run's "
+                        "teacher weights or another --save-dir")
+
+
 def find_resume_point(config, global_batch, updates_per_epoch):
     """The run's starting position, from the flags and the checkpoints in ``config.save_dir``."""
-    if config.resume_params:
-        return ResumePoint(epoch=config.resume_epoch, batch=0, global_step=config.resume_epoch * updates_per_epoch,
-                           params=config.resume_params, trainer_states=config.resume_states)
+    teacher = teacher_sha256(config)
     if not config.resume:
+        # GluonCV's files start a new run too: in a folder holding another run it would overwrite that run's
+        # checkpoints and metrics from --resume-epoch on.
         check_fresh_start(config.save_dir)
-        return ResumePoint(epoch=0, batch=0, global_step=0)
+        if config.resume_params:
+            return ResumePoint(epoch=config.resume_epoch, batch=0,
+                               global_step=config.resume_epoch * updates_per_epoch, params=config.resume_params,
+                               trainer_states=config.resume_states, teacher_sha256=teacher)
+        return ResumePoint(epoch=0, batch=0, global_step=0, teacher_sha256=teacher)
     checkpoints = checkpoint.list_checkpoints(config.save_dir)
     if not checkpoints:
-        return ResumePoint(epoch=0, batch=0, global_step=0)
+        return ResumePoint(epoch=0, batch=0, global_step=0, teacher_sha256=teacher)
     folder, state = checkpoints[-1]
     check_same_run(state["config"], dataclasses.asdict(config), global_batch, state["global_batch"], folder)
+    check_same_teacher(state.get("teacher_sha256"), teacher, config, folder)
     return ResumePoint(epoch=state["epoch"], batch=state["batch"], global_step=state["global_step"],
                        checkpoint=folder, best_val_top1=state["best_val_top1"], best_epoch=state["best_epoch"],
-                       epoch_meter=state.get("epoch_meter"))
+                       epoch_meter=state.get("epoch_meter"), teacher_sha256=teacher)
 
 
 def random_states(recipe):
@@ -108,6 +182,7 @@ class RunState:
     def __init__(self, config, recipe, cluster, start, global_batch):
         self.config, self.recipe, self.cluster, self.global_batch = config, recipe, cluster, global_batch
         self.best_val_top1, self.best_epoch = start.best_val_top1, start.best_epoch
+        self.teacher_sha256 = start.teacher_sha256
 
     def note_validation(self, epoch, val_top1):
         if self.best_val_top1 is None or val_top1 >= self.best_val_top1:
@@ -126,6 +201,7 @@ class RunState:
                      # The moving average's step count: its next update comes when the count reaches a multiple
                      # of --model-ema-steps, also after a resume in the middle of an epoch.
                      ema_steps=model_ema.steps_seen if model_ema is not None else None,
+                     teacher_sha256=self.teacher_sha256,
                      config=dataclasses.asdict(self.config))
         average = {} if model_ema is None else dict(
             ema_net=model_ema.averaged, ema_params_name=checkpoint.ema_params_name(self.config.model, epoch))
@@ -163,7 +239,9 @@ def restore(start, recipe, contexts, cluster):
     else:
         recipe.net.load_parameters(start.params, ctx=contexts)
         if start.trainer_states and trainer is not None:
+            built = trainer.optimizer
             trainer.load_states(start.trainer_states)
+            check_states_match(trainer.optimizer, built, start.trainer_states, start.global_step)
         logging.info("Resuming at epoch %d from %s%s", start.epoch, start.params,
                      f" and {start.trainer_states}" if start.trainer_states else " (fresh optimizer momentum)")
     if trainer is None:

@@ -7,10 +7,13 @@ through the first epoch and then differed by about 2e-7 in some runs, with the d
 even at one OpenMP thread.
 """
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import mxnet as mx
@@ -22,7 +25,7 @@ from engine.config import parse_config
 from engine.resume import check_same_run
 from tests.conftest import tiny_args
 from utils.errors import UserError
-from tests.helpers import RunRecorder, finish_training, start_training
+from tests.helpers import REPO, RunRecorder, finish_training, start_training
 from utils import checkpoint
 
 # Every trick whose state crosses epochs: warmup and cosine (the update count), mixup and CutMix (their generator),
@@ -218,6 +221,80 @@ def test_a_new_run_refuses_to_overwrite_an_earlier_one(reference, tiny_set, tmp_
     assert len(err) == 1 and "holds an earlier run (checkpoints up to epoch-0003)" in err[0], err
 
 
+def _refusal(flags):
+    """The one line ``train_imagenet.py FLAGS``, run as a command, prints on standard error as it exits with 2.
+
+    In MXNet's default engine: the naive one announces itself on standard error."""
+    result = subprocess.run([sys.executable, os.path.join(REPO, "train_imagenet.py"), *flags], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def _files(save_dir):
+    """Every file under ``save_dir`` with its bytes' digest: what a refused command must leave as it was."""
+    return {os.path.relpath(os.path.join(root, name), save_dir): hashlib.sha256(
+        open(os.path.join(root, name), "rb").read()).hexdigest()
+        for root, _, names in os.walk(save_dir) for name in names}
+
+
+def test_gluoncv_resume_flags_refuse_a_save_dir_holding_another_run(reference, tiny_set):
+    """--resume-params starts a new run from the file: in a --save-dir holding a run it would overwrite that run's
+    checkpoints and metrics, so it is refused as a fresh start is, and nothing there changes."""
+    epoch_2 = reference / "checkpoints" / "epoch-0002"
+    before = _files(reference)
+    line = _refusal(tiny_args(tiny_set, reference, *RECIPE, "--resume-epoch", "3", "--resume-params",
+                              str(epoch_2 / "resnet18_v1d-0002.params")))
+    assert f"--save-dir {reference} holds an earlier run (checkpoints up to epoch-0003)" in line, line
+    assert _files(reference) == before
+
+
+def test_gluoncv_resume_states_of_other_settings_are_refused_naming_each(reference, tiny_set, tmp_path):
+    """The states file holds a whole optimizer, which would replace the flags' one: other --optimizer, --lr,
+    --lr-mode, --wd, --warmup-epochs, --no-wd, or an epoch that is not where the states are, are each named."""
+    epoch_2 = reference / "checkpoints" / "epoch-0002"
+    flags = tiny_args(tiny_set, tmp_path / "run", *RECIPE, "--resume-epoch", "2", "--resume-params",
+                      str(epoch_2 / "resnet18_v1d-0002.params"), "--resume-states", str(epoch_2 / "trainer.states"),
+                      "--optimizer", "sgd", "--lr-mode", "step", "--wd", "5e-4", "--warmup-epochs", "0", "--no-wd")
+    flags[flags.index("--lr") + 1] = "0.05"
+    line = _refusal(flags)
+    for named in ("--optimizer 'nag' -> 'sgd'", "--lr-mode 'CosineScheduler' -> 'MultiFactorScheduler'",
+                  "--lr 0.02 -> 0.05", "--warmup-epochs 6 -> 0", "--wd 0.0001 -> 0.0005",
+                  "--no-wd (other per-parameter weight decays)",
+                  "--resume-epoch: the states are at update 18, the epoch starts at update 12"):
+        assert named in line, (named, line)
+    assert line.startswith(f"error: --resume-states {epoch_2 / 'trainer.states'} holds an optimizer of other "
+                           "settings ("), line
+
+
+def test_resume_refuses_another_teacher_behind_its_path_and_other_skip_bad_records(reference, tiny_set, tmp_path):
+    """--teacher-params is a path, free on resume; what the file holds is compared by its SHA-256: other weights
+    behind the same name are refused, the file moved elsewhere resumes. --skip-bad-records is compared as a
+    setting."""
+    teacher = tmp_path / "teacher.params"
+    shutil.copyfile(reference / FINAL_PARAMS, teacher)
+    save_dir = tmp_path / "distilled"
+    distil = ("--teacher", "resnet18_v1d", "--teacher-params", str(teacher))
+    finish_training(start_training(tiny_args(tiny_set, save_dir, *distil), save_dir), save_dir)
+    before = _files(save_dir)
+
+    shutil.copyfile(reference / "checkpoints" / "epoch-0002" / "resnet18_v1d-0002.params", teacher)
+    line = _refusal(tiny_args(tiny_set, save_dir, *distil, "--resume"))
+    assert f"--resume would continue {save_dir / 'checkpoints' / 'epoch-0001'} with another teacher: " \
+           f"--teacher-params {teacher} has SHA-256 " in line, line
+    line = _refusal(tiny_args(tiny_set, reference, *RECIPE, "--resume", "--skip-bad-records"))
+    assert "--skip-bad-records False -> True" in line, line
+    assert _files(save_dir) == before
+
+    moved = tmp_path / "moved" / "teacher.params"
+    moved.parent.mkdir()
+    shutil.copyfile(reference / FINAL_PARAMS, moved)
+    output = finish_training(start_training(tiny_args(tiny_set, save_dir, "--teacher", "resnet18_v1d",
+                                                      "--teacher-params", str(moved), "--resume"), save_dir), save_dir)
+    assert "All 2 epochs were done already" in output, output
+
+
 def test_resume_under_other_settings_names_them(reference, tiny_set, capsys):
     argv = tiny_args(tiny_set, reference, *RECIPE, "--resume")
     argv[argv.index("--lr") + 1] = "0.5"
@@ -263,21 +340,30 @@ def test_resuming_a_finished_run_trains_nothing(reference, tiny_set, tmp_path):
     _assert_same_final_params(save_dir, reference)
 
 
-def test_a_diverging_run_leaves_the_last_good_checkpoint_untouched(tiny_set, tmp_path, capsys):
+def test_a_diverging_run_leaves_the_last_good_checkpoint_untouched(tiny_set, tmp_path, capsys, monkeypatch):
+    """A run stopped in epoch 1 resumes from epoch 0's checkpoint, and its loss becomes NaN at once (a loss wrapped
+    to give NaN): it stops with status 3, naming the batch, and leaves that checkpoint as it was."""
     save_dir = tmp_path / "diverging"
     assert train_imagenet.main(tiny_args(tiny_set, save_dir)) == 0
     folder = checkpoint.checkpoints_dir(str(save_dir))
-    before = {name: _params(os.path.join(folder, name, f"resnet18_v1d-{name[-4:]}.params"))
-              for name in os.listdir(folder)}
+    shutil.rmtree(os.path.join(folder, "epoch-0001"))
     params = os.path.join(folder, "epoch-0000", "resnet18_v1d-0000.params")
-    argv = tiny_args(tiny_set, save_dir, "--lr", "1e30", "--resume-epoch", "1", "--resume-params", params)
-    assert train_imagenet.main(argv) == 3
+    before = _params(params)
+    build_recipe = train_imagenet.build_recipe
+
+    def diverging_recipe(*args, **kwargs):
+        recipe = build_recipe(*args, **kwargs)
+        loss_fn = recipe.loss_fn
+        recipe.loss_fn = lambda outputs, targets, images: loss_fn(outputs, targets, images) * float("nan")
+        return recipe
+
+    monkeypatch.setattr(train_imagenet, "build_recipe", diverging_recipe)
+    assert train_imagenet.main(tiny_args(tiny_set, save_dir, "--resume")) == 3
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "the training loss became nan at epoch 1, batch" in err[0], err
-    assert sorted(os.listdir(folder)) == sorted(before) == ["epoch-0000", "epoch-0001"]
-    for name, arrays in before.items():
-        after = _params(os.path.join(folder, name, f"resnet18_v1d-{name[-4:]}.params"))
-        assert all(np.array_equal(after[key], arrays[key]) for key in arrays)
+    assert len(err) == 1 and "the training loss became nan at epoch 1, batch 1" in err[0], err
+    assert os.listdir(folder) == ["epoch-0000"]
+    after = _params(params)
+    assert sorted(after) == sorted(before) and all(np.array_equal(after[key], before[key]) for key in before)
 
 
 @pytest.mark.parametrize("extra", [(), ("--ra-reps", "2")], ids=["plain", "ra-reps-2"])
