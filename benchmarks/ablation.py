@@ -62,8 +62,11 @@ class Row:
 
 
 def decay_epochs(num_epochs):
-    """The paper's step decay at epochs 30, 60, 90 of 120, as GluonCV's 10-epoch runs place it: half and 0.8."""
-    return f"{round(num_epochs * 0.5)},{round(num_epochs * 0.8)}"
+    """The paper's step decay at epochs 30, 60, 90 of 120, as GluonCV's 10-epoch runs place it: half and 0.8, as
+    text for --lr-decay-epoch; only the epochs where a step can start (1 to num_epochs - 1), which the trainer
+    requires."""
+    epochs = sorted({round(num_epochs * fraction) for fraction in (0.5, 0.8)} & set(range(1, num_epochs)))
+    return ",".join(str(epoch) for epoch in epochs)
 
 
 def grid(args, teacher_params):
@@ -314,7 +317,7 @@ def lr_schedule(args, flags, num_images):
     warmup = float(flags[flags.index("--warmup-epochs") + 1]) if "--warmup-epochs" in flags else 0
     scheduler = build_lr_scheduler(mode, rate, batches_per_epoch, args.num_epochs,
                                    warmup_epochs=warmup, decay_epochs=[int(e) for e in
-                                                                       decay_epochs(args.num_epochs).split(",")])
+                                                                       decay_epochs(args.num_epochs).split(",") if e])
     updates = batches_per_epoch * args.num_epochs
     return [(update / batches_per_epoch, scheduler(update)) for update in range(1, updates + 1)]
 

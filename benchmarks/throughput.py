@@ -128,9 +128,10 @@ def write_subset(rec, num_images, out_prefix):
 
 
 def loop_args(name, input_size, batch_size, threads):
-    """The flags both scripts understand: same network, input, batch, rate and threads, two epochs."""
+    """The flags both scripts understand: same network, input, batch, rate and threads, two epochs; the rate
+    constant (a step of factor 1 at epoch 1: a decay epoch outside the run is refused by ours)."""
     return ["--model", name, "--input-size", str(input_size), "--batch-size", str(batch_size), "--num-epochs", "2",
-            "--lr", "0.01", "--lr-decay-epoch", "10", "-j", str(threads), "--mode", "hybrid"]
+            "--lr", "0.01", "--lr-decay-epoch", "1", "--lr-decay", "1", "-j", str(threads), "--mode", "hybrid"]
 
 
 def our_loop(name, input_size, batch_size, threads, data, workdir):

@@ -107,7 +107,7 @@ def main(argv=None):
 
     common = ["--rec-train", args.rec_train, "--rec-val", args.rec_val, "--model", args.model,
               "--input-size", str(args.input_size), "--batch-size", str(args.batch_size), "--num-epochs", "5",
-              "-j", str(args.num_data_workers), "--log-interval", "1000000"]
+              "--lr-decay-epoch=", "-j", str(args.num_data_workers), "--log-interval", "1000000"]
     if args.num_classes:
         common += ["--num-classes", str(args.num_classes)]
     with tempfile.TemporaryDirectory() as folder:

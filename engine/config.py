@@ -406,6 +406,20 @@ def _check_numbers(values):
                         f"{num_epochs}; give fewer than {num_epochs} epochs without mixup")
     if values["resume_epoch"] >= num_epochs:
         raise UserError(f"--resume-epoch {values['resume_epoch']} is not an epoch of --num-epochs {num_epochs}")
+    _check_decay_epochs(values)
+
+
+def _check_decay_epochs(values):
+    """Under --lr-mode step, every decay epoch within the run: a step at epoch 0 or from --num-epochs on would be
+    dropped (utils/lr_schedule.py), and the run trained at another rate than asked without a word."""
+    epochs, num_epochs = values["lr_decay_epoch"], values["num_epochs"]
+    outside = [epoch for epoch in epochs if not 0 < epoch < num_epochs]
+    if values["lr_mode"] != "step" or not outside:
+        return
+    default = " (the paper's default)" if epochs == _parse_epochs(PAPER_DEFAULTS["lr_decay_epoch"]) else ""
+    raise UserError(f"--lr-decay-epoch {_joined(epochs)}{default}: a step at epoch {outside[0]} is outside "
+                    f"--num-epochs {num_epochs}, where steps start at epochs 1 to {num_epochs - 1}; give epochs "
+                    "within the run, none with --lr-decay-epoch=, or another --lr-mode")
 
 
 def _joined(numbers):

@@ -13,6 +13,7 @@ from engine.recipe import total_batch_size
 from utils.devices import average_running_statistics, split_batch
 from utils.distributed import Cluster, start_kvstore, started_by_launcher
 from utils.errors import Diverged, UserError
+from utils.seeding import batch_seed
 from utils.tensorboard import NO_CURVES
 
 
@@ -159,6 +160,9 @@ def train_one_epoch(epoch, recipe, data, contexts, config, start_batch=0, meter=
         check_labels(batch.label[0], data.num_classes, data.find_bad_records)
         images, targets, metric_labels = recipe.batch_transform(
             split_batch(batch.data[0], contexts), split_batch(batch.label[0], contexts), epoch, batch_number - 1)
+        if recipe.network_draws:
+            # What the network draws is then a function of the batch's place, also after a mid-epoch resume.
+            mx.random.seed(batch_seed(config.seed, epoch, batch_number - 1, cluster.rank))
         outputs, losses = train_step(recipe, images, targets)
         meter.accuracy.update(metric_labels, outputs)
         meter.mean_loss.update(None, losses)

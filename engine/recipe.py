@@ -25,6 +25,7 @@ from utils.precision import build_precision
 from utils.progressive_resize import ProgressiveResize
 from utils.pretrained import cached_gluoncv_params, load_for_finetuning
 from utils.random_erasing import RandomErasing
+from utils.seeding import draws_random_numbers
 from utils.weight_decay import apply_no_bias_decay, keep_multipliers_by_index
 
 
@@ -189,6 +190,8 @@ class Recipe:
     precision: object
     step_batch: int
     model_ema: object = None  # utils.ema.ModelEma with --model-ema
+    # The network draws from MXNet's generator (stochastic depth, dropout): seeded again at every batch.
+    network_draws: bool = False
 
 
 def build_recipe(config, data, contexts, cluster=None, begin_num_update=0):
@@ -210,4 +213,5 @@ def build_recipe(config, data, contexts, cluster=None, begin_num_update=0):
             logging.warning("--model-ema under --kvstore %s: each worker averages its own weights, which differ "
                             "between workers, so their averages differ too; rank 0's is saved", config.kvstore)
     return Recipe(net, trainer, loss_fn, batch_transform, precision,
-                  step_batch=cluster.step_batch(total_batch_size(config, contexts)), model_ema=model_ema)
+                  step_batch=cluster.step_batch(total_batch_size(config, contexts)), model_ema=model_ema,
+                  network_draws=draws_random_numbers(net))

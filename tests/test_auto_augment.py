@@ -18,7 +18,7 @@ from data.auto_augment import (RAND_OPERATIONS, TA_OPERATIONS, AugmentThenNormal
                                apply_operations, image_generator, parse_policy)
 from engine.config import parse_config
 from engine.recipe import build_batch_transform, build_data
-from tests.conftest import tiny_args
+from tests.conftest import ONE_EPOCH, tiny_args
 from tests.helpers import RunRecorder
 from utils.devices import build_contexts
 from utils.errors import UserError
@@ -385,7 +385,7 @@ def test_training_end_to_end_the_network_sees_the_policys_images(tiny_set, tmp_p
     """One epoch of 6 batches with --auto-augment ta_wide: every image the network saw is its loader crop through
     TrivialAugmentWide (drawn from the seed, the epoch, the batch and its place), normalized."""
     recorder = RunRecorder(monkeypatch)
-    assert train_imagenet.main(tiny_args(tiny_set, tmp_path, "--auto-augment", "ta_wide", "--num-epochs", "1")) == 0
+    assert train_imagenet.main(tiny_args(tiny_set, tmp_path, "--auto-augment", "ta_wide", *ONE_EPOCH)) == 0
     policy = AugmentThenNormalize(parse_policy("ta_wide", 0), RGB_MEAN, RGB_STD)
     steps = recorder.steps()
     assert len(steps) == 6

@@ -9,7 +9,7 @@ import pytest
 import train_imagenet
 from data.clean import main as clean_main
 from data.loaders import InputConfig, record_source
-from tests.conftest import tiny_args
+from tests.conftest import ONE_EPOCH, tiny_args
 from tests.helpers import copy_packed_set, disk_with_free_bytes, trainer_error_line
 from utils import checkpoint
 from utils.errors import UserError
@@ -27,7 +27,7 @@ def _copy_with(tiny_set, folder, split, replacements):
 
 
 def _args(folder, save_dir, *extra):
-    return tiny_args(pathlib.Path(folder), save_dir, "--num-epochs", "1", *extra)
+    return tiny_args(pathlib.Path(folder), save_dir, *ONE_EPOCH, *extra)
 
 
 def _one_error_line(capsys):

@@ -10,7 +10,7 @@ import pytest
 import train_imagenet
 from engine.config import parse_config
 from engine.recipe import build_batch_transform
-from tests.conftest import tiny_args
+from tests.conftest import ONE_EPOCH, tiny_args
 from tests.helpers import RunRecorder
 from utils.batch_transform import BatchTransform
 from utils.cutmix import clipped_box, cutmix
@@ -238,7 +238,7 @@ def test_cutmix_end_to_end_the_network_sees_pasted_boxes_and_corrected_targets(t
     with one box, the same for the whole batch, of its mirror in the batch; the targets weigh the two one-hot
     labels by the box's area."""
     recorder = RunRecorder(monkeypatch)
-    assert train_imagenet.main(tiny_args(tiny_set, tmp_path, "--cutmix", "1", "--num-epochs", "1")) == 0
+    assert train_imagenet.main(tiny_args(tiny_set, tmp_path, "--cutmix", "1", *ONE_EPOCH)) == 0
     boxes = []
     for _, images, labels, call in recorder.steps():
         seen, one_hot = call["inputs"], np.eye(3)[labels.astype(int)]
@@ -258,7 +258,7 @@ def test_cutmix_end_to_end_the_network_sees_pasted_boxes_and_corrected_targets(t
 
 def test_erasing_end_to_end_every_image_the_network_sees_has_a_zero_rectangle(tiny_set, tmp_path, monkeypatch):
     recorder = RunRecorder(monkeypatch)
-    argv = tiny_args(tiny_set, tmp_path, "--reprob", "1", "--remode", "const", "--num-epochs", "1")
+    argv = tiny_args(tiny_set, tmp_path, "--reprob", "1", "--remode", "const", *ONE_EPOCH)
     assert train_imagenet.main(argv) == 0
     rectangles = []
     for _, images, labels, call in recorder.steps():

@@ -13,7 +13,7 @@ import train_imagenet
 from engine.config import parse_config
 from engine.recipe import build_data, build_network, build_recipe, build_trainer
 from tests import topology_run
-from tests.conftest import tiny_args
+from tests.conftest import ONE_EPOCH, tiny_args
 from tests.helpers import RunRecorder, weight_decays
 from tests.launch_job import Job, local_launch_args
 from utils import checkpoint
@@ -290,7 +290,7 @@ def test_each_optimizer_takes_its_first_step_by_its_formula(name, tiny_set):
 
 def _run_recorded(tiny_set, save_dir, monkeypatch, *flags):
     recorder = RunRecorder(monkeypatch)
-    assert train_imagenet.main(tiny_args(tiny_set, save_dir, "--num-epochs", "1", *flags)) == 0
+    assert train_imagenet.main(tiny_args(tiny_set, save_dir, *ONE_EPOCH, *flags)) == 0
     return recorder
 
 

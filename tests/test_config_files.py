@@ -157,12 +157,12 @@ def test_a_replay_derives_again_and_starts_afresh(tiny_set, tmp_path):
 
 def test_the_command_line_overrides_the_file_and_values_read_as_typed(tmp_path):
     config_file = tmp_path / "recipe.yaml"
-    config_file.write_text("model: resnet50_v1d\nbatch_size: 64\nlast-gamma: true\nlr-decay-epoch: '20,40'\n"
+    config_file.write_text("model: resnet50_v1d\nbatch_size: 64\nlast-gamma: true\nlr-decay-epoch: '3,5'\n"
                            "label-smoothing: true\nwd: 1e-4\nmixup: false\ngpus: [0, 2]\nteacher: null\n"
                            "progressive-resize: [160, 192]\n")
     config = parse_config(["--config", str(config_file), "--batch-size", "32", "--no-last-gamma"])
     assert (config.model, config.batch_size, config.last_gamma, config.lr_decay_epoch) == (
-        "resnet50_v1d", 32, False, (20, 40))
+        "resnet50_v1d", 32, False, (3, 5))
     assert (config.label_smoothing, config.wd, config.mixup, config.gpus, config.teacher) == (
         0.1, 1e-4, False, (0, 2), None)
     assert config.progressive_resize == (160, 192)

@@ -16,7 +16,7 @@ from engine.recipe import build_network
 from models import get_model
 from models.drop_path import drop_path
 from models.resnet import BasicBlock, Bottleneck
-from tests.conftest import tiny_args
+from tests.conftest import ONE_EPOCH, tiny_args
 from tests.helpers import RunRecorder
 from utils.devices import build_contexts, split_batch
 from utils.errors import UserError
@@ -245,7 +245,7 @@ def _two_training_passes(recorder):
                          ids=["drop-path", "without"])
 def test_the_flag_reaches_the_trained_network(flags, differ, tiny_set, tmp_path, monkeypatch):
     recorder = RunRecorder(monkeypatch)
-    assert train_imagenet.main(tiny_args(tiny_set, tmp_path, "--num-epochs", "1", *flags)) == 0
+    assert train_imagenet.main(tiny_args(tiny_set, tmp_path, *ONE_EPOCH, *flags)) == 0
     first, second = _two_training_passes(recorder)
     assert (np.abs(first - second).max() > 1e-3) == differ
     if not differ:

@@ -11,7 +11,7 @@ from engine.config import parse_config
 from engine.loop import evaluate, train_one_epoch
 from engine.recipe import build_data, build_recipe
 from models import get_model
-from tests.conftest import tiny_args
+from tests.conftest import ONE_EPOCH, tiny_args
 from tests.helpers import parameter_values
 from utils import checkpoint
 from utils.devices import build_contexts
@@ -159,7 +159,7 @@ def test_an_epoch_averages_the_weights_of_every_second_step_and_ends_with_the_ne
 
 @pytest.mark.parametrize("export_ema", [False, True], ids=["export of the network", "--export-ema"])
 def test_the_average_is_evaluated_saved_and_exported_by_the_rule(export_ema, tiny_set, tmp_path):
-    flags = ["--num-epochs", "1", "--model-ema", "--model-ema-decay", "0.9"] + (["--export-ema"] if export_ema else [])
+    flags = [*ONE_EPOCH, "--model-ema", "--model-ema-decay", "0.9"] + (["--export-ema"] if export_ema else [])
     assert train_imagenet.main(tiny_args(tiny_set, tmp_path, *flags)) == 0
     with open(checkpoint.metrics_path(str(tmp_path))) as handle:
         (record,) = [json.loads(line) for line in handle]

@@ -102,10 +102,35 @@ def test_messages_say_the_bounds(tiny_set, tmp_path, capsys):
 def test_values_at_the_bounds_are_accepted(tiny_set):
     config = _config(tiny_args(tiny_set, "x", "--crop-ratio", "1", "--momentum", "0", "--wd", "0", "--lr-decay", "1",
                                "--hard-weight", "1", "--warmup-lr", "0", "--mixup", "--mixup-off-epoch", "1",
-                               "--seed", str(2**32 - 1), "--num-classes", "3", "--lr-decay-epoch", "0,1"))
+                               "--seed", str(2**32 - 1), "--num-classes", "3", "--lr-decay-epoch", "1"))
     assert (config.crop_ratio, config.momentum, config.wd, config.lr_decay, config.hard_weight) == (1, 0, 0, 1, 1)
-    assert (config.mixup_off_epoch, config.seed, config.num_classes, config.lr_decay_epoch) == (1, 2**32 - 1, 3, (0, 1))
+    assert (config.mixup_off_epoch, config.seed, config.num_classes, config.lr_decay_epoch) == (1, 2**32 - 1, 3, (1,))
     assert _config(tiny_args(tiny_set, "x", "--hard-weight", "0", "--seed", "0")).hard_weight == 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--lr-decay-epoch", "0,1"), "--lr-decay-epoch 0,1: a step at epoch 0 is outside --num-epochs 2, where steps "
+                                  "start at epochs 1 to 1; give epochs within the run, none with --lr-decay-epoch=, "
+                                  "or another --lr-mode"),
+    (("--lr-decay-epoch", "1,2"), "--lr-decay-epoch 1,2: a step at epoch 2 is outside --num-epochs 2"),
+    (("--lr-decay-epoch", "30,60,90", "--num-epochs", "60"), "--lr-decay-epoch 30,60,90 (the paper's default): a "
+                                                             "step at epoch 60 is outside --num-epochs 60"),
+    (("--lr-decay-epoch", "1", "--num-epochs", "1"),
+     "--lr-decay-epoch 1: a step at epoch 1 is outside --num-epochs 1")])
+def test_a_decay_epoch_outside_the_run_is_one_line_naming_it(extra, message, tiny_set, tmp_path, capsys):
+    """utils/lr_schedule.py would drop it: the run would keep a rate it was asked to decay."""
+    assert trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, *extra)).startswith(f"error: {message}")
+
+
+def test_decay_epochs_outside_the_run_pass_where_no_step_schedule_reads_them_and_the_presets_parse(tiny_set):
+    assert _config(tiny_args(tiny_set, "x", "--num-epochs", "1", "--lr-mode", "cosine")).lr_decay_epoch == (1,)
+    assert _config(tiny_args(tiny_set, "x", "--num-epochs", "1", "--lr-decay-epoch=")).lr_decay_epoch == ()
+    paper = tiny_args(tiny_set, "x")
+    for name in ("--num-epochs", "--lr-decay-epoch"):  # each with its value: the paper's defaults instead
+        del paper[paper.index(name):paper.index(name) + 2]
+    assert (_config(paper).num_epochs, _config(paper).lr_decay_epoch) == (120, (30, 60, 90))
+    demo = parse_config(["--save-dir", "x"])
+    assert (demo.num_epochs, demo.lr_decay_epoch) == (6, (4, 5))
 
 
 def test_input_size_below_the_network_minimum_names_it(tiny_set, tmp_path, capsys):

@@ -14,7 +14,7 @@ from engine.loop import evaluate, train_one_epoch, train_step
 from engine.recipe import Recipe, build_batch_transform, build_data, build_network, build_recipe, build_trainer
 from models import get_model
 from tests import topology_run
-from tests.conftest import tiny_args
+from tests.conftest import ONE_EPOCH, tiny_args
 from utils import checkpoint
 from utils.batch_transform import BatchTransform
 from utils.devices import build_contexts, split_batch
@@ -126,7 +126,7 @@ def test_validation_on_two_devices_measures_the_network_that_is_saved(tiny_set, 
 def test_metrics_of_a_two_device_run_are_those_of_its_saved_file(tiny_set, tmp_path):
     save_dir = tmp_path / "run"
     assert train_imagenet.main(tiny_args(tiny_set, save_dir, "--num-cpu-contexts", "2", "--batch-size", "8",
-                                         "--num-epochs", "1")) == 0
+                                         *ONE_EPOCH)) == 0
     with open(checkpoint.metrics_path(str(save_dir))) as handle:
         logged = json.loads(handle.readline())
     config = _config(tiny_args(tiny_set, tmp_path / "eval", "--batch-size", "8"))

@@ -21,7 +21,7 @@ from data.pack import pack_folder
 from data.record_reader import (LIGHTING_EIGVEC, Augmentation, RecordReader, draw_augmentation, image_generator,
                                 random_resized_crop)
 from data.records import RecordFiles
-from tests.conftest import COLOURS_RGB, tiny_args
+from tests.conftest import COLOURS_RGB, ONE_EPOCH, tiny_args
 from tests.helpers import RunRecorder, copy_packed_set
 from utils.errors import UserError
 from utils.progressive_resize import ProgressiveResize
@@ -348,7 +348,7 @@ def test_training_at_the_records_own_size_sees_each_place_its_own_valid_crop(tin
     image = _one_image_copy(tiny_set, folder)
     assert image.shape == (24, 24, 3)
     recorder = RunRecorder(monkeypatch)
-    argv = tiny_args(pathlib.Path(folder), tmp_path / "run", "--auto-augment", "ta_wide", "--num-epochs", "1",
+    argv = tiny_args(pathlib.Path(folder), tmp_path / "run", "--auto-augment", "ta_wide", *ONE_EPOCH,
                      "--seed", "3")
     assert train_imagenet.main(argv) == 0
     steps = recorder.steps()

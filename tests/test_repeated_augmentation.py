@@ -11,7 +11,7 @@ import pytest
 import train_imagenet
 from data.loaders import InputConfig, folder_source, record_source
 from data.pack import pack_folder
-from tests.conftest import tiny_args
+from tests.conftest import ONE_EPOCH, tiny_args
 from tests.helpers import RunRecorder
 from utils.devices import split_batch
 
@@ -137,7 +137,7 @@ def test_a_batch_the_copies_do_not_divide_is_one_line(tiny_set, tmp_path, capsys
     assert err == ["error: --ra-reps 3 repeats each image of a batch 3 times, but --batch-size 16 x 1 devices = 16 "
                    "images is not a multiple of 3; change --batch-size or --ra-reps"], err
     assert train_imagenet.main(tiny_args(tiny_set, tmp_path, "--ra-reps", "2", "--batch-size", "3",
-                                         "--num-cpu-contexts", "3", "--num-epochs", "1")) == 2
+                                         "--num-cpu-contexts", "3", *ONE_EPOCH)) == 2
     assert "--batch-size 3 x 3 devices = 9 images is not a multiple of 2" in capsys.readouterr().err
 
 
@@ -147,7 +147,7 @@ def test_training_on_two_devices_sees_each_image_on_both(unique_set, tmp_path, m
     recorder = RunRecorder(monkeypatch)
     rec = str(unique_set / "train.rec")
     argv = tiny_args(unique_set, tmp_path, "--ra-reps", "2", "--num-cpu-contexts", "2", "--batch-size", "4",
-                     "--num-epochs", "1")
+                     *ONE_EPOCH)
     argv[1] = argv[3] = rec
     assert train_imagenet.main(argv) == 0
     assert len(recorder.batches) == NUM_IMAGES // BATCH

@@ -9,7 +9,7 @@ import train_imagenet
 from data.loaders import InputConfig, folder_source, record_source
 from engine.config import describe_tricks, parse_config
 from models import get_model
-from tests.conftest import tiny_args
+from tests.conftest import ONE_EPOCH, tiny_args
 from tests.helpers import RunRecorder, folder_top1
 from utils import checkpoint
 from utils.progressive_resize import ProgressiveResize
@@ -171,7 +171,7 @@ def test_progressive_resize_on_two_devices_trains_each_epoch_at_its_size(tiny_se
 
 def test_eval_takes_val_input_size_as_training_does(tiny_set, tmp_path, monkeypatch):
     save_dir = tmp_path / "trained"
-    assert train_imagenet.main(tiny_args(tiny_set, save_dir, "--num-epochs", "1", "--last-gamma")) == 0
+    assert train_imagenet.main(tiny_args(tiny_set, save_dir, *ONE_EPOCH, "--last-gamma")) == 0
     params = checkpoint.params_path(str(save_dir), "resnet18_v1d", 0)
     validations = _record_validation_inputs(monkeypatch, eval_imagenet)
     output = tmp_path / "result.json"

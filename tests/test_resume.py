@@ -23,7 +23,7 @@ import pytest
 import train_imagenet
 from engine.config import parse_config
 from engine.resume import check_same_run
-from tests.conftest import tiny_args
+from tests.conftest import ONE_EPOCH, tiny_args
 from utils.errors import UserError
 from tests.helpers import REPO, RunRecorder, finish_training, start_training
 from utils import checkpoint
@@ -97,8 +97,8 @@ def _assert_same_final_params(save_dir, reference):
 
 def _metrics(save_dir):
     """The figures of metrics.jsonl that do not depend on the machine's speed."""
-    return [{key: record[key] for key in ("epoch", "lr", "train_loss", "train_top1", "val_top1", "val_top5",
-                                          "val_top1_ema", "val_top5_ema", "input_size")}
+    return [{key: record.get(key) for key in ("epoch", "lr", "train_loss", "train_top1", "val_top1", "val_top5",
+                                              "val_top1_ema", "val_top5_ema", "input_size")}
             for record in checkpoint.read_metrics(str(save_dir))]
 
 
@@ -427,4 +427,34 @@ def test_a_folder_run_stopped_mid_epoch_with_two_threads_resumes_bit_for_bit(tin
     assert newest.startswith("epoch-0001-batch-"), newest
     finish_training(start(save_dir, "--resume"), save_dir)
     _assert_same_final_params(save_dir, reference)
+    assert _metrics(save_dir) == _metrics(reference)
+
+
+# Tricks that draw random numbers beyond those of RECIPE (mixup, CutMix, erasing), test_progressive_resize_... and
+# test_two_devices_... (repeated augmentation): in the network (stochastic depth, Inception-v3's dropout: MXNet's
+# generator, reseeded for every batch from its place) and on the device (the augmentation policies).
+DRAWING = {"drop-path": ("--drop-path", "0.1", "--mixup"),
+           "inception-dropout": ("--model", "inceptionv3", "--input-size", "75"),
+           "ta-wide": ("--auto-augment", "ta_wide"), "randaugment": ("--auto-augment", "rand-m9-n2-mstd0.5")}
+
+
+@pytest.mark.parametrize("extra", DRAWING.values(), ids=DRAWING.keys())
+def test_a_run_whose_tricks_draw_stopped_mid_epoch_resumes_bit_for_bit(extra, tiny_set, tmp_path):
+    """One epoch of 6 batches, stopped by SIGTERM after batch 1 and resumed: the weights and metrics of the
+    uninterrupted run, bit for bit."""
+    def start(save_dir, *more):
+        return start_training(tiny_args(tiny_set, save_dir, *ONE_EPOCH, *extra, *more), save_dir)
+
+    reference = tmp_path / "reference"
+    finish_training(start(reference), reference)
+    save_dir = tmp_path / "preempted"
+    process = start(save_dir, "--log-interval", "1")
+    _wait_until(lambda: _log_count(save_dir, "Epoch[0] Batch [0-1]") == 1, process)
+    process.send_signal(signal.SIGTERM)
+    finish_training(process, save_dir, expected_status=128 + signal.SIGTERM)
+    newest = os.path.basename(checkpoint.list_checkpoints(str(save_dir))[-1][0])
+    assert newest.startswith("epoch-0000-batch-"), newest
+    finish_training(start(save_dir, "--resume"), save_dir)
+    model = extra[extra.index("--model") + 1] if "--model" in extra else "resnet18_v1d"
+    _assert_same_params(save_dir / f"{model}-0000.params", reference / f"{model}-0000.params")
     assert _metrics(save_dir) == _metrics(reference)

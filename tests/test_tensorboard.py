@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import train_imagenet
 from engine.config import parse_config
-from tests.conftest import tiny_args
+from tests.conftest import ONE_EPOCH, tiny_args
 from tests.helpers import REPO, finish_training, start_training
 from tests.launch_job import Job, local_launch_args
 from utils import checkpoint
@@ -68,7 +68,7 @@ def test_without_the_flag_no_curves_are_written_nor_tensorboardx_loaded(tiny_set
     save_dir = tmp_path / "run"
     code = ("import sys, train_imagenet; status = train_imagenet.main(sys.argv[1:]); "
             "sys.exit(status or 'tensorboardX' in sys.modules)")
-    run = subprocess.run([sys.executable, "-c", code, *tiny_args(tiny_set, save_dir, "--num-epochs", "1")], cwd=REPO,
+    run = subprocess.run([sys.executable, "-c", code, *tiny_args(tiny_set, save_dir, *ONE_EPOCH)], cwd=REPO,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert checkpoint.read_metrics(str(save_dir)) and not os.path.exists(checkpoint.tensorboard_dir(str(save_dir)))

@@ -21,7 +21,7 @@ from data.pack import pack_folder
 from models import get_model
 from utils import checkpoint
 from utils.devices import build_contexts, split_batch
-from tests.conftest import COLOURS_RGB, tiny_args
+from tests.conftest import COLOURS_RGB, ONE_EPOCH, tiny_args
 from tests.helpers import RunRecorder, folder_top1, parameter_values, randomize_parameters
 from utils.errors import UserError
 from utils.pretrained import load_for_finetuning
@@ -72,7 +72,7 @@ def test_short_run_learns_and_writes_loadable_outputs(tiny_set, tmp_path):
 
 def test_imperative_mode_trains_op_by_op_and_exports_the_trained_network(tiny_set, tmp_path, monkeypatch):
     recorder = RunRecorder(monkeypatch)
-    assert train_imagenet.main(tiny_args(tiny_set, tmp_path, "--mode", "imperative", "--num-epochs", "1")) == 0
+    assert train_imagenet.main(tiny_args(tiny_set, tmp_path, "--mode", "imperative", *ONE_EPOCH)) == 0
     # Not one of the 6 steps ran a compiled graph; only the export hybridized the network, after training.
     assert [call["hybridized"] for *_, call in recorder.steps()] == [False] * 6
     for mode, compiled in (("imperative", False), ("hybrid", True)):
@@ -178,7 +178,7 @@ def test_training_pipeline_shapes_and_ranges(tiny_set):
 def test_raw_folders_train_like_records(tiny_set, tmp_path, monkeypatch):
     # Zero gamma, as in the demo: without it one epoch leaves BatchNorm's running statistics so unsettled that
     # every image gets the same class, and any evaluation of any of those networks gives 1/3.
-    argv = [a for a in tiny_args(tiny_set, tmp_path, "--num-epochs", "1", "--last-gamma") if not a.endswith(".rec")]
+    argv = [a for a in tiny_args(tiny_set, tmp_path, *ONE_EPOCH, "--last-gamma") if not a.endswith(".rec")]
     argv = [a for a in argv if a not in ("--rec-train", "--rec-val", "--save-dir", str(tmp_path))]
     argv += ["--data-dir", str(tiny_set / "images")]
     runs = {}
@@ -293,7 +293,7 @@ def _saved_random_network(classes, path):
 def test_finetuning_from_the_command_line_starts_from_the_files_weights(tiny_set, tmp_path, monkeypatch):
     saved = _saved_random_network(10, tmp_path / "imagenet-like.params")
     recorder = RunRecorder(monkeypatch)
-    argv = tiny_args(tiny_set, tmp_path / "run", "--num-epochs", "1", "--pretrained-params",
+    argv = tiny_args(tiny_set, tmp_path / "run", *ONE_EPOCH, "--pretrained-params",
                      str(tmp_path / "imagenet-like.params"))
     assert train_imagenet.main(argv) == 0
     # At the first step every weight, gamma and beta is the file's (the first forward pass has moved only

@@ -13,7 +13,7 @@ from engine.config import parse_config
 from engine.recipe import build_batch_transform, build_data, build_recipe
 from models import get_model
 from models.params import load_params
-from tests.conftest import tiny_args
+from tests.conftest import ONE_EPOCH, tiny_args
 from tests.helpers import RunRecorder, parameter_values, randomize_parameters, weight_decays
 from utils import checkpoint
 from utils.batch_transform import BatchTransform
@@ -536,7 +536,7 @@ def test_teacher_from_a_deployable_export_is_frozen_in_inference_mode_and_used(t
     teacher(mx.nd.zeros((1, 3, 24, 24)))
     teacher.export(str(tmp_path / "teacher"), epoch=0)
     recorder = RunRecorder(monkeypatch)
-    argv = tiny_args(tiny_set, tmp_path / "run", "--num-epochs", "1", "--teacher",
+    argv = tiny_args(tiny_set, tmp_path / "run", *ONE_EPOCH, "--teacher",
                      str(tmp_path / "teacher-symbol.json"), "--teacher-params", str(tmp_path / "teacher-0000.params"),
                      "--temperature", "4", "--hard-weight", "0.25")
     assert train_imagenet.main(argv) == 0
@@ -569,7 +569,7 @@ def test_teacher_from_a_deployable_export_is_frozen_in_inference_mode_and_used(t
 def test_teacher_from_the_local_gluoncv_cache(tiny_set, teacher_params, tmp_path, monkeypatch, capsys):
     """Without --teacher-params the teacher's weights come from $MXNET_HOME/models, never from the network."""
     monkeypatch.setenv("MXNET_HOME", str(tmp_path / "mxnet"))
-    argv = tiny_args(tiny_set, tmp_path / "run", "--num-epochs", "1", "--teacher", "resnet18_v1b")
+    argv = tiny_args(tiny_set, tmp_path / "run", *ONE_EPOCH, "--teacher", "resnet18_v1b")
     assert train_imagenet.main(argv) == 2
     assert "gluoncv.model_zoo.get_model('resnet18_v1b', pretrained=True)" in capsys.readouterr().err
     (tmp_path / "mxnet" / "models").mkdir(parents=True)
@@ -602,9 +602,9 @@ def test_tricks_take_effect_on_the_other_networks(student, teacher, input_size, 
     teacher_net.save_parameters(str(tmp_path / "teacher.params"))
     recorder = RunRecorder(monkeypatch)
     argv = tiny_args(tiny_set, tmp_path / "run", "--model", student, "--input-size", str(input_size),
-                     "--num-epochs", "1", "--no-wd", "--label-smoothing", "--mixup", "--teacher", teacher,
+                     *ONE_EPOCH, "--no-wd", "--label-smoothing", "--mixup", "--teacher", teacher,
                      "--teacher-params", str(tmp_path / "teacher.params"), *extra)
     assert train_imagenet.main(argv) == 0
-    # One epoch of 6 batches: no step of --lr-decay-epoch 1 falls inside it.
+    # One epoch of 6 batches, at the rate given (ONE_EPOCH: no decay step).
     row = Row(argv, [0.02] * 6, zero_gammas, no_wd=True, smoothing=PAPER_SMOOTHING, mixed_epochs=(0,), teacher=True)
     _assert_tricks_took_effect(recorder, checkpoint.read_metrics(str(tmp_path / "run")), row, teacher_net)
