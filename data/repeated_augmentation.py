@@ -2,8 +2,12 @@
 augmented on its own (Hoffer et al. 2020, "Augment your batch: improving generalization through instance
 repetition"; DeiT's ``RASampler``, Touvron et al. 2021; torchvision's ``--ra-sampler --ra-reps``).
 
-Epoch length: as DeiT's and torchvision's sampler, an epoch keeps its number of steps (``batches_per_epoch`` as
-without repetition), so it reads about 1/N of the distinct images; the next epoch draws a new shuffle.
+Epoch length: an epoch keeps its number of steps without repetition, ``ceil(shard / b)`` batches of b images (the
+last going round the shard, ``data.record_reader``), so it reads about 1/N of the distinct images; the next epoch
+draws a new shuffle. DeiT's ``RASampler`` (and torchvision's copy of it) keeps the length differently: each of R
+processes takes ``floor(256 floor(n / 256) / R)`` of the n images' repeated list (the data set rounded down to a
+multiple of 256, then split) and DeiT's loader drops the last partial batch. The two differ by a step or so: on
+ImageNet's 1,281,167 images, 8 processes of 128, DeiT trains 160,128 / 128 = 1,251 steps an epoch, we 1,252.
 
 How. ``data.record_reader``'s readers (of packed records and of image folders alike) with ``reps`` N: batch j takes
 B/N places of the epoch's order and writes each image N times, copy k in block k, every copy augmented from its own

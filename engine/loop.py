@@ -13,6 +13,7 @@ from engine.recipe import total_batch_size
 from utils.devices import average_running_statistics, split_batch
 from utils.distributed import Cluster, start_kvstore, started_by_launcher
 from utils.errors import Diverged, UserError
+from utils.optimizers import global_gradient_norm
 from utils.seeding import batch_seed
 from utils.tensorboard import NO_CURVES
 
@@ -115,6 +116,19 @@ class StoppedMidEpoch(Exception):
         self.meter = meter
 
 
+def update_weights(trainer, step_batch):
+    """``trainer.step``; for an optimizer that clips the global gradient norm (``utils.optimizers.LAMB``), the
+    reduction first, then the norm of the reduced gradient, then the update. Where the update runs inside the
+    reduction (on the servers of ``dist_async``) there is no global norm to clip to."""
+    optimizer = trainer.optimizer
+    if not hasattr(optimizer, "clip_to_global_norm") or trainer._update_on_kvstore:
+        trainer.step(step_batch)
+        return
+    trainer.allreduce_grads()
+    optimizer.clip_to_global_norm(global_gradient_norm(trainer._params, trainer._scale / step_batch))
+    trainer.update(step_batch)
+
+
 def train_step(recipe, images, targets):
     """Forward, backward and one update on a batch already split over the devices; returns outputs and losses.
 
@@ -132,7 +146,7 @@ def train_step(recipe, images, targets):
         # ema_0 = w_0: the weights exist from the first forward pass on (deferred initialization), and
         # start_kvstore has just given every device and worker the same ones, device 0's and rank 0's.
         model_ema.start()
-    recipe.trainer.step(recipe.step_batch)
+    update_weights(recipe.trainer, recipe.step_batch)
     if model_ema is not None:
         model_ema.update()
     return outputs, losses

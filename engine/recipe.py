@@ -161,6 +161,13 @@ def build_trainer(config, net, contexts, batches_per_epoch, precision, cluster=N
         update_on_kvstore = cluster.update_on_kvstore
         if update_on_kvstore is None:
             update_on_kvstore = precision.update_on_kvstore
+        if update_on_kvstore is None and hasattr(optimizer, "clip_to_global_norm"):
+            # LAMB clips to the norm of the whole reduced gradient (engine.loop.update_weights): the devices
+            # update after the reduction, not the kvstore inside it, one parameter at a time.
+            update_on_kvstore = False
+        elif cluster.is_async and hasattr(optimizer, "clip_to_global_norm") and cluster.is_chief:
+            logging.warning("--optimizer lamb under --kvstore %s: the servers update one parameter at a time and "
+                            "do not clip the global gradient norm", config.kvstore)
         compression = compression_params(config.gradient_compression, config.gc_threshold)
         trainer_class = PushThenPullTrainer if compression else gluon.Trainer
         trainer = trainer_class(net.collect_params(), optimizer, kvstore=cluster.kvstore,

@@ -216,6 +216,40 @@ def test_erasing_is_the_same_however_the_global_batch_is_split():
         assert not np.array_equal(other.asnumpy(), whole)
 
 
+def _erased_then_mixed(draw):
+    """Image A (all 10) and B (all 100) of 10 x 10 through erasing (--reprob 1, zeros, seed 0) and ``draw``."""
+    images = mx.nd.array(np.array([10.0, 100.0], np.float32).reshape((2, 1, 1, 1)) * np.ones((2, 1, 10, 10)))
+    erasing = RandomErasing(1.0, "const", seed=0)
+    # Seed 0's rectangles of batch 0, epoch 0: A rows 0..1 x columns 0..5, B rows 3..5 x columns 1..7.
+    assert _erased_rectangles(images.asnumpy(), erasing(images, 0, 0, 0).asnumpy()) == [(0, 2, 0, 6), (3, 6, 1, 8)]
+    transform = BatchTransform(3, mix_schedule=_FixedDraw(draw), erasing=erasing)
+    mixed, _, _ = transform([images], [mx.nd.array([0, 2])], epoch=0, batch=0)
+    return mixed[0].asnumpy()[:, 0]
+
+
+def test_batch_transform_erases_each_image_before_mixup():
+    """As timm and torchvision, which erase in the loader, before mixing: with lam 0.8 A's slot holds
+    0.8 x 10 + 0.2 x 100 = 28, but 0.2 x 100 = 20 in A's rectangle (B shows through it) and 0.8 x 10 = 8 in B's;
+    B's slot 0.2 x 10 + 0.8 x 100 = 82, 80 in A's rectangle and 2 in B's. Erasing after mixing would put 0 in
+    each image's own rectangle and leave the other's at 28 or 82."""
+    expected = np.array([np.full((10, 10), 28.0), np.full((10, 10), 82.0)])
+    expected[0, 0:2, 0:6], expected[0, 3:6, 1:8] = 20, 8
+    expected[1, 0:2, 0:6], expected[1, 3:6, 1:8] = 80, 2
+    np.testing.assert_allclose(_erased_then_mixed(MixDraw("mixup", 0.8)), expected, rtol=1e-6)
+
+
+def test_batch_transform_erases_each_image_before_cutmix():
+    """The box rows 0..3 x columns 5..9 pasted from the erased mirror: in A's slot, A's rectangle is 0 where the box
+    leaves it (columns 0..4) and 100 where the box covers it (column 5); B's rectangle, erased before the paste,
+    shows as 0 in the box's row 3, columns 5..7. Erasing after the paste would zero A's whole rectangle in A's
+    slot and leave the box all 100."""
+    expected = np.array([np.full((10, 10), 10.0), np.full((10, 10), 100.0)])
+    expected[0, 0:2, 0:6], expected[1, 3:6, 1:8] = 0, 0   # each image's own rectangle
+    expected[0, 0:4, 5:10], expected[1, 0:4, 5:10] = 100, 10   # the pasted box ...
+    expected[0, 3, 5:8], expected[1, 0:2, 5] = 0, 0   # ... holds the mirror's rectangle where they meet
+    np.testing.assert_array_equal(_erased_then_mixed(MixDraw("cutmix", 0.8, (0, 4, 5, 10))), expected)
+
+
 def test_batch_transform_state_resumes_the_mixing_and_the_erasing_where_they_were(tiny_set):
     config = parse_config(tiny_args(tiny_set, "unused", "--mixup", "--cutmix", "1.0", "--reprob", "0.5"))
     images = [mx.nd.array(np.random.RandomState(0).normal(size=(8, 3, 24, 24)))]

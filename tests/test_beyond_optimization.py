@@ -11,6 +11,7 @@ from mxnet import autograd
 import engine.recipe
 import train_imagenet
 from engine.config import parse_config
+from engine.loop import update_weights
 from engine.recipe import build_data, build_network, build_recipe, build_trainer
 from tests import topology_run
 from tests.conftest import ONE_EPOCH, tiny_args
@@ -18,8 +19,9 @@ from tests.helpers import RunRecorder, weight_decays
 from tests.launch_job import Job, local_launch_args
 from utils import checkpoint
 from utils.binary_cross_entropy import BinaryCrossEntropyLoss
+from utils.distributed import start_kvstore
 from utils.devices import build_contexts
-from utils.optimizers import LAMB, AdamW, create_optimizer, optimizer_settings
+from utils.optimizers import LAMB, AdamW, create_optimizer, global_gradient_norm, optimizer_settings
 from utils.precision import build_precision
 
 pytestmark = pytest.mark.numeric
@@ -83,17 +85,21 @@ def test_bce_is_finite_and_exact_for_large_logits():
     np.testing.assert_allclose(loss.asnumpy(), [25.0, 50.0], rtol=1e-6)
 
 
-def _lamb_steps(weight, grads, lr, wd, beta1=0.9, beta2=0.999, eps=1e-6):
-    """You et al. 2020, Algorithm 2, with MXNet's bias correction, trust ratio ||x|| / ||r|| unclipped and 1 where
-    either norm is 0, in float64."""
+def _lamb_steps(weight, grads, lr, wd, beta1=0.9, beta2=0.999, eps=1e-6, clips=None, always_adapt=False):
+    """You et al. 2020, Algorithm 2, as timm's Lamb: each step's gradient divided by its ``clips`` entry (the global
+    norm's max(1, ||G|| / 1)), the trust ratio ||x|| / ||r|| unclipped, 1 where either norm is 0, and only where
+    ``wd`` is not 0 or with ``always_adapt``; in float64."""
     x = np.array(weight, dtype=np.float64)
     m, v = np.zeros_like(x), np.zeros_like(x)
-    for t, g in enumerate(np.asarray(grads, dtype=np.float64), start=1):
+    clips = clips or [1.0] * len(grads)
+    for t, (g, clip) in enumerate(zip(np.asarray(grads, dtype=np.float64), clips), start=1):
+        g = g / clip
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g * g
         r = m / (1 - beta1 ** t) / (np.sqrt(v / (1 - beta2 ** t)) + eps) + wd * x
         norm_x, norm_r = np.linalg.norm(x), np.linalg.norm(r)
-        x = x - lr * (norm_x / norm_r if norm_x and norm_r else 1.0) * r
+        adapts = wd != 0 or always_adapt
+        x = x - lr * (norm_x / norm_r if adapts and norm_x and norm_r else 1.0) * r
     return x
 
 
@@ -109,9 +115,9 @@ def _adamw_steps(weight, grads, lrs, wd, beta1=0.9, beta2=0.999, eps=1e-8):
 
 
 def _lamb(**settings):
-    """MXNet's LAMB with the settings --optimizer lamb gives it; no decay on index 1, a bias."""
-    optimizer = create_optimizer("lamb", learning_rate=0.1, wd=0.5, rescale_grad=0.5,
-                                 **optimizer_settings("lamb", None), **settings)
+    """Our LAMB with the settings --optimizer lamb gives it; no decay on index 1, a bias."""
+    optimizer = create_optimizer("lamb", **{**dict(learning_rate=0.1, wd=0.5, rescale_grad=0.5),
+                                            **optimizer_settings("lamb", None), **settings})
     optimizer.set_wd_mult({1: 0.0})
     return optimizer
 
@@ -119,26 +125,55 @@ def _lamb(**settings):
 def test_lamb_one_step_worked_by_hand_on_a_worker_and_on_a_server():
     """x = [3, 4], gradient [1, -0.2] x rescale 0.5 = [0.5, -0.1], wd 0.5, lr 0.1. At t = 1, m_hat = g and
     v_hat = g^2, so r = g / (|g| + 1e-6) = [1, -1] and r + wd x = [2.5, 1]; the trust ratio ||x|| / ||r + wd x|| =
-    5 / sqrt(7.25) = 1.8569534 (above 1: MXNet does not clip it), x -= 0.1 x 1.8569534 x [2.5, 1] =
-    [2.5357617, 3.8143047]. A bias at 0 without decay has norm 0: ratio 1, so it moves by -0.1 x [1, -1].
-
-    A worker updates all parameters at once (``multi_lamb_update``), a server one at a time
-    (``lamb_update_phase1`` and ``_phase2``), with its unpickled copy.
+    5 / sqrt(7.25) = 1.8569534 (above 1: not clipped), x -= 0.1 x 1.8569534 x [2.5, 1] = [2.5357617, 3.8143047].
+    A bias at 0 without decay gets no trust ratio: it moves by -0.1 x [1, -1]. No global norm was given: the
+    gradient is not clipped. On a worker's updater and on a server's unpickled copy.
     """
     gradients = [mx.nd.array([1.0, -0.2]), mx.nd.array([1.0, -0.2])]
     worker = mx.optimizer.get_updater(_lamb())
-    assert worker.optimizer.aggregate_num > 1
     worker_weights = [mx.nd.array([3.0, 4.0]), mx.nd.array([0.0, 0.0])]
-    worker([0, 1], gradients, worker_weights)
     server = mx.optimizer.get_updater(pickle.loads(pickle.dumps(_lamb())))
     server_weights = [mx.nd.array([3.0, 4.0]), mx.nd.array([0.0, 0.0])]
-    for index, (gradient, weight) in enumerate(zip(gradients, server_weights)):
-        server(index, gradient, weight)
+    for updater, weights in ((worker, worker_weights), (server, server_weights)):
+        for index, (gradient, weight) in enumerate(zip(gradients, weights)):
+            updater(index, gradient, weight)
     for weights in (worker_weights, server_weights):
         np.testing.assert_allclose(weights[0].asnumpy(), [2.5357617, 3.8143047], rtol=1e-6)
         np.testing.assert_allclose(weights[1].asnumpy(), [-0.1, 0.1], rtol=1e-5)
         np.testing.assert_allclose(weights[0].asnumpy(), _lamb_steps([3, 4], [[0.5, -0.1]], 0.1, 0.5), rtol=1e-6)
         np.testing.assert_allclose(weights[1].asnumpy(), _lamb_steps([0, 0], [[0.5, -0.1]], 0.1, 0.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("always_adapt, expected_bias", [(False, [2.0, -0.0888889]), (True, [2.0, -0.2])])
+def test_lamb_clips_the_global_norm_and_adapts_only_decayed_parameters_worked_by_hand(always_adapt, expected_bias):
+    """timm's Lamb, eps 0.1 so that the step depends on the gradient's size. A weight x = [3, 4] with wd 0.5 and
+    gradient [3, 0]; a bias b = [2, 0] without decay and gradient [0, 4]: the global norm sqrt(9 + 16) = 5 > 1
+    divides both by 5, to [0.6, 0] and [0, 0.8]. At t = 1, r = g / (|g| + 0.1):
+    weight: [0.6 / 0.7, 0] + 0.5 x [3, 4] = [2.3571429, 2], ||r|| = 3.0912979, trust ratio 5 / 3.0912979 =
+    1.6174436, x = [3, 4] - 0.1 x 1.6174436 x [2.3571429, 2] = [2.6187454, 3.6765113] ([2.6115550, 3.6851818]
+    unclipped);
+    bias: r = [0, 0.8 / 0.9] = [0, 0.8888889]; no trust ratio: b = [2, -0.0888889] (-0.0975610 unclipped);
+    with always_adapt its ratio 2 / 0.8888889 = 2.25 gives [2, -0.2], as MXNet's LAMB would."""
+    optimizer = _lamb(rescale_grad=1.0, epsilon=0.1, always_adapt=always_adapt)
+    assert (optimizer.max_grad_norm, _lamb().always_adapt) == (1.0, False)   # timm's defaults
+    weights = [mx.nd.array([3.0, 4.0]), mx.nd.array([2.0, 0.0])]
+    gradients = [mx.nd.array([3.0, 0.0]), mx.nd.array([0.0, 4.0])]
+    params = [mx.gluon.Parameter(f"p{index}", shape=(2,)) for index in range(2)]
+    for param, gradient in zip(params, gradients):
+        param.initialize(ctx=mx.cpu())
+        param.grad()[:] = gradient
+    assert global_gradient_norm(params, 1.0) == pytest.approx(5.0, rel=1e-7)
+    optimizer.clip_to_global_norm(global_gradient_norm(params, 1.0))
+    updater = mx.optimizer.get_updater(optimizer)
+    for index, (gradient, weight) in enumerate(zip(gradients, weights)):
+        updater(index, gradient, weight)
+    np.testing.assert_allclose(weights[0].asnumpy(), [2.6187454, 3.6765113], rtol=1e-6)
+    np.testing.assert_allclose(weights[1].asnumpy(), expected_bias, rtol=1e-6)
+    assert [len(state) for state in updater.states.values()] == [2, 2]   # (m, v) arrays, nothing else
+    assert all(isinstance(array, mx.nd.NDArray) for state in updater.states.values() for array in state)
+    # A global norm below 1 is not clipped: the same gradients as they are.
+    optimizer.clip_to_global_norm(0.5)
+    assert optimizer.gradient_scale == 1.0
 
 
 def test_lamb_three_steps_match_algorithm_2():
@@ -241,15 +276,16 @@ def test_no_wd_under_every_optimizer_also_on_the_servers(name, tiny_set):
     assert sorted(set(served._get_wds(indices))) == [0.0, 0.05]
 
 
-def _first_step(name, weight, grad, lr, wd):
-    """The update of each optimizer from fresh states, in float64, with --momentum 0.8 for nag and sgd."""
+def _first_step(name, weight, grad, lr, wd, clip=1.0):
+    """The update of each optimizer from fresh states, in float64, with --momentum 0.8 for nag and sgd; LAMB's
+    gradient divided by ``clip``."""
     if name == "nag":
         # MXNet's NAG: state = g + wd w, w -= lr (g + wd w + 0.8 state).
         return weight - lr * 1.8 * (grad + wd * weight)
     if name == "sgd":
         return weight - lr * (grad + wd * weight)
     if name == "lamb":
-        return _lamb_steps(weight, [grad], lr, wd)
+        return _lamb_steps(weight, [grad], lr, wd, clips=[clip])
     return _adamw_steps(weight, [grad], [lr], wd)[0]
 
 
@@ -276,16 +312,56 @@ def test_each_optimizer_takes_its_first_step_by_its_formula(name, tiny_set):
     params = {key: param for key, param in recipe.net._collect_params_with_prefix().items()
               if param.grad_req != "null"}
     before = {key: (param.data().asnumpy(), param.grad().asnumpy() / 16) for key, param in params.items()}
-    recipe.trainer.step(recipe.step_batch)
+    update_weights(recipe.trainer, recipe.step_batch)
+    global_norm = np.sqrt(sum(np.square(grad.astype(np.float64)).sum() for _, grad in before.values()))
+    assert name != "lamb" or recipe.trainer.optimizer.gradient_scale == pytest.approx(1 / max(1, global_norm))
     moved = 0.0
     for key, param in params.items():
         weight, grad = before[key]
         wd = 0.05 if key.endswith(".weight") else 0.0
         after = param.data().asnumpy()
-        np.testing.assert_allclose(after, _first_step(name, weight, grad, 0.02 / 6, wd), rtol=1e-5, atol=1e-7,
-                                   err_msg=key)
+        np.testing.assert_allclose(after, _first_step(name, weight, grad, 0.02 / 6, wd, max(1, global_norm)),
+                                   rtol=1e-5, atol=1e-7, err_msg=key)
         moved = max(moved, float(np.abs(after - weight).max()))
     assert moved > 1e-3
+
+
+def test_lamb_on_two_cpu_contexts_clips_the_reduced_gradient_as_one_device(tiny_set):
+    """The trainer of --optimizer lamb over mx.cpu(0) and mx.cpu(1) against mx.cpu(0) alone, two updates of a
+    Dense layer (weight with wd 0.5, bias without): the same global gradients, on two devices split unevenly, so
+    that each device's own norm differs from the sum's. Step 1's global norm is 5 (clipped), step 2's 0.5 (not);
+    both are the float64 reference of timm's rule (the sums differ in float32's last places only)."""
+    config = parse_config(tiny_args(tiny_set, "unused", "--optimizer", "lamb", "--wd", "0.5", "--lr", "0.1",
+                                    "--batch-size", "1"))
+    steps = [(np.array([[3.0, 0.0]]), np.array([0.0, 4.0])), (np.array([[0.3, -0.2]]), np.array([0.1, -0.3]))]
+    results = []
+    for contexts in ([mx.cpu(0)], [mx.cpu(0), mx.cpu(1)]):
+        net = mx.gluon.nn.Dense(2, in_units=1)
+        net.initialize(ctx=contexts)
+        net.weight.set_data(mx.nd.array([[3.0], [4.0]]))
+        net.bias.set_data(mx.nd.array([2.0, 0.0]))
+        net.bias.wd_mult = 0.0
+        trainer = build_trainer(config, net, contexts, 6, build_precision("float32", contexts))
+        for weight_grad, bias_grad in steps:
+            for param, grad in ((net.weight, weight_grad.T), (net.bias, bias_grad)):
+                shares = [grad] if len(contexts) == 1 else [0.8 * grad - 1.0, 0.2 * grad + 1.0]
+                for device_grad, share in zip(param.list_grad(), shares):
+                    device_grad[:] = share
+                for data in param.list_data():
+                    data._fresh_grad = True   # as backward leaves it
+            if not trainer._kv_initialized:
+                start_kvstore(trainer, 1)
+            update_weights(trainer, 1)
+        assert len(contexts) == 1 or trainer._update_on_kvstore is False
+        results.append([param.data(context).asnumpy() for param in (net.weight, net.bias) for context in contexts])
+    lr = trainer.optimizer.learning_rate
+    clips = [5.0, 1.0]
+    weight = _lamb_steps([[3.0], [4.0]], [grads[0].T for grads in steps], lr, 0.5, clips=clips)
+    bias = _lamb_steps([2.0, 0.0], [grads[1] for grads in steps], lr, 0.0, clips=clips)
+    np.testing.assert_allclose(results[0][0], weight, rtol=1e-6)
+    np.testing.assert_allclose(results[0][1], bias, rtol=1e-6)
+    for one_device, two_devices in zip([results[0][0]] * 2 + [results[0][1]] * 2, results[1]):
+        np.testing.assert_allclose(two_devices, one_device, rtol=1e-6)
 
 
 def _run_recorded(tiny_set, save_dir, monkeypatch, *flags):

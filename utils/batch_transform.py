@@ -1,6 +1,7 @@
 """What one training batch trains on: its images through an augmentation policy (``data/auto_augment.py``) when
 the reader left them unnormalized for it; its labels as they are, smoothed (section 5.2), mixed by mixup
-(section 5.4) or CutMix (``utils/cutmix.py``); then its images randomly erased (``utils/random_erasing.py``)."""
+(section 5.4) or CutMix (``utils/cutmix.py``), each image randomly erased (``utils/random_erasing.py``) before it
+is mixed, as timm and torchvision erase in the loader."""
 from utils.cutmix import cutmix
 from utils.label_smoothing import smooth_targets
 from utils.mixup import UNMIXED, dominant_labels, mix
@@ -14,11 +15,11 @@ class BatchTransform:
     CutMix the dominant one of each pair).
 
     ``auto_augment`` (``data.auto_augment.AugmentThenNormalize``) augments and normalizes the images first;
-    ``mix_schedule`` (``utils.mixup.MixSchedule``) draws each batch's mixing; ``erasing``
-    (``utils.random_erasing.RandomErasing``) erases after it. The policy and erasing draw per image, and need
-    to know where each image is in the global batch: ``first_index`` is the index of this process's first image
-    (0 but under ``dist_*``), and each device's slice follows the previous one; and the batch's number in its
-    epoch, which the loop gives.
+    ``erasing`` (``utils.random_erasing.RandomErasing``) erases them next; ``mix_schedule``
+    (``utils.mixup.MixSchedule``) draws each batch's mixing, of the erased images. The policy and erasing draw per
+    image, and need to know where each image is in the global batch: ``first_index`` is the index of this
+    process's first image (0 but under ``dist_*``), and each device's slice follows the previous one; and the
+    batch's number in its epoch, which the loop gives.
     """
 
     def __init__(self, num_classes, label_smoothing=0.0, smoothing_style="paper", mix_schedule=None, erasing=None,
@@ -50,6 +51,8 @@ class BatchTransform:
         targets, metric_labels = labels, labels
         if self.auto_augment is not None:
             images = self._per_image(self.auto_augment, images, epoch, batch)
+        if self.erasing is not None:
+            images = self._per_image(self.erasing, images, epoch, batch)
         if not self.sparse_targets:
             targets = [smooth_targets(label, self.num_classes, self.label_smoothing, self.smoothing_style)
                        for label in labels]
@@ -61,8 +64,6 @@ class BatchTransform:
                     mixed = [mix(image, target, draw.lam) for image, target in zip(images, targets)]
                 images, targets = [pair[0] for pair in mixed], [pair[1] for pair in mixed]
                 metric_labels = [dominant_labels(label, draw.lam) for label in labels]
-        if self.erasing is not None:
-            images = self._per_image(self.erasing, images, epoch, batch)
         return images, targets, metric_labels
 
     def _per_image(self, transform, images, epoch, batch):

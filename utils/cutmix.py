@@ -2,11 +2,17 @@
 
 Section 3.1, equations (1) and (2): ``x~ = M * x_A + (1 - M) * x_B`` and ``y~ = lam * y_A + (1 - lam) * y_B``,
 where the binary mask ``M`` is 0 inside a box of sides ``r_h = H sqrt(1 - lam)`` and ``r_w = W sqrt(1 - lam)``,
-its centre uniform over the image, and ``lam ~ Beta(alpha, alpha)`` (the paper's alpha is 1). A box that reaches
-past the image is clipped to it, and ``lam`` is corrected to the area actually pasted, ``lam = 1 - box area /
-image area``: the paper's code does so, and timm's ``cutmix_bbox_and_lam`` with ``correct_lam``, whose box
-arithmetic is followed here to the pixel (sides ``int(H sqrt(1 - lam))``, reaching ``side // 2`` either way of
-the centre, so an odd side loses a pixel).
+its centre uniform over the image, and ``lam ~ Beta(alpha, alpha)`` (the paper's alpha is 1).
+
+The box is the authors' rule, their code's ``rand_bbox`` (clovaai/CutMix-PyTorch, ``train.py``), to the pixel:
+sides ``int(H sqrt(1 - lam))`` and ``int(W sqrt(1 - lam))``; the centre a pixel drawn uniformly, row then
+column; the box reaching ``side // 2`` either way of it (so an odd side loses a pixel) and clipped to the image;
+then ``lam`` recomputed from the clipped area, ``lam = 1 - box area / image area``. timm's ``rand_bbox`` with
+its default margin 0, through ``cutmix_bbox_and_lam`` with ``correct_lam``, computes the same box from the same
+centre; its ``cutmix_minmax`` boxes and per-image modes are not offered here. What is not the authors' is the
+pairing and the draws: the authors pair each image with a random permutation of the batch and draw from numpy's
+global generator, where we pair as timm does (below) and draw from the mixing schedule's seeded generator
+(``utils/mixup.py``): a seed's boxes are its own, not those of either code's seed.
 
 ``B`` is ``A``'s batch in reverse order, as for mixup (``utils/mixup.py``): the pairs stay on one device.
 """

@@ -10,9 +10,9 @@ which the image is left whole. The fill
 is on the normalized image: ``pixel`` per-pixel standard normal noise (timm's ``--remode pixel``), ``const``
 zeros (the mean colour).
 
-It runs on the device after mixup or CutMix (``utils/batch_transform.py``), where timm and torchvision erase in
-the loader, before mixing: a rectangle then hides both images of a mixed pair at once rather than one of them,
-and a CutMix box may be pasted over it there; the targets are the same either way.
+It runs on the device (``utils/batch_transform.py``), before mixup or CutMix, as timm and torchvision erase in
+the loader: a rectangle hides part of one image, which mixup then blends with its pair and over which a CutMix
+box may be pasted; the targets do not depend on it.
 
 Every draw of an image comes from its own generator, seeded by (``--seed``, epoch, batch, the image's index in
 the global batch): one device, N devices and N dist_sync workers erase the same rectangles of the same images
