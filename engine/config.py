@@ -328,8 +328,11 @@ class TrainConfig:
                              bounds=NON_NEGATIVE, free_on_resume=True, type=int)
     resume_params: str = flag("run", "GluonCV style: parameters to start from at --resume-epoch",
                               free_on_resume=True)
-    resume_states: str = flag("run", "GluonCV style: trainer states saved with --resume-params",
-                              free_on_resume=True)
+    resume_states: str = flag("run", "GluonCV style: trainer states saved with --resume-params (a pickle: needs "
+                                     "--trust-pickled-states)", free_on_resume=True)
+    trust_pickled_states: bool = flag("run", "load --resume-states although unpickling it runs any code it holds: "
+                                             "only for a file you made yourself", False, free_on_resume=True,
+                                      action=Switch)
     log_interval: int = flag("run", "batches between speed lines (default 50)", 50, bounds=AT_LEAST_ONE,
                              free_on_resume=True, type=int)
     logging_file: str = flag("run", "log file (default SAVE_DIR/train.log)", free_on_resume=True)
@@ -556,6 +559,12 @@ def _check_resume(values):
     for name in ("resume_params", "resume_states"):
         if values[name] and not os.path.isfile(values[name]):
             raise UserError(f"{option(name)} {values[name]} does not exist")
+    if values["resume_states"] and not values["trust_pickled_states"]:
+        raise UserError(f"--resume-states {values['resume_states']} is a pickle (MXNet's Trainer.save_states), and "
+                        "loading one runs whatever code it holds: add --trust-pickled-states if you made the file "
+                        "yourself, or leave out --resume-states to start the momentum from zero")
+    if values["trust_pickled_states"] and not values["resume_states"]:
+        raise UserError("--trust-pickled-states goes with --resume-states, the only pickled file a run may load")
 
 
 def resolve_config(args):
@@ -630,7 +639,7 @@ def describe_tricks(config):
 # ---- config files: settings in YAML, as in configs/ and in every run's args.yaml -----------------------------
 
 # How a run was started, not what it computes: the replay of a run's args.yaml is a new run, from scratch.
-STARTING_POINT = ("resume", "resume_epoch", "resume_params", "resume_states")
+STARTING_POINT = ("resume", "resume_epoch", "resume_params", "resume_states", "trust_pickled_states")
 
 
 def setting_key(name):

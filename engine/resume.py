@@ -146,6 +146,7 @@ def find_resume_point(config, global_batch, updates_per_epoch):
     if not checkpoints:
         return ResumePoint(epoch=0, batch=0, global_step=0, teacher_sha256=teacher)
     folder, state = checkpoints[-1]
+    checkpoint.check_numbers_only(folder)
     check_same_run(state["config"], dataclasses.asdict(config), global_batch, state["global_batch"], folder)
     check_same_teacher(state.get("teacher_sha256"), teacher, config, folder)
     return ResumePoint(epoch=state["epoch"], batch=state["batch"], global_step=state["global_step"],
@@ -155,11 +156,12 @@ def find_resume_point(config, global_batch, updates_per_epoch):
 
 def random_states(recipe):
     """The generator states a checkpoint keeps: Python's, numpy's and the batch transform's (the generator of
-    mixup and CutMix, and the batch that random erasing draws for next).
+    mixup and CutMix).
 
-    MXNet offers no way to read its generator's state; it is seeded afresh from (seed, epoch) at every
-    epoch's start instead, so only operators drawing random numbers inside the network (dropout) differ
-    after a mid-epoch resume.
+    MXNet offers no way to read its generator's state; it is seeded afresh from (seed, epoch) at every epoch's
+    start instead, and from (seed, epoch, batch, rank) before every batch of a network that draws (dropout, drop
+    path: ``utils.seeding.batch_seed``), so a run resumed in the middle of an epoch draws what the uninterrupted
+    run drew.
     """
     return dict(python=random.getstate(), numpy=np.random.get_state(),
                 batch_transform=recipe.batch_transform.get_state())

@@ -22,11 +22,14 @@ import pytest
 
 import train_imagenet
 from engine.config import parse_config
+from engine.recipe import build_network, build_trainer
 from engine.resume import check_same_run
 from tests.conftest import ONE_EPOCH, tiny_args
 from utils.errors import UserError
 from tests.helpers import REPO, RunRecorder, finish_training, start_training
 from utils import checkpoint
+from utils.optimizer_states import load_trainer_states
+from utils.precision import build_precision
 
 # Every trick whose state crosses epochs: warmup and cosine (the update count), mixup and CutMix (their generator),
 # random erasing (the batch it is at), smoothing, the weights' moving average (its values and its step count:
@@ -163,14 +166,29 @@ def test_sigterm_saves_mid_epoch_and_resume_finishes_the_same_epoch(reference, t
     assert _metrics(save_dir) == _metrics(reference)
 
 
+def _gluoncv_states(tiny_set, folder, path):
+    """The file GluonCV's train_imagenet.py saves beside its parameters (``Trainer.save_states``, a pickle of the
+    optimizer and its states), here of the reference run's checkpoint ``folder``."""
+    config = parse_config(tiny_args(tiny_set, path.parent / "builder", *RECIPE))
+    contexts = [mx.cpu()]
+    net = build_network(config, 3, contexts)
+    net.load_parameters(str(folder / "resnet18_v1d-0002.params"), ctx=contexts)
+    trainer = build_trainer(config, net, contexts, 6, build_precision("float32", contexts))
+    load_trainer_states(trainer, str(folder / checkpoint.OPTIMIZER_ARRAYS), str(folder / checkpoint.OPTIMIZER_COUNTS))
+    trainer.save_states(str(path))
+    return path
+
+
 def test_gluoncv_resume_flags_continue_schedule_and_metrics(reference, tiny_set, tmp_path, monkeypatch):
     """--resume-epoch/--resume-params/--resume-states as in GluonCV: epoch 3 starts from epoch 2's weights and
     update count, so its rate continues at epoch 3's."""
     save_dir = tmp_path / "gluoncv-style"
     epoch_2 = reference / "checkpoints" / "epoch-0002"
+    states = _gluoncv_states(tiny_set, epoch_2, tmp_path / "epoch-0002.states")
     recorder = RunRecorder(monkeypatch)
     argv = tiny_args(tiny_set, save_dir, *RECIPE, "--resume-epoch", "3", "--resume-params",
-                     str(epoch_2 / "resnet18_v1d-0002.params"), "--resume-states", str(epoch_2 / "trainer.states"))
+                     str(epoch_2 / "resnet18_v1d-0002.params"), "--resume-states", str(states),
+                     "--trust-pickled-states")
     assert train_imagenet.main(argv) == 0
     lines = checkpoint.read_metrics(str(save_dir))
     assert [record["epoch"] for record in lines] == [3]
@@ -203,15 +221,14 @@ def test_a_failed_write_leaves_no_checkpoint_and_the_previous_one_whole(tmp_path
     checkpoint.save_checkpoint(str(tmp_path), "epoch-0000", net, None, dict(epoch=1, batch=0, global_step=5), {},
                                "dense-0000.params")
 
-    class FullDisk:
-        def save_states(self, path):
+    class FullDisk(mx.gluon.nn.Dense):
+        def save_parameters(self, path):
             raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError):
-        checkpoint.save_checkpoint(str(tmp_path), "epoch-0001", net, FullDisk(),
+    with pytest.raises(UserError, match=f"cannot write checkpoint {tmp_path}/checkpoints/epoch-0001 \\(No space "
+                                        "left on device\\); epoch-0000 is whole; free space"):
+        checkpoint.save_checkpoint(str(tmp_path), "epoch-0001", FullDisk(2), None,
                                    dict(epoch=2, batch=0, global_step=10), {}, "dense-0001.params")
-    assert [os.path.basename(path) for path, _ in checkpoint.list_checkpoints(str(tmp_path))] == ["epoch-0000"]
-    checkpoint.remove_unfinished_checkpoints(str(tmp_path))
     assert os.listdir(checkpoint.checkpoints_dir(str(tmp_path))) == ["epoch-0000"]
 
 
@@ -254,9 +271,11 @@ def test_gluoncv_resume_states_of_other_settings_are_refused_naming_each(referen
     """The states file holds a whole optimizer, which would replace the flags' one: other --optimizer, --lr,
     --lr-mode, --wd, --warmup-epochs, --no-wd, or an epoch that is not where the states are, are each named."""
     epoch_2 = reference / "checkpoints" / "epoch-0002"
+    states = _gluoncv_states(tiny_set, epoch_2, tmp_path / "epoch-0002.states")
     flags = tiny_args(tiny_set, tmp_path / "run", *RECIPE, "--resume-epoch", "2", "--resume-params",
-                      str(epoch_2 / "resnet18_v1d-0002.params"), "--resume-states", str(epoch_2 / "trainer.states"),
-                      "--optimizer", "sgd", "--lr-mode", "step", "--wd", "5e-4", "--warmup-epochs", "0", "--no-wd")
+                      str(epoch_2 / "resnet18_v1d-0002.params"), "--resume-states", str(states),
+                      "--trust-pickled-states", "--optimizer", "sgd", "--lr-mode", "step", "--wd", "5e-4",
+                      "--warmup-epochs", "0", "--no-wd")
     flags[flags.index("--lr") + 1] = "0.05"
     line = _refusal(flags)
     for named in ("--optimizer 'nag' -> 'sgd'", "--lr-mode 'CosineScheduler' -> 'MultiFactorScheduler'",
@@ -264,7 +283,7 @@ def test_gluoncv_resume_states_of_other_settings_are_refused_naming_each(referen
                   "--no-wd (other per-parameter weight decays)",
                   "--resume-epoch: the states are at update 18, the epoch starts at update 12"):
         assert named in line, (named, line)
-    assert line.startswith(f"error: --resume-states {epoch_2 / 'trainer.states'} holds an optimizer of other "
+    assert line.startswith(f"error: --resume-states {states} holds an optimizer of other "
                            "settings ("), line
 
 
@@ -325,7 +344,8 @@ def test_a_checkpoint_without_optimizer_states_resumes_with_a_warning(reference,
         state = json.load(handle)
     with open(os.path.join(folders[-2], checkpoint.STATE), "w") as handle:
         json.dump(dict(state, trainer_states=False), handle)
-    os.remove(os.path.join(folders[-2], checkpoint.TRAINER_STATES))
+    for name in (checkpoint.OPTIMIZER_ARRAYS, checkpoint.OPTIMIZER_COUNTS):
+        os.remove(os.path.join(folders[-2], name))
     assert train_imagenet.main(tiny_args(tiny_set, save_dir, *RECIPE, "--resume")) == 0
     log = (save_dir / "train.log").read_text()
     assert f"Optimizer momentum restarts from zero: {folders[-2]} holds no optimizer states (a job whose servers " \

@@ -3,27 +3,34 @@
 A checkpoint is a folder ``SAVE_DIR/checkpoints/epoch-EEEE`` (after epoch EEEE) or
 ``epoch-EEEE-batch-BBBBBB`` (stopped by a signal after batch BBBBBB of epoch EEEE) holding the network's
 parameters (``<model>-EEEE.params``, loadable on its own like any saved network), with ``--model-ema`` those
-of the weights' moving average (``<model>-ema-EEEE.params``, loadable the same way), the trainer's optimizer
-states, the random generators' states and ``state.json`` (where to go on, the best epoch so far, the run's
-settings). It is written under a hidden temporary name and renamed into place, so a folder under a final
-name is always whole, whatever moment a crash or a ``kill -9`` hits.
-"""
+of the weights' moving average (``<model>-ema-EEEE.params``, loadable the same way), the optimizer's states
+(``optimizer.nd``: arrays; ``optimizer.json``: update counts), the random generators' states (``random.json``)
+and ``state.json`` (where to go on, the best epoch so far, the run's settings). Every file holds numbers and
+names only, nothing pickled: loading a checkpoint runs no code. A checkpoint is written under a hidden
+temporary name and renamed into place, so a folder under a final name is always whole, whatever moment a crash
+or a ``kill -9`` hits."""
 import json
 import os
-import pickle
 import shutil
 import tempfile
 
+import mxnet as mx
+import numpy as np
 import yaml
 
 from data.class_list import write_class_list
 from utils.errors import UserError
-from utils.files import atomic_write, atomic_write_text
+from utils.files import atomic_write, atomic_write_text, sync_folder
+from utils.optimizer_states import load_trainer_states, save_trainer_states
 
 
-TRAINER_STATES = "trainer.states"
-RANDOM_STATES = "random.pkl"
+OPTIMIZER_ARRAYS = "optimizer.nd"
+OPTIMIZER_COUNTS = "optimizer.json"
+RANDOM_STATES = "random.json"
 STATE = "state.json"
+# What checkpoints held before they held numbers only: a pickled optimizer and pickled generator states.
+PICKLED_FILES = ("trainer.states", "random.pkl")
+CONVERT_ADVICE = "python -m tools.convert_checkpoint"
 
 
 def params_name(model, epoch):
@@ -149,44 +156,81 @@ def save_checkpoint(save_dir, name, net, trainer, state, random_states, params_n
                     ema_params_name=None):
     """Write checkpoint ``name`` whole or not at all; returns its folder.
 
-    ``state`` (JSON) says where the run goes on; ``random_states`` (pickled) holds generator states;
-    ``trainer`` may be None when its states live elsewhere (on a ``dist_async`` job's servers); ``ema_net``, the
-    weights' moving average, is saved as ``ema_params_name`` when given.
+    ``state`` (JSON) says where the run goes on; ``random_states`` holds generator states (tuples, numbers and
+    integer arrays, as ``random.getstate`` and ``numpy.random.get_state`` give them); ``trainer`` may be None when
+    its states live elsewhere (on a ``dist_async`` job's servers); ``ema_net``, the weights' moving average, is
+    saved as ``ema_params_name`` when given. A write that fails (a full disk, a folder turned read-only) raises
+    UserError and leaves the checkpoints written before as they were.
     """
     final = os.path.join(checkpoints_dir(save_dir), name)
-    os.makedirs(checkpoints_dir(save_dir), exist_ok=True)
-    temporary = tempfile.mkdtemp(prefix=f".{name}.", dir=checkpoints_dir(save_dir))
-    net.save_parameters(os.path.join(temporary, params_name))
-    if ema_net is not None:
-        ema_net.save_parameters(os.path.join(temporary, ema_params_name))
-    if trainer is not None:
-        trainer.save_states(os.path.join(temporary, TRAINER_STATES))
-    with open(os.path.join(temporary, RANDOM_STATES), "wb") as handle:
-        pickle.dump(random_states, handle)
-    # state.json goes last: a folder holding it has every other file of the checkpoint.
-    with open(os.path.join(temporary, STATE), "w") as handle:
-        json.dump(dict(state, params=params_name, ema_params=ema_params_name, trainer_states=trainer is not None),
-                  handle, indent=2, sort_keys=True)
-    _sync_folder(temporary)
-    if os.path.exists(final):
-        shutil.rmtree(final)
-    os.replace(temporary, final)
-    _sync_folder(checkpoints_dir(save_dir))
+    temporary = None
+    try:
+        os.makedirs(checkpoints_dir(save_dir), exist_ok=True)
+        temporary = tempfile.mkdtemp(prefix=f".{name}.", dir=checkpoints_dir(save_dir))
+        net.save_parameters(os.path.join(temporary, params_name))
+        if ema_net is not None:
+            ema_net.save_parameters(os.path.join(temporary, ema_params_name))
+        if trainer is not None:
+            save_trainer_states(trainer, os.path.join(temporary, OPTIMIZER_ARRAYS),
+                                os.path.join(temporary, OPTIMIZER_COUNTS))
+        write_random_states(os.path.join(temporary, RANDOM_STATES), random_states)
+        # state.json goes last: a folder holding it has every other file of the checkpoint.
+        with open(os.path.join(temporary, STATE), "w") as handle:
+            json.dump(dict(state, params=params_name, ema_params=ema_params_name, trainer_states=trainer is not None),
+                      handle, indent=2, sort_keys=True)
+        sync_folder(temporary)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(temporary, final)
+        sync_folder(checkpoints_dir(save_dir))
+    except (OSError, mx.base.MXNetError) as error:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+        newest = list_checkpoints(save_dir)
+        kept = f"{os.path.basename(newest[-1][0])} is whole; " if newest else ""
+        raise UserError(f"cannot write checkpoint {final} ({_reason(error)}); {kept}free space or make "
+                        f"{save_dir} writable, then continue with --resume") from None
     return final
 
 
-def _sync_folder(folder):
-    """Flush a folder's files and entries to disk, so that a power cut cannot undo a finished rename."""
-    for name in os.listdir(folder):
-        path = os.path.join(folder, name)
-        if os.path.isfile(path):
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+def _reason(error):
+    """An OSError's own words, or the first line of MXNet's (whose C++ message names the file and the errno)."""
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    return str(error).strip().splitlines()[0]
+
+
+def _encode_numbers(value):
+    """``value`` as JSON that keeps what it is: tuples and integer arrays tagged, numbers exact (``repr``)."""
+    if isinstance(value, tuple):
+        return {"tuple": [_encode_numbers(part) for part in value]}
+    if isinstance(value, dict):
+        return {"dict": {key: _encode_numbers(part) for key, part in value.items()}}
+    if isinstance(value, np.ndarray):
+        return {"array": value.tolist(), "dtype": value.dtype.str}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def write_random_states(path, random_states):
+    with open(path, "w") as handle:
+        json.dump(_encode_numbers(random_states), handle)
+
+
+def _decode_numbers(value, path):
+    if isinstance(value, list):
+        return [_decode_numbers(part, path) for part in value]
+    if not isinstance(value, dict):
+        return value
+    if "tuple" in value:
+        return tuple(_decode_numbers(part, path) for part in value["tuple"])
+    if "dict" in value:
+        return {key: _decode_numbers(part, path) for key, part in value["dict"].items()}
+    dtype = np.dtype(value["dtype"])
+    if dtype.kind not in "iuf":  # numbers only: an object array would unpickle its items
+        raise UserError(f"{path} holds an array of {dtype}, not of numbers; the checkpoint is not one of ours")
+    return np.array(value["array"], dtype=dtype)
 
 
 def list_checkpoints(save_dir):
@@ -220,20 +264,41 @@ def read_checkpoint_state(folder):
         return json.load(handle)
 
 
+def file_in(folder, name, what):
+    """The path of ``folder``'s file ``name`` (a name from one of its files): UserError unless it is a file of
+    ``folder`` itself, so that a checkpoint cannot make a run read, or overwrite, anything outside it."""
+    path = os.path.join(folder, str(name))
+    if os.path.basename(str(name)) != name or name in ("", ".", "..") or \
+            os.path.dirname(os.path.realpath(path)) != os.path.realpath(folder):
+        raise UserError(f"{os.path.join(folder, STATE)} names {what} {name!r}, which is not a file of that folder; "
+                        "the checkpoint is not one of ours: resume from another")
+    return path
+
+
+def check_numbers_only(folder):
+    """Refuse a checkpoint in the format that pickled its optimizer and generators: unpickling runs code."""
+    if not os.path.isfile(os.path.join(folder, RANDOM_STATES)) and \
+            any(os.path.isfile(os.path.join(folder, name)) for name in PICKLED_FILES):
+        raise UserError(f"{folder} holds pickled states (an older checkpoint format), and loading a pickle runs "
+                        f"whatever code it holds; convert checkpoints you wrote yourself once with "
+                        f"{CONVERT_ADVICE} {os.path.dirname(os.path.dirname(folder))}, then --resume")
+
+
 def load_checkpoint(folder, net, trainer, contexts, ema_net=None):
     """Load a checkpoint's parameters into ``net``, optimizer states into ``trainer`` (unless None) and the
     weights' moving average into ``ema_net`` (unless None).
 
     Returns ``(state, random_states)``.
     """
+    check_numbers_only(folder)
     state = read_checkpoint_state(folder)
-    net.load_parameters(os.path.join(folder, state["params"]), ctx=contexts)
+    net.load_parameters(file_in(folder, state["params"], "the parameters"), ctx=contexts)
     if ema_net is not None:
-        ema_net.load_parameters(os.path.join(folder, state["ema_params"]), ctx=contexts)
+        ema_net.load_parameters(file_in(folder, state["ema_params"], "the moving average"), ctx=contexts)
     if trainer is not None and state["trainer_states"]:
-        trainer.load_states(os.path.join(folder, TRAINER_STATES))
-    with open(os.path.join(folder, RANDOM_STATES), "rb") as handle:
-        random_states = pickle.load(handle)
+        load_trainer_states(trainer, os.path.join(folder, OPTIMIZER_ARRAYS), os.path.join(folder, OPTIMIZER_COUNTS))
+    with open(os.path.join(folder, RANDOM_STATES)) as handle:
+        random_states = _decode_numbers(json.load(handle), os.path.join(folder, RANDOM_STATES))
     return state, random_states
 
 

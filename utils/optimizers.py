@@ -30,7 +30,7 @@ moments were saved at that step. Moments that start from zero at a later step (o
 resumed ``dist_async`` job, which MXNet cannot save; or ``--resume-params`` without ``--resume-states``) would be
 divided by about 1 instead of ``1 - beta``: first steps ``(1 - beta1) / sqrt(1 - beta2)``, about 3 times too
 long. Here ``t`` counts the moments' own updates, from 0 when they are fresh and from the checkpoint when they
-are loaded with it (the optimizer pickled in the trainer states carries its counts); the rate schedule still
+are loaded with it (a checkpoint's ``optimizer.json`` carries its counts); the rate schedule still
 counts from ``begin_num_update``.
 """
 import math
