@@ -11,6 +11,11 @@ import mxnet as mx
 import train_imagenet
 from data.loaders import InputConfig, validation_transform
 from data.records import RecordFiles
+from engine.config import parse_config
+from engine.recipe import build_network, build_trainer
+from utils import checkpoint
+from utils.optimizer_states import load_trainer_states
+from utils.precision import build_precision
 
 
 def randomize_parameters(net, seed):
@@ -186,3 +191,18 @@ def finish_training(process, save_dir, expected_status=0):
         output = log.read()
     assert status == expected_status, output
     return output
+
+
+def pickled_trainer_states(flags, folder, path, num_classes=3, batches_per_epoch=6):
+    """Write to ``path`` what MXNet's ``Trainer.save_states`` writes (a pickle of the optimizer and its states)
+    for the run of ``flags`` at its checkpoint ``folder``: the file GluonCV's train_imagenet.py saves beside its
+    parameters, and our checkpoints' ``trainer.states`` before they held numbers only."""
+    config, contexts = parse_config(flags), [mx.cpu()]
+    state = checkpoint.read_checkpoint_state(str(folder))
+    net = build_network(config, num_classes, contexts)
+    net.load_parameters(os.path.join(folder, state["params"]), ctx=contexts)
+    trainer = build_trainer(config, net, contexts, batches_per_epoch, build_precision(config.dtype, contexts))
+    load_trainer_states(trainer, os.path.join(folder, checkpoint.OPTIMIZER_ARRAYS),
+                        os.path.join(folder, checkpoint.OPTIMIZER_COUNTS))
+    trainer.save_states(str(path))
+    return path

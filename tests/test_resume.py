@@ -22,14 +22,11 @@ import pytest
 
 import train_imagenet
 from engine.config import parse_config
-from engine.recipe import build_network, build_trainer
 from engine.resume import check_same_run
 from tests.conftest import ONE_EPOCH, tiny_args
 from utils.errors import UserError
-from tests.helpers import REPO, RunRecorder, finish_training, start_training
+from tests.helpers import REPO, RunRecorder, finish_training, pickled_trainer_states, start_training
 from utils import checkpoint
-from utils.optimizer_states import load_trainer_states
-from utils.precision import build_precision
 
 # Every trick whose state crosses epochs: warmup and cosine (the update count), mixup and CutMix (their generator),
 # random erasing (the batch it is at), smoothing, the weights' moving average (its values and its step count:
@@ -167,16 +164,7 @@ def test_sigterm_saves_mid_epoch_and_resume_finishes_the_same_epoch(reference, t
 
 
 def _gluoncv_states(tiny_set, folder, path):
-    """The file GluonCV's train_imagenet.py saves beside its parameters (``Trainer.save_states``, a pickle of the
-    optimizer and its states), here of the reference run's checkpoint ``folder``."""
-    config = parse_config(tiny_args(tiny_set, path.parent / "builder", *RECIPE))
-    contexts = [mx.cpu()]
-    net = build_network(config, 3, contexts)
-    net.load_parameters(str(folder / "resnet18_v1d-0002.params"), ctx=contexts)
-    trainer = build_trainer(config, net, contexts, 6, build_precision("float32", contexts))
-    load_trainer_states(trainer, str(folder / checkpoint.OPTIMIZER_ARRAYS), str(folder / checkpoint.OPTIMIZER_COUNTS))
-    trainer.save_states(str(path))
-    return path
+    return pickled_trainer_states(tiny_args(tiny_set, path.parent / "builder", *RECIPE), folder, path)
 
 
 def test_gluoncv_resume_flags_continue_schedule_and_metrics(reference, tiny_set, tmp_path, monkeypatch):

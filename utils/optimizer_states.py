@@ -18,13 +18,23 @@ import mxnet as mx
 from utils.errors import UserError
 
 
+def _updaters(trainer):
+    """The updaters that hold ``trainer``'s states, as ``Trainer.save_states`` finds them: the kvstore's, when it
+    updates the weights (MXNet's choice for several devices of one process), else one per device."""
+    if not trainer._kv_initialized:
+        trainer._init_kvstore()
+    if trainer._params_to_init:
+        trainer._init_params()
+    return [trainer._kvstore._updater] if trainer._update_on_kvstore else trainer._updaters
+
+
 def save_trainer_states(trainer, arrays_path, counts_path):
     """Write ``trainer``'s optimizer states: arrays to ``arrays_path``, counts and layout to ``counts_path``.
 
     As ``Trainer.save_states``, the states of the first device's updater stand for every device's: the devices
     update their copies of the weights with the same reduced gradient.
     """
-    save_optimizer_states(trainer._updaters[0].states, trainer.optimizer, arrays_path, counts_path)
+    save_optimizer_states(_updaters(trainer)[0].states, trainer.optimizer, arrays_path, counts_path)
 
 
 def save_optimizer_states(states, optimizer, arrays_path, counts_path):
@@ -55,7 +65,7 @@ def load_trainer_states(trainer, arrays_path, counts_path):
     if len(saved["layout"]) > len(trainer._params):
         raise UserError(f"{counts_path} holds states of {len(saved['layout'])} parameters, this network has "
                         f"{len(trainer._params)}; resume with the run's --model")
-    for updater in trainer._updaters:
+    for updater in _updaters(trainer):
         arrays = mx.nd.load(arrays_path)  # each device's updater gets its own copy, moved to its device on use
         updater.states = {int(index): _unflatten(entry, arrays, arrays_path) for index, entry in
                           saved["layout"].items()}
