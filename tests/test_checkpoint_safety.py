@@ -21,6 +21,7 @@ from tests.conftest import tiny_args
 from tests.helpers import REPO, finish_training, pickled_trainer_states, start_training
 from utils import checkpoint
 from utils.optimizer_states import load_trainer_states, save_trainer_states
+from utils.errors import UserError
 from utils.optimizers import create_optimizer
 
 FINAL_PARAMS = "resnet18_v1d-0001.params"
@@ -183,6 +184,17 @@ def test_an_unwritable_checkpoint_ends_the_run_with_one_line_and_keeps_the_earli
     assert "Traceback" not in output and _files(folder) == kept
     _resume(tiny_set, save_dir)
     _assert_same_params(save_dir / FINAL_PARAMS, finished / FINAL_PARAMS)
+
+
+def test_weights_that_cannot_be_written_are_one_line_naming_the_file(tmp_path):
+    """MXNet's C++ writer fails with a traceback of its own: the error keeps its last words."""
+    net = mx.gluon.nn.Dense(2, in_units=3)
+    net.initialize()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError) as refused:
+        checkpoint.save_params(net, str(tmp_path / "file"), "dense", 0)
+    assert str(refused.value) == f"cannot write {tmp_path}/file/dense-0000.params (Not a directory); free space or " \
+                                 f"make {tmp_path}/file writable, then continue with --resume"
 
 
 def _trainer(contexts, name, schedule, update_on_kvstore):

@@ -98,7 +98,7 @@ def _check_epoch_1_resumes_to_the_same_weights(start_job, save_dir, tmp_path, fi
     worker loads them, and both end with the weights of the run that went through, bit for bit. (A worker
     restarting its momenta from zero would move other weights.)"""
     for folder, state in checkpoint.list_checkpoints(str(save_dir)):
-        assert state["trainer_states"] and os.path.isfile(os.path.join(folder, checkpoint.TRAINER_STATES)), folder
+        assert state["trainer_states"] and os.path.isfile(os.path.join(folder, checkpoint.OPTIMIZER_ARRAYS)), folder
     resumed_dir = tmp_path / "resumed"
     shutil.copytree(save_dir, resumed_dir)
     shutil.rmtree(resumed_dir / "checkpoints" / "epoch-0001")

@@ -16,7 +16,6 @@ difference of the recipe the comparison still sees.
 """
 import json
 import os
-import pickle
 import shutil
 import sys
 
@@ -134,20 +133,13 @@ def _outcome(save_dir):
     average = checkpoint.ema_params_path(save_dir, "resnet18_v1d", 1)
     if os.path.exists(average):
         weights.update({f"average {key}": value.asnumpy() for key, value in mx.nd.load(average).items()})
-    states = os.path.join(checkpoint.checkpoints_dir(save_dir), "epoch-0001", checkpoint.TRAINER_STATES)
-    momenta = None
-    if os.path.exists(states):
-        with open(states, "rb") as handle:
-            momenta = _optimizer_states(pickle.loads(handle.read())[0])
+    states = os.path.join(checkpoint.checkpoints_dir(save_dir), "epoch-0001", checkpoint.OPTIMIZER_ARRAYS)
+    # Each parameter's optimizer state by its index (NAG's momentum) and position (LAMB's and AdamW's moments).
+    momenta = {name: array.asnumpy() for name, array in mx.nd.load(states).items()} if os.path.exists(states) \
+        else None
     with open(checkpoint.metrics_path(save_dir)) as handle:
         rates = [json.loads(line)["lr"] for line in handle]
     return weights, momenta, rates
-
-
-def _optimizer_states(states):
-    """Each parameter's optimizer state as arrays: NAG's momentum, or the moments of LAMB and AdamW (tuples)."""
-    return {(index, position): array.asnumpy() for index, state in states.items()
-            for position, array in enumerate(state if isinstance(state, (tuple, list)) else [state])}
 
 
 def _what_it_saves(weights):

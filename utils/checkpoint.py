@@ -194,10 +194,10 @@ def save_checkpoint(save_dir, name, net, trainer, state, random_states, params_n
 
 
 def _reason(error):
-    """An OSError's own words, or the first line of MXNet's (whose C++ message names the file and the errno)."""
+    """An OSError's own words, or the last line of MXNet's, after its C++ traceback (``...: Not a directory``)."""
     if isinstance(error, OSError):
         return error.strerror or str(error)
-    return str(error).strip().splitlines()[0]
+    return str(error).strip().splitlines()[-1].rpartition(": ")[2]
 
 
 def _encode_numbers(value):
@@ -330,8 +330,12 @@ def save_ema_params(ema_net, save_dir, model, epoch):
 
 
 def _save_whole(net, path):
-    with atomic_write(path) as temporary:
-        net.save_parameters(temporary)
+    try:
+        with atomic_write(path) as temporary:
+            net.save_parameters(temporary)
+    except (OSError, mx.base.MXNetError) as error:
+        raise UserError(f"cannot write {path} ({_reason(error)}); free space or make {os.path.dirname(path)} "
+                        "writable, then continue with --resume") from None
     return path
 
 
