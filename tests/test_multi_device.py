@@ -184,6 +184,9 @@ def test_initial_weights_are_drawn_from_the_runs_seed_when_the_network_is_built(
         net = build_network(config, 3, [mx.cpu()])
         mx.random.seed(worker_seed)
         net(mx.nd.zeros((1, 3, 24, 24)))
+        # The forward pass reorders weights into oneDNN's layout in place, which a read can overtake on MXNet's
+        # threaded engine (seen under load: most of a large weight read half reordered).
+        mx.nd.waitall()
         weights.append({name: param.data().asnumpy() for name, param in net._collect_params_with_prefix().items()})
     for name, value in weights[0].items():
         np.testing.assert_array_equal(weights[1][name], value, err_msg=name)

@@ -164,6 +164,7 @@ def save_checkpoint(save_dir, name, net, trainer, state, random_states, params_n
     """
     final = os.path.join(checkpoints_dir(save_dir), name)
     temporary = None
+    _wait_for_reorders()
     try:
         os.makedirs(checkpoints_dir(save_dir), exist_ok=True)
         temporary = tempfile.mkdtemp(prefix=f".{name}.", dir=checkpoints_dir(save_dir))
@@ -329,7 +330,15 @@ def save_ema_params(ema_net, save_dir, model, epoch):
     return _save_whole(ema_net, ema_params_path(save_dir, model, epoch))
 
 
+def _wait_for_reorders():
+    """Let every queued operation land before weights are read: on CPU an inference pass has oneDNN reorder the
+    weights in place, asynchronously (``MKLDNNDataReorderAsync``), and a read right after a forward pass was seen
+    to meet a weight half reordered (tests/test_multi_device.py)."""
+    mx.nd.waitall()
+
+
 def _save_whole(net, path):
+    _wait_for_reorders()
     try:
         with atomic_write(path) as temporary:
             net.save_parameters(temporary)
