@@ -12,7 +12,7 @@ Only the README's paths change (PATH_STAND_INS, and train_imagenet.py's default 
 written. Then, by what the command runs:
 * KINDS, run here on tests/conftest.py's tiny set, checking what they print and write: ``mkdir``,
   ``data.pack``, ``data.clean``, ``models`` (the README's figures), ``models.convert``, ``models.export_onnx``,
-  ``eval_imagenet.py``, ``predict.py``, ``tools.plot_runs`` (on run folders made here),
+  ``eval_imagenet.py``, ``predict.py``, ``tools.plot_runs`` (on run folders made here), ``tools.convert_checkpoint``,
   ``train_imagenet.py --help``. Training commands that ask for GPUs
   run as written and must stop with exit status 2 and the one-line GPU error, which comes only after every
   flag was parsed and validated; CPU ones whose batch is larger than the tiny set stop likewise at the data's
@@ -86,6 +86,7 @@ PLACEHOLDERS = {
         "throughput", "profile_models", "pytorch_reference", "ablation", "tricks_overhead", "input_pipeline",
         "record_reader", "torchvision_pipeline", "resume_check", "scaling_model", "ps_lite_calibration",
         "gradient_compression", "loop_overheads")),
+    "python -m tools.convert_checkpoint SAVE_DIR": ("python -m tools.convert_checkpoint runs/r50d-baseline",),
 }
 
 # The demo's settings as the README's Results state them: ResNet-18-D at 32x32, batch 64, 6 epochs, zero gamma,
@@ -553,6 +554,14 @@ def check_plot_runs(argv, here):
     assert [line.split(" | ")[0] for line in lines_of(result.stdout)[2:]] == [f"| {name}" for name in names]
 
 
+def check_convert_checkpoint(argv, here):
+    """``tools.convert_checkpoint SAVE_DIR`` on a run folder without checkpoints: one line saying so
+    (tests/test_checkpoint_safety.py converts a real one and resumes from it)."""
+    result = here.run(argv)
+    assert_exit(result, 2, argv)
+    assert result.stderr.startswith("error: ") and "holds no checkpoint" in result.stderr, result.stderr
+
+
 # ---- train_imagenet.py: --help, the demo, commands that stop at the GPU or data check ----------------------
 
 
@@ -715,6 +724,7 @@ KINDS = {
     "eval_imagenet": check_eval,
     "predict": check_predict,
     "tools.plot_runs": check_plot_runs,
+    "tools.convert_checkpoint": check_convert_checkpoint,
     "train_imagenet": check_train,
 }
 
