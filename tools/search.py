@@ -19,9 +19,9 @@ machine), and at the start of this command a look at the RUNNING trials of this 
 gone, which needs no waiting.
 
 Written into DIR after every trial: ``search.md`` (every trial: recipe, top-1 per epoch, where it was pruned, wall
-time; the compute spent against the full grid), ``best.yaml`` (``train_imagenet.py --config DIR/best.yaml``
-trains the best recipe again, into DIR/best-run), and the plots ``history.png``, ``importances.png`` and
-``best-trials.png``.
+time; the compute spent against the full grid) and ``best.yaml`` (``train_imagenet.py --config DIR/best.yaml``
+trains the best recipe again, into DIR/best-run); when the command ends, the plots ``history.png``,
+``importances.png`` and ``best-trials.png``.
 """
 import argparse
 import ctypes
@@ -47,6 +47,7 @@ from utils.errors import Diverged, UserError, command_line_entry
 from utils.files import atomic_write_text
 
 POLL_SECONDS = 0.5
+STORAGE_ATTEMPTS = 5
 REFUSALS_IN_A_ROW = 10  # so many refused recipes one after the other: the space holds a flag the data cannot take
 BEST_TRIALS_PLOTTED = 5
 # The search sets these itself: every trial trains the same budget in its own folder, and resumes there.
@@ -129,29 +130,39 @@ def budget_flags(epochs):
     return ["--save-frequency", "1", "--keep-checkpoints", "1", f"--lr-decay-epoch={decay_epochs(epochs)}"]
 
 
+def sqlalchemy_url(url):
+    """``url`` with its database driver: SQLAlchemy 2.1 reads postgresql:// with psycopg 3, while the search extra
+    installs psycopg2's binary wheel."""
+    return "postgresql+psycopg2://" + url[len("postgresql://"):] if url.startswith("postgresql://") else url
+
+
 def open_storage(url, heartbeat_seconds):
     """Optuna's RDB storage at ``url``, with the heartbeat and the re-queueing of failed trials; one line if the
     URL is wrong or its server does not answer."""
     import optuna
     import sqlalchemy.exc
     shown = url
-    engine_kwargs = {}
-    if url.startswith("postgresql://"):
-        # SQLAlchemy 2.1 reads postgresql:// with psycopg 3; the search extra installs psycopg2's binary wheel.
-        url = "postgresql+psycopg2://" + url[len("postgresql://"):]
+    url, engine_kwargs = sqlalchemy_url(url), {}
     if url.startswith("postgresql"):
         engine_kwargs = {"connect_args": {"connect_timeout": 10}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_seconds,
-                grace_period=2 * heartbeat_seconds,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
-        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
-            reason = " ".join(str(getattr(error, "orig", None) or error).split())[:300]
-            raise UserError(f"--storage {shown} does not answer ({reason}); check the URL and that its server runs"
-                            ) from None
+        for attempt in range(STORAGE_ATTEMPTS):
+            try:
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_seconds,
+                    grace_period=2 * heartbeat_seconds,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                # Workers started together on a new database each create Optuna's tables; one wins, the others
+                # collide with its rows and find the tables made when they try again.
+                if attempt == STORAGE_ATTEMPTS - 1:
+                    raise
+                time.sleep(1 + attempt)
+            except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
+                reason = " ".join(str(getattr(error, "orig", None) or error).split())[:300]
+                raise UserError(f"--storage {shown} does not answer ({reason}); check the URL and that its server "
+                                "runs") from None
 
 
 def _sampler_and_pruner(args):
@@ -467,10 +478,11 @@ def write_plots(study, search_dir):
         plots.save_figure(figure, os.path.join(search_dir, "best-trials.png"))
 
 
-def write_results(study, args, space):
+def write_results(study, args, space, with_plots=True):
     atomic_write_text(os.path.join(args.search_dir, "search.md"), report_markdown(study, args, space))
     write_best_yaml(study, args)
-    write_plots(study, args.search_dir)
+    if with_plots:
+        write_plots(study, args.search_dir)
 
 
 # ---- the command ------------------------------------------------------------------------------------------------
@@ -508,7 +520,7 @@ def run_search(study, args, space):
         refusals[:] = [*refusals, trial.user_attrs["refused"]] if "refused" in trial.user_attrs else []
         if bar and trial.state in finished_states:
             bar.update(1)
-        write_results(study, args, space)
+        write_results(study, args, space, with_plots=False)  # drawn when the worker stops: seconds each time
         if args.max_epoch_runs is not None and \
                 epoch_runs(study.get_trials(deepcopy=False)) + args.epochs > args.max_epoch_runs:
             say(f"another trial could take the compute past --max-epoch-runs {args.max_epoch_runs}: stopping")

@@ -128,7 +128,11 @@ def parse_spec(key, spec, where):
     """A Parameter from the command line's ``SPEC`` text or a YAML file's value: one value fixes the flag,
     ``a,b,c`` (a YAML list) are choices, ``LOW:HIGH[:log]`` (a mapping ``{low, high, log}``) a range."""
     default = next((parameter for parameter in DEFAULT_SPACE if parameter.key == key), None)
-    when = default.when if default else ()
+    return dataclasses.replace(_parsed(key, spec, where, default.when if default else ()),
+                               off=default.off if default else None)
+
+
+def _parsed(key, spec, where, when):
     if isinstance(spec, dict):
         unknown = set(spec) - {"low", "high", "log"}
         if unknown or not {"low", "high"} <= set(spec):
