@@ -281,3 +281,29 @@ def test_kill_9_of_the_worker_resumes_its_trial_from_the_checkpoint(tmp_path, ti
     assert not os.path.exists(search_dir / "trials" / "trial-0001")
     assert "Compute: 2 epoch-runs" in (search_dir / "search.md").read_text()
     assert json.loads(json.dumps(trials[1].value)) == 100 * metrics[-1]["val_top1"]
+
+
+# ---- the benchmark's bookkeeping (its search runs in benchmarks/recipe_search.py, not here) ------------------------
+
+def test_the_benchmark_compares_with_the_best_teacher_free_row_at_a_third_of_the_beyond_grid():
+    from benchmarks import recipe_search
+    row = recipe_search.best_teacher_free_row(recipe_search.COMMITTED_TABLES)
+    assert (row["table"], row["label"]) == ("beyond", "Table 6 without distillation (cosine, smoothing, mixup)")
+    assert "--teacher" not in row["flags"] and len(row["val_top1"]) == 3
+    args = recipe_search.build_parser().parse_args(["--rec-train", "t.rec", "--rec-val", "v.rec", "--work-dir", "w",
+                                                    "--output-dir", "o"])
+    command = recipe_search.search_command(args)
+    assert command[command.index("--max-epoch-runs") + 1] == "60" and command[command.index("--epochs") + 1] == "6"
+    assert "model=resnet18_v1,resnet18_v1b,resnet18_v1c,resnet18_v1d" in command
+
+
+def test_time_to_target_stops_a_trial_once_it_reaches_the_top1(tmp_path, tiny_set, space_file):
+    """--target-top1: the objective is the training seconds until the target, and the trial stops there."""
+    search_dir = tmp_path / "search"
+    result = run_search(search_argv(search_dir, space_file, tiny_set, "--target-top1", "30", trials=1))
+    assert result.returncode == 0, result.stderr[-3000:]
+    trial, = load_study(search_dir).trials
+    metrics = checkpoint.read_metrics(os.path.join(search_dir, trial.user_attrs["folder"]))
+    assert len(metrics) == 1 and 100 * metrics[0]["val_top1"] >= 30  # three classes: chance is 33.3%
+    assert trial.value == metrics[0]["epoch_seconds"] and trial.user_attrs["reached_at"] == 1
+    assert f"{trial.value:.1f} s to 30% top-1" in (search_dir / "search.md").read_text()

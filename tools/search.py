@@ -27,6 +27,7 @@ import argparse
 import ctypes
 import datetime
 import json
+import math
 import os
 import signal
 import socket
@@ -43,7 +44,7 @@ from benchmarks.children import TRAINER, child_environment
 from engine.config import parse_config, replay_settings
 from tools import search_space
 from utils import checkpoint, plots
-from utils.errors import Diverged, UserError, command_line_entry
+from utils.errors import Diverged, Interrupted, UserError, command_line_entry
 from utils.files import atomic_write_text
 
 POLL_SECONDS = 0.5
@@ -58,6 +59,12 @@ PR_SET_PDEATHSIG = 1
 
 class RefusedRecipe(Exception):
     """The trainer refuses the drawn combination of flags (e.g. two tricks that do not go together)."""
+
+
+class StopRequested(KeyboardInterrupt):
+    """SIGTERM to the worker: stop as on Ctrl-C (Optuna fails the trial in flight), with SIGTERM's exit status."""
+
+    signal_number = signal.SIGTERM
 
 
 class TrainerFailed(Exception):
@@ -93,6 +100,10 @@ def build_parser():
     parser.add_argument("--heartbeat-seconds", type=int, default=30,
                         help="Optuna's heartbeat; a trial silent for twice this is failed and re-queued "
                              "(default %(default)s)")
+    parser.add_argument("--target-top1", type=float, metavar="PERCENT",
+                        help="objective: the training seconds (metrics.jsonl's epoch_seconds summed) until validation "
+                             "top-1 reaches PERCENT, to minimize; a trial stops there, one that never does scores "
+                             "infinity (default: the final top-1, to maximize)")
     parser.add_argument("--report-only", action="store_true", help="only write the results of the study so far")
     return parser
 
@@ -182,16 +193,17 @@ def _sampler_and_pruner(args):
 
 
 def definition(args, space, trainer_flags):
-    """What makes two workers' commands the same search: its budget, space and trainer flags."""
-    return json.dumps({"epochs": args.epochs, "space": [parameter.describe() for parameter in space],
-                       "trainer_flags": trainer_flags})
+    """What makes two workers' commands the same search: its budget, objective, space and trainer flags."""
+    return json.dumps({"epochs": args.epochs, "target_top1": args.target_top1,
+                       "space": [parameter.describe() for parameter in space], "trainer_flags": trainer_flags})
 
 
 def open_study(args, space, trainer_flags):
     import optuna
     storage = open_storage(args.storage, args.heartbeat_seconds)
     sampler, pruner = _sampler_and_pruner(args)
-    study = optuna.create_study(storage=storage, study_name=args.study, direction="maximize", sampler=sampler,
+    direction = "maximize" if args.target_top1 is None else "minimize"
+    study = optuna.create_study(storage=storage, study_name=args.study, direction=direction, sampler=sampler,
                                 pruner=pruner, load_if_exists=True)
     wanted, held = definition(args, space, trainer_flags), study.user_attrs.get("definition")
     if held is None:
@@ -287,6 +299,19 @@ def objective_value(record):
     return 100 * record.get("val_top1_ema", record["val_top1"])
 
 
+def epoch_top1(trial):
+    """The trial's validation top-1 per epoch (the pruner's figures, negated under --target-top1)."""
+    return trial.user_attrs.get("top1") or [trial.intermediate_values[step] for step in sorted(
+        trial.intermediate_values)]
+
+
+def value_text(args, value):
+    if args.target_top1 is None:
+        return f"val top-1 {value:.2f}%"
+    return f"{value:.1f} s to {args.target_top1:g}% top-1" if math.isfinite(value) else \
+        f"never {args.target_top1:g}% top-1"
+
+
 def _wait_for_earlier_trainer(study, trial):
     """A retried trial's folder may still have the earlier trainer in it, saving after its worker died."""
     history = retry_history(trial)
@@ -319,20 +344,30 @@ def make_objective(args, space, trainer_flags):
         _wait_for_earlier_trainer(trial.study, trial)
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, "stdout.txt"), "a") as log:
+            # A session of its own: Ctrl-C reaches the worker alone, which stops the trainer with one SIGTERM (a
+            # second signal, the terminal's SIGINT after it, would make the trainer give up its checkpoint).
             process = subprocess.Popen([sys.executable, TRAINER, *flags, "--resume"], stdout=log,
                                        stderr=subprocess.STDOUT, env=child_environment(),
-                                       preexec_fn=_dies_with_parent)
+                                       preexec_fn=_dies_with_parent, start_new_session=True)
         trial.set_user_attr("trainer_pid", process.pid)
         trial.set_user_attr("trainer_start", _start_time(process.pid))
-        reported = 0
+        reported, top1 = 0, []
         try:
             while True:
                 status = process.poll()
                 metrics = checkpoint.read_metrics(folder)
                 for record in metrics[reported:]:
                     reported += 1
-                    trial.report(objective_value(record), reported)
+                    top1.append(objective_value(record))
+                    # Under --target-top1 the study minimizes: the pruner compares the negated top-1, epoch by epoch.
+                    trial.report(top1[-1] if args.target_top1 is None else -top1[-1], reported)
                     trial.set_user_attr("epochs_run", reported)
+                    trial.set_user_attr("top1", top1)
+                    if args.target_top1 is not None and top1[-1] >= args.target_top1:
+                        process.kill()  # reached: the objective is known, the rest of the budget not needed
+                        process.wait()
+                        trial.set_user_attr("reached_at", reported)
+                        return sum(record["epoch_seconds"] for record in metrics[:reported])
                     if trial.should_prune():
                         process.kill()  # a pruned trial is never resumed: its epoch's checkpoint is enough
                         process.wait()
@@ -358,7 +393,7 @@ def make_objective(args, space, trainer_flags):
         if status != 0 or reported != args.epochs:
             raise TrainerFailed(f"trial {trial.number}: train_imagenet.py exited with status {status} after "
                                 f"{reported} epochs; see {folder}/stdout.txt")
-        return objective_value(metrics[-1])
+        return objective_value(metrics[-1]) if args.target_top1 is None else math.inf
     return objective
 
 
@@ -406,8 +441,8 @@ def report_markdown(study, args, space):
     lines = [f"# Recipe search: {len(finished)} of {args.trials} trials finished, {args.epochs} epochs each", "",
              f"Study `{args.study}`; trainer flags: `{' '.join(args.trainer_flags) or '(the defaults)'}`.", ""]
     if complete:
-        best = max(complete, key=lambda t: t.value)
-        lines += [f"Best: trial {best.number}, final val top-1 **{best.value:.2f}%**: "
+        best = study.best_trial
+        lines += [f"Best: trial {best.number}, **{value_text(args, best.value)}**: "
                   f"{_settings_text(best.user_attrs['settings'])}. Trained again by "
                   f"`python train_imagenet.py --config {os.path.join(args.search_dir, 'best.yaml')}`.", ""]
     lines += [f"Compute: {spent} epoch-runs (pruned trials counted as far as they ran), "
@@ -419,11 +454,15 @@ def report_markdown(study, args, space):
     lines += [f"Fixed for every trial: {', '.join(f'`{text}`' for text in fixed) or 'nothing'}.", ""]
     rows = [[str(t.number), _state(t), _settings_text({key: value for key, value in t.user_attrs.get(
                  "settings", {}).items() if key in searched}),
-             ", ".join(f"{t.intermediate_values[step]:.2f}" for step in sorted(t.intermediate_values)) or "-",
+             ", ".join(f"{value:.2f}" for value in epoch_top1(t)) or "-",
              str(t.user_attrs["pruned_at"]) if "pruned_at" in t.user_attrs else "-", _wall_seconds(t)]
             for t in trials]
-    lines += plots.markdown_table(["trial", "state", "parameters", "val top-1 % per epoch", "pruned at epoch",
-                                   "wall s"], rows)
+    header = ["trial", "state", "parameters", "val top-1 % per epoch", "pruned at epoch", "wall s"]
+    if args.target_top1 is not None:
+        header[1:2] = ["state", f"training s to {args.target_top1:g}%"]
+        for trial, row in zip(trials, rows):
+            row[2:2] = [f"{trial.value:.1f}" if trial.value is not None and math.isfinite(trial.value) else "-"]
+    lines += plots.markdown_table(header, rows)
     lines += ["", "Searched: " + "; ".join(f"`{parameter.describe()}`" for parameter in space
                                            if not parameter.is_fixed) + "."]
     return "\n".join(lines) + "\n"
@@ -435,15 +474,15 @@ def write_best_yaml(study, args):
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return
-    best = max(complete, key=lambda t: t.value)
+    best = study.best_trial
     flags = [*best.user_attrs["flags"][:-1], os.path.join(os.path.abspath(args.search_dir), "best-run")]
     settings = replay_settings(parse_config(flags))
     atomic_write_text(os.path.join(args.search_dir, "best.yaml"),
-                      f"# trial {best.number} of study {args.study}: val top-1 {best.value:.2f}% after "
+                      f"# trial {best.number} of study {args.study}: {value_text(args, best.value)} in "
                       f"{args.epochs} epochs\n" + yaml.safe_dump(settings, sort_keys=False))
 
 
-def write_plots(study, search_dir):
+def write_plots(study, search_dir, target_top1=None):
     """Optuna's optimization history and parameter importances, and top-1 per epoch of the best trials."""
     import optuna
     from optuna.trial import TrialState
@@ -454,7 +493,8 @@ def write_plots(study, search_dir):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.simplefilter("ignore", UserWarning)  # PED-ANOVA's, when too few trials tell the parameters apart
         if complete:
-            axis = optuna_plots.plot_optimization_history(study, target_name="val top-1 %")
+            axis = optuna_plots.plot_optimization_history(study, target_name="val top-1 %" if target_top1 is None
+                                                          else f"training s to {target_top1:g}% top-1")
             plots.save_figure(axis.figure, os.path.join(search_dir, "history.png"))
         try:
             # PED-ANOVA needs nothing beyond Optuna (the default, fANOVA, needs scikit-learn).
@@ -464,14 +504,12 @@ def write_plots(study, search_dir):
         except (ValueError, RuntimeError, ZeroDivisionError, IndexError):
             plt.close("all")  # too few complete trials, or none that differ, for importances
     finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-                if t.intermediate_values]
-    best = sorted(finished, key=lambda t: -max(t.intermediate_values.values()))[:BEST_TRIALS_PLOTTED]
+                if epoch_top1(t)]
+    best = sorted(finished, key=lambda t: -max(epoch_top1(t)))[:BEST_TRIALS_PLOTTED]
     if best:
         figure, (axis,) = plots.panels(1)
         for trial in best:
-            steps = sorted(trial.intermediate_values)
-            plots.plot_per_epoch(axis, [[trial.intermediate_values[step] for step in steps]],
-                                 f"trial {trial.number} ({_state(trial)})", steps)
+            plots.plot_per_epoch(axis, [epoch_top1(trial)], f"trial {trial.number} ({_state(trial)})")
         axis.set(xlabel="epoch", ylabel="val top-1 %", title=f"the {len(best)} best trials")
         axis.xaxis.get_major_locator().set_params(integer=True)
         axis.legend(fontsize=8)
@@ -482,18 +520,18 @@ def write_results(study, args, space, with_plots=True):
     atomic_write_text(os.path.join(args.search_dir, "search.md"), report_markdown(study, args, space))
     write_best_yaml(study, args)
     if with_plots:
-        write_plots(study, args.search_dir)
+        write_plots(study, args.search_dir, args.target_top1)
 
 
 # ---- the command ------------------------------------------------------------------------------------------------
 
 def progress_line(study, trial, args):
     from optuna.trial import TrialState
-    value = f", val top-1 {trial.value:.2f}%" if trial.state == TrialState.COMPLETE else ""
+    value = f", {value_text(args, trial.value)}" if trial.state == TrialState.COMPLETE else ""
     retry = (retry_history(trial) or [None])[-1]
     best = ""
     if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
-        best = f"; best so far trial {study.best_trial.number}, {study.best_value:.2f}%"
+        best = f"; best so far trial {study.best_trial.number}, {value_text(args, study.best_value)}"
     resumes = f" (resumes trial {retry})" if retry is not None else ""
     return (f"{time.strftime('%H:%M:%S')} trial {trial.number}{resumes}: "
             f"{_state(trial)}{value}, {_wall_seconds(trial)} s; {epoch_runs(study.get_trials(deepcopy=False))} "
@@ -542,7 +580,7 @@ def run_search(study, args, space):
 
 
 def _stop_on_sigterm(signal_number, frame):
-    raise KeyboardInterrupt  # Optuna fails the trial in flight; the worker then queues it again
+    raise StopRequested  # Optuna fails the trial in flight; the worker then queues it again
 
 
 @command_line_entry
@@ -570,11 +608,15 @@ def main(argv=None):
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
         try:
             run_search(study, args, space)
-        except (KeyboardInterrupt, TrainerFailed) as stop:
+        except KeyboardInterrupt as stop:
             requeue_interrupted(study, os.getpid())
             write_results(study, args, space)
-            raise UserError(f"{stop or 'stopped'}; the trial is queued again: run the same command to go on"
-                            ) from None
+            raise Interrupted("the trial in flight saved its checkpoint and is queued again: run the same command to "
+                              "go on", getattr(stop, "signal_number", signal.SIGINT)) from None
+        except TrainerFailed as failure:
+            requeue_interrupted(study, os.getpid())
+            write_results(study, args, space)
+            raise UserError(f"{failure}; the trial is queued again: run the same command to go on") from None
     write_results(study, args, space)
     print(f"results in {os.path.join(args.search_dir, 'search.md')}")
 
