@@ -47,7 +47,7 @@ from utils import checkpoint, plots
 from utils.errors import Diverged, Interrupted, UserError, command_line_entry
 from utils.files import atomic_write_text
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.2
 STORAGE_ATTEMPTS = 5
 REFUSALS_IN_A_ROW = 10  # so many refused recipes one after the other: the space holds a flag the data cannot take
 BEST_TRIALS_PLOTTED = 5
@@ -325,6 +325,14 @@ def _wait_for_earlier_trainer(study, trial):
             time.sleep(POLL_SECONDS)
 
 
+def stop_trainer(process, folder, trial):
+    """Kill the trainer of a trial that is decided (pruned, or at its target): it is never resumed. It may have
+    finished more epochs than the ones the trial was decided on; they count as compute spent."""
+    process.kill()
+    process.wait()
+    trial.set_user_attr("epochs_run", len(checkpoint.read_metrics(folder)))
+
+
 def make_objective(args, space, trainer_flags):
     import optuna
 
@@ -364,13 +372,11 @@ def make_objective(args, space, trainer_flags):
                     trial.set_user_attr("epochs_run", reported)
                     trial.set_user_attr("top1", top1)
                     if args.target_top1 is not None and top1[-1] >= args.target_top1:
-                        process.kill()  # reached: the objective is known, the rest of the budget not needed
-                        process.wait()
+                        stop_trainer(process, folder, trial)  # reached: the rest of the budget is not needed
                         trial.set_user_attr("reached_at", reported)
                         return sum(record["epoch_seconds"] for record in metrics[:reported])
                     if trial.should_prune():
-                        process.kill()  # a pruned trial is never resumed: its epoch's checkpoint is enough
-                        process.wait()
+                        stop_trainer(process, folder, trial)
                         trial.set_user_attr("pruned_at", reported)
                         raise optuna.TrialPruned(f"pruned after epoch {reported}")
                 if status is not None:
