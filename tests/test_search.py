@@ -314,3 +314,22 @@ def test_time_to_target_stops_a_trial_once_it_reaches_the_top1(tmp_path, tiny_se
     assert trial.user_attrs["epochs_run"] == len(metrics)
     assert f"Compute: {len(metrics)} epoch-runs" in (search_dir / "search.md").read_text()
     assert f"{trial.value:.1f} s to 30% top-1" in (search_dir / "search.md").read_text()
+
+
+def test_sigterm_stops_the_worker_after_its_trainer_saved_and_queues_the_trial_again(tmp_path, tiny_set, space_file):
+    search_dir = tmp_path / "search"
+    argv = search_argv(search_dir, space_file, tiny_set, trials=1, trainer_extra=("--input-size", "96"))
+    worker = subprocess.Popen([sys.executable, "-m", "tools.search", *argv], cwd=REPO, env=DETERMINISTIC,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    folder = search_dir / "trials" / "trial-0000"
+    deadline = time.time() + 180
+    while not checkpoint.read_metrics(str(folder)) and time.time() < deadline and worker.poll() is None:
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 143, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("stopped: the trial in flight saved its checkpoint and is queued")
+    trials = load_study(search_dir).trials
+    assert [trial.state for trial in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trials[1]) == [0]
+    assert "stopped: SIGTERM" in (folder / "stdout.txt").read_text()  # the trainer saved where it was
