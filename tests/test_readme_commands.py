@@ -18,9 +18,9 @@ written. Then, by what the command runs:
   flag was parsed and validated; CPU ones whose batch is larger than the tiny set stop likewise at the data's
   size check. The bare demo trains for two minutes: it is checked through ``--help`` (its defaults are the demo
   of the README's Results, where its run is measured);
-* CHECKED_CHEAPLY, not run: the ssh launcher, Horovod's launcher, the benchmarks and TensorBoard's server, whose
-  ``--help`` must list every option the command uses (a launcher's worker command is checked as its own kind;
-  ``horovodrun``'s --help only where Horovod is installed);
+* CHECKED_CHEAPLY, not run: the ssh launcher, Horovod's launcher, the benchmarks, the recipe search and
+  TensorBoard's server, whose ``--help`` must list every option the command uses (a launcher's worker command is
+  checked as its own kind; ``horovodrun``'s --help only where Horovod is installed);
 * NOT_RUN: what this machine cannot run, with the reason; these tests skip after any cheap check.
 Most commands spend their second in MXNet's import, so they run two at a time, started ahead of their tests.
 """
@@ -663,6 +663,14 @@ def check_benchmark(argv, here):
     check_help_lists_options(invocation, options(argv[len(invocation):]), here)
 
 
+def check_search(argv, here):
+    """Not run (a search trains for hours): its --help lists the search's options, and the trainer's flags after
+    ``--`` are among train_imagenet.py's."""
+    at = argv.index("--")
+    check_help_lists_options(argv[:3], options(argv[3:at]), here)
+    check_help_lists_options(["python", "train_imagenet.py"], options(argv[at + 1:]), here)
+
+
 def check_tensorboard(argv, here):
     """Not run (a server until stopped): it reads the folder that --tensorboard writes in a --save-dir, and its
     --help, run through this environment's Python, lists the command's options."""
@@ -710,6 +718,7 @@ CHECKED_CHEAPLY = {
     "horovodrun": check_horovodrun,
     "tools.install_horovod": check_install_horovod,
     "benchmarks.*": check_benchmark,
+    "tools.search": check_search,
     "tensorboard": check_tensorboard,
 }
 
