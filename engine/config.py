@@ -19,7 +19,7 @@ from data.repeated_augmentation import check_batch as check_ra_batch
 from models.registry import min_input_size
 from utils.distributed import DIST_KVSTORES, SHARDED_KVSTORES
 from utils.errors import UserError
-from utils.gradient_compression import COMPRESSION_TYPES, DEFAULT_THRESHOLD
+from utils.gradient_compression import COMPRESSION_TYPES
 from utils.label_smoothing import SMOOTHING_STYLES
 from utils.lr_schedule import LR_MODES
 from utils.precision import DTYPES
@@ -308,9 +308,10 @@ class TrainConfig:
                                                 "(dist_async: the weights) travel whole. Changes the training; the "
                                                 "residuals are not checkpointed (default %(default)s)", "none",
                                      trick=True, choices=COMPRESSION_TYPES)
-    gc_threshold: float = flag("devices", "T of --gradient-compression 2bit, compared with the gradient summed "
-                                          "over the sender's batch, before the division by the global batch "
-                                          "(default %(default)s, MXNet's)", DEFAULT_THRESHOLD, bounds=POSITIVE,
+    gc_threshold: float = flag("devices", "MXNet's fixed T of --gradient-compression 2bit for every array, compared "
+                                          "with the gradient summed over the sender's batch; it diverges wherever "
+                                          "gradients stay above T (default: each array's own T, adapted every step "
+                                          "so that 0.2%% of its values are sent)", bounds=POSITIVE,
                                trick=True, type=float, metavar="T")
     # run
     save_dir: str = flag("run", "where checkpoints, parameters, export and metrics go (default params)", "params",
@@ -529,9 +530,14 @@ def _check_compression(values):
     several devices; in float32."""
     kvstore, compression = values["kvstore"], values["gradient_compression"]
     if compression == "none":
-        if values["gc_threshold"] != TrainConfig.gc_threshold:
+        if values["gc_threshold"] is not None:
             raise UserError("--gc-threshold needs --gradient-compression 2bit, the compression it thresholds")
         return
+    if kvstore == "dist_async" and values["gc_threshold"] is None:
+        # The adapted thresholds scale each push (utils.gradient_compression); the servers would apply it scaled.
+        raise UserError(f"--gradient-compression {compression} adapts each array's threshold by scaling its push, "
+                        "which the servers of --kvstore dist_async would apply unscaled; give --gc-threshold T "
+                        "(MXNet's fixed threshold) or use --kvstore dist_sync")
     if kvstore not in DIST_KVSTORES + ("device",):
         # MXNet refuses it on local and nccl; anything else has no MXNet kvstore that would apply it.
         raise UserError(f"--gradient-compression {compression} is done by MXNet's kvstore under --kvstore device "

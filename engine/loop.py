@@ -96,15 +96,25 @@ class SpeedLog:
     def __call__(self, batch_number, meter):
         if batch_number % self.interval:
             return
-        now = time.time()
-        images_per_sec = (batch_number - self.last_batch) * self.batch_size / (now - self.tic)
-        top1, loss = meter.accuracy.get()[1], meter.mean_loss.get()[1]
+        top1, loss, images_per_sec = self._add_point(batch_number, meter)
         logging.info("Epoch[%d] Batch [%d-%d]\tSpeed: %.2f samples/sec\taccuracy=%f\tloss=%f", self.epoch,
                      self.last_batch, batch_number, images_per_sec, top1, loss)
+        self.last_batch, self.tic = batch_number, time.time()
+
+    def finish(self, batch_number, meter):
+        """At the epoch's last batch, its figures go to ``curves`` unless a line just did: an epoch shorter than
+        the interval, or one that ends between two lines, would otherwise leave no training point at its end."""
+        if batch_number > self.last_batch:
+            self._add_point(batch_number, meter)
+
+    def _add_point(self, batch_number, meter):
+        """The epoch's running figures and the images/s since the last line, into ``curves`` at the global step."""
+        images_per_sec = (batch_number - self.last_batch) * self.batch_size / (time.time() - self.tic)
+        top1, loss = meter.accuracy.get()[1], meter.mean_loss.get()[1]
         step = self.step_of_batch(batch_number)
         self.curves.add(step, {"train/loss": loss, "train/top1": top1, "train/lr": self.lr_of_step(step),
                                "train/samples_per_sec": images_per_sec})
-        self.last_batch, self.tic = batch_number, now
+        return top1, loss, images_per_sec
 
 
 class StoppedMidEpoch(Exception):
@@ -189,6 +199,7 @@ def train_one_epoch(epoch, recipe, data, contexts, config, start_batch=0, meter=
                 recipe.model_ema.copy_statistics()
             meter.seconds += time.time() - tic
             raise StoppedMidEpoch(batch_number, meter)
+    speed.finish(data.batches_per_epoch, meter)
     # Wait first: a static-memory graph's writes to the running statistics are not ordered before a later read.
     mx.nd.waitall()
     average_running_statistics(recipe.net)

@@ -17,7 +17,7 @@ from utils.binary_cross_entropy import BinaryCrossEntropyLoss
 from utils.distillation import CrossEntropyLoss, DistillationLoss
 from utils.distributed import Cluster, horovod_trainer
 from utils.ema import ModelEma
-from utils.gradient_compression import PushThenPullTrainer, compression_params
+from utils.gradient_compression import PerArrayThresholdTrainer, PushThenPullTrainer, compression_params
 from utils.lr_schedule import build_lr_scheduler, linear_scaled_lr
 from utils.mixup import MixSchedule
 from utils.optimizers import create_optimizer, optimizer_settings
@@ -170,6 +170,9 @@ def build_trainer(config, net, contexts, batches_per_epoch, precision, cluster=N
                             "do not clip the global gradient norm", config.kvstore)
         compression = compression_params(config.gradient_compression, config.gc_threshold)
         trainer_class = PushThenPullTrainer if compression else gluon.Trainer
+        if compression and config.gc_threshold is None:
+            # The pushes are scaled by each array's threshold: only the devices see the sum in its own units.
+            trainer_class, update_on_kvstore = PerArrayThresholdTrainer, False
         trainer = trainer_class(net.collect_params(), optimizer, kvstore=cluster.kvstore,
                                 update_on_kvstore=update_on_kvstore, compression_params=compression)
     keep_multipliers_by_index(trainer.optimizer)

@@ -64,6 +64,21 @@ def test_curves_hold_the_figures_of_the_log_and_metrics_by_global_step(tiny_set,
     assert all(value > 0 for _, value in curves["train/samples_per_sec"])
 
 
+@pytest.mark.parametrize("interval, steps", [("50", [6, 12]), ("4", [4, 6, 10, 12])])
+def test_every_epoch_ends_with_its_training_point(interval, steps, tiny_set, tmp_path):
+    """An epoch of 6 steps under --log-interval 50 logs no speed line, and under 4 ends between two: its training
+    figures still go to the curves at its last step, the epoch's loss and top-1 as metrics.jsonl has them (issue
+    27)."""
+    save_dir = tmp_path / "run"
+    assert train_imagenet.main(tiny_args(tiny_set, save_dir, "--tensorboard", "--log-interval", interval)) == 0
+    curves, metrics = _curves(save_dir), checkpoint.read_metrics(str(save_dir))
+    for tag in TRAIN_TAGS:
+        assert [step for step, _ in curves[tag]] == steps, tag
+    for tag, key in (("train/loss", "train_loss"), ("train/top1", "train_top1"), ("train/lr", "lr")):
+        assert [value for step, value in curves[tag] if step in (6, 12)] == _float32(m[key] for m in metrics), tag
+    assert all(value > 0 for _, value in curves["train/samples_per_sec"])
+
+
 def test_without_the_flag_no_curves_are_written_nor_tensorboardx_loaded(tiny_set, tmp_path):
     save_dir = tmp_path / "run"
     code = ("import sys, train_imagenet; status = train_imagenet.main(sys.argv[1:]); "
