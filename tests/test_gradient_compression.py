@@ -194,3 +194,51 @@ def test_two_dist_sync_workers_learn_with_the_adapted_thresholds(tiny_set, tmp_p
     assert set(fingerprints) == {"0", "1"} and fingerprints["0"] == fingerprints["1"], output
     losses = _losses(save_dir)
     assert losses[1] < losses[0]
+
+
+def _received_sums(threshold, tiny_set, tmp_path, gradients):
+    """What two CPU devices receive, step by step, when each sends ``gradients`` (one value per step, on every
+    one of an array's 1,000 values): through the trainer ``--gradient-compression 2bit`` builds by default
+    (``threshold`` None), or through MXNet's fixed ``threshold`` (a trainer that updates on the devices, so that
+    the received sum can be read)."""
+    import mxnet as mx
+    from engine.recipe import build_trainer
+    from utils.gradient_compression import PushThenPullTrainer
+    from utils.precision import build_precision
+    contexts = [mx.cpu(0), mx.cpu(1)]
+    net = mx.gluon.nn.Dense(1000, in_units=1, use_bias=False)
+    net.initialize(ctx=contexts)
+    if threshold is None:
+        config = parse_config(tiny_args(tiny_set, tmp_path, "--num-cpu-contexts", "2", "--gradient-compression",
+                                        "2bit"))
+        trainer = build_trainer(config, net, contexts, STEPS_PER_EPOCH, build_precision("float32", contexts))
+    else:
+        trainer = PushThenPullTrainer(net.collect_params(), "sgd", kvstore="device", update_on_kvstore=False,
+                                      compression_params=compression_params("2bit", threshold))
+    received = []
+    for value in gradients:
+        for grad in net.weight.list_grad():
+            grad[:] = value
+        trainer.allreduce_grads()
+        sums = net.weight.list_grad()[0].asnumpy()
+        assert np.all(sums == sums.flat[0])
+        received.append(float(sums.flat[0]))
+    return received
+
+
+def test_a_gradient_above_the_threshold_that_turns_is_followed_by_default_not_wound_up(tiny_set, tmp_path):
+    """Each device sends 40 five steps, then -40 three steps (the sum: 80, then -80). Worked by hand:
+
+    MXNet's fixed T = 0.5: each device sends +0.5 a step and keeps the rest, its residual 39.5 more each step, 197.5
+    after five; -40 a step takes it down to 157.5, 117.5, 77.5, so both go on sending +0.5 for the wrong sign.
+
+    The default (module docstring): s starts at 40 (the 99.8% quantile of 40s), the devices send g / s against
+    T = 1 and receive the sum times s, and s doubles after a step that sent every value, halves after one that
+    sent none. Residual r and s by step: 40/40 = 1 -> send 1 (sum 2 x 40 = 80), s 80; 0.5 -> r 0.5, 0, s 40;
+    1 -> r 1.5, send 1 (80), r 0.5, s 80; 0.5 -> r 1, send 1 (160), r 0, s 160; 0.25 -> r 0.25, 0, s 80;
+    -0.5 -> r -0.25, 0, s 40; -1 -> r -1.25, send -1 (-80), r -0.25, s 80; -0.5 -> r -0.75, 0.
+    """
+    gradients = [40.0] * 5 + [-40.0] * 3
+    assert _received_sums(THRESHOLD, tiny_set, tmp_path / "fixed", gradients) == [1.0] * 8
+    assert _received_sums(None, tiny_set, tmp_path / "adapted", gradients) == [80.0, 0.0, 80.0, 160.0, 0.0, 0.0,
+                                                                               -80.0, 0.0]
