@@ -252,8 +252,7 @@ def test_gluoncv_resume_flags_refuse_a_save_dir_holding_another_run(reference, t
     assert _files(reference) == before
 
 
-def test_gluoncv_resume_states_of_other_settings_are_refused_naming_each(reference, tiny_set, tmp_path,
-                                                                           capsys):
+def test_gluoncv_resume_states_of_other_settings_are_refused_naming_each(reference, tiny_set, tmp_path, capsys):
     """The states file holds a whole optimizer, which would replace the flags' one: other --optimizer, --lr,
     --lr-mode, --wd, --warmup-epochs, --no-wd, or an epoch that is not where the states are, are each named."""
     epoch_2 = reference / "checkpoints" / "epoch-0002"
