@@ -26,13 +26,14 @@ def _exit_status(code):
 
 
 def _run_as_main(words):
-    saved_argv = sys.argv
+    saved_argv, saved_path = sys.argv, list(sys.path)
     try:
         if words[0] == "-m":
             sys.argv = [words[1], *words[2:]]  # run_module puts the module's path first, as python -m does
             runpy.run_module(words[1], run_name="__main__", alter_sys=True)
         else:
             sys.argv = list(words)
+            sys.path[0] = os.path.dirname(os.path.abspath(words[0]))  # as python puts a script's folder first
             runpy.run_path(words[0], run_name="__main__")
         return 0
     except SystemExit as stop:
@@ -41,7 +42,7 @@ def _run_as_main(words):
         traceback.print_exc()
         return 1
     finally:
-        sys.argv = saved_argv
+        sys.argv, sys.path[:] = saved_argv, saved_path
 
 
 def run(words, folder):

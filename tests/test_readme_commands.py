@@ -24,8 +24,8 @@ written. Then, by what the command runs:
 * NOT_RUN: what this machine cannot run, with the reason; these tests skip after any cheap check.
 Most commands spend their second in MXNet's import, so they run two at a time, started ahead of their tests; those
 that only stop at a check (training that asks for GPUs or for a batch larger than the tiny set) and the --help of the
-benchmarks and the ssh launcher run one after another in one interpreter (tests/run_commands.py), each as ``python``
-runs it alone, with its own exit status and output, and pay the import once.
+benchmarks run one after another in one interpreter (tests/run_commands.py), each as ``python`` runs it alone, with
+its own exit status and output, and pay the import once.
 """
 import configparser
 import dataclasses
@@ -322,14 +322,13 @@ def run_in_one_interpreter(argvs):
 
 def shares_an_interpreter(argv):
     """Whether ``argv`` (the README's paths replaced) runs in ``run_in_one_interpreter``: training that stops at the
-    GPU or the data's check, and the --help of a benchmark or of the ssh launcher; the trainer's --help, the demo's
-    and every other command run as commands of their own."""
+    GPU or the data's check, and ``python -m benchmarks.NAME --help``, which import from the repository's root as
+    that interpreter does; the trainer's --help, the demo's and every other command run as commands of their own."""
     if argv[0] not in PYTHONS:
         return False
-    name = program(argv)
-    if name == "train_imagenet":
+    if argv[1] == "train_imagenet.py":
         return "--help" not in argv
-    return argv[2:] == ["--help"] if name == "tools.launch" else name.startswith("benchmarks.") and argv[-1] == "--help"
+    return argv[1] == "-m" and argv[2].startswith("benchmarks.") and argv[3:] == ["--help"]
 
 
 @dataclasses.dataclass(frozen=True)
