@@ -22,7 +22,10 @@ written. Then, by what the command runs:
   TensorBoard's server, whose ``--help`` must list every option the command uses (a launcher's worker command is
   checked as its own kind; ``horovodrun``'s --help only where Horovod is installed);
 * NOT_RUN: what this machine cannot run, with the reason; these tests skip after any cheap check.
-Most commands spend their second in MXNet's import, so they run two at a time, started ahead of their tests.
+Most commands spend their second in MXNet's import, so they run two at a time, started ahead of their tests; those
+that only stop at a check (training that asks for GPUs or for a batch larger than the tiny set) and the --help of the
+benchmarks run one after another in one interpreter (tests/run_commands.py), each as ``python`` runs it alone, with
+its own exit status and output, and pay the import once.
 """
 import configparser
 import dataclasses
@@ -35,6 +38,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import mxnet as mx
@@ -302,6 +306,42 @@ def run_now(argv):
     return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_SECONDS)
 
 
+def run_in_one_interpreter(argvs):
+    """Run the ``python`` commands ``argvs`` from the repository root, one after another in one interpreter
+    (tests/run_commands.py): a ``subprocess.CompletedProcess`` for each, as ``run_now`` gives."""
+    with tempfile.TemporaryDirectory() as folder:
+        commands, results = os.path.join(folder, "commands.json"), os.path.join(folder, "results.json")
+        with open(commands, "w") as handle:
+            json.dump([argv[1:] for argv in argvs], handle)
+        runner = subprocess.run([sys.executable, "-m", "tests.run_commands", commands, results], cwd=REPO,
+                                capture_output=True, text=True, timeout=TIMEOUT_SECONDS * len(argvs))
+        assert runner.returncode == 0, runner.stderr
+        with open(results) as handle:
+            return [subprocess.CompletedProcess(list(argv), *result) for argv, result in zip(argvs, json.load(handle))]
+
+
+def shares_an_interpreter(argv):
+    """Whether ``argv`` (the README's paths replaced) runs in ``run_in_one_interpreter``: training that stops at the
+    GPU or the data's check, and ``python -m benchmarks.NAME --help``, which import from the repository's root as
+    that interpreter does; the trainer's --help, the demo's and every other command run as commands of their own."""
+    if argv[0] not in PYTHONS:
+        return False
+    if argv[1] == "train_imagenet.py":
+        return "--help" not in argv
+    return argv[1] == "-m" and argv[2].startswith("benchmarks.") and argv[3:] == ["--help"]
+
+
+@dataclasses.dataclass(frozen=True)
+class OneOf:
+    """The result of command ``index`` of a ``run_in_one_interpreter`` run, ``batch`` (a future)."""
+
+    batch: object
+    index: int
+
+    def result(self):
+        return self.batch.result()[self.index]
+
+
 def assert_exit(result, status, argv):
     assert result.returncode == status, (f"{shlex.join(argv)} exited with {result.returncode}, not {status}\n"
                                          f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}")
@@ -348,6 +388,12 @@ class Here:
     def start(self, argv):
         if tuple(argv) not in self.started:
             self.started[tuple(argv)] = self.pool.submit(run_now, argv)
+
+    def start_in_one_interpreter(self, argvs):
+        argvs = list(dict.fromkeys(tuple(argv) for argv in argvs if tuple(argv) not in self.started))
+        if argvs:
+            batch = self.pool.submit(run_in_one_interpreter, argvs)
+            self.started.update((argv, OneOf(batch, index)) for index, argv in enumerate(argvs))
 
     def run(self, argv):
         self.start(argv)
@@ -411,11 +457,14 @@ def started(here, request):
     make_trained_r50d(here)
     make_gluoncv_params(here)
     make_finished_runs(here)
+    planned = []
     for item in request.session.items:
         callspec = getattr(item, "callspec", None)
         if item.module is request.module and callspec and "command" in callspec.params:
-            for argv in planned_runs(list(callspec.params["command"].argv), here):
-                here.start(argv)
+            planned += planned_runs(list(callspec.params["command"].argv), here)
+    here.start_in_one_interpreter([argv for argv in planned if shares_an_interpreter(argv)])
+    for argv in planned:
+        here.start(argv)
     return here
 
 
@@ -636,9 +685,13 @@ def check_launch(argv, here):
     check(argv[worker:], here)
 
 
+INSTALL_HOROVOD = ["python", "-m", "tools.install_horovod"]
+TENSORBOARD = ["python", "-m", "tensorboard.main"]  # through this environment's Python
+
+
 def check_install_horovod(argv, here):
     """Not run (it builds Horovod, which the test command did before these tests): its --help lists the options."""
-    check_help_lists_options([sys.executable, "-m", "tools.install_horovod"], options(argv[3:]), here)
+    check_help_lists_options(INSTALL_HOROVOD, options(argv[3:]), here)
 
 
 def check_horovodrun(argv, here):
@@ -676,7 +729,7 @@ def check_tensorboard(argv, here):
     --help, run through this environment's Python, lists the command's options."""
     logdir = argv[argv.index("--logdir") + 1]
     assert logdir == checkpoint.tensorboard_dir(os.path.dirname(logdir)), f"{logdir} is not where --tensorboard writes"
-    check_help_lists_options(["python", "-m", "tensorboard.main"], options(argv[1:]), here)
+    check_help_lists_options(TENSORBOARD, options(argv[1:]), here)
 
 
 # ---- not run ---------------------------------------------------------------------------------------------
@@ -767,6 +820,8 @@ def planned_runs(argv, here):
         return [[*argv[:2], "--help"], *planned_runs(argv[argv.index("python", 2):], here)]
     if name.startswith("benchmarks."):
         return [[*benchmark_invocation(argv), "--help"]]
+    if name in ("tools.install_horovod", "tensorboard"):
+        return [[*(INSTALL_HOROVOD if name == "tools.install_horovod" else TENSORBOARD), "--help"]]
     if name not in KINDS:
         return []
     return [[*argv, "--help"]] if name == "train_imagenet" and len(argv) == 2 else [here.substitute(argv)]

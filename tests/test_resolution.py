@@ -14,8 +14,6 @@ from tests.helpers import RunRecorder, folder_top1
 from utils import checkpoint
 from utils.progressive_resize import ProgressiveResize
 
-pytestmark = pytest.mark.numeric
-
 
 def without_input_size(argv):
     """``argv`` without its ``--input-size N``: ``--progressive-resize`` sets the training crops instead."""
@@ -169,6 +167,7 @@ def test_progressive_resize_on_two_devices_trains_each_epoch_at_its_size(tiny_se
     assert "samples/sec at 40x40" in text
 
 
+@pytest.mark.numeric
 def test_eval_takes_val_input_size_as_training_does(tiny_set, tmp_path, monkeypatch):
     save_dir = tmp_path / "trained"
     assert train_imagenet.main(tiny_args(tiny_set, save_dir, *ONE_EPOCH, "--last-gamma")) == 0

@@ -12,8 +12,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import mxnet as mx
@@ -25,7 +23,7 @@ from engine.config import parse_config
 from engine.resume import check_same_run
 from tests.conftest import ONE_EPOCH, tiny_args
 from utils.errors import UserError
-from tests.helpers import REPO, RunRecorder, finish_training, pickled_trainer_states, start_training
+from tests.helpers import RunRecorder, finish_training, pickled_trainer_states, start_training, trainer_error_line
 from utils import checkpoint
 
 # Every trick whose state crosses epochs: warmup and cosine (the update count), mixup and CutMix (their generator),
@@ -58,6 +56,18 @@ def _wait_until(condition, process, timeout=120):
         assert process.poll() is None, "the run ended before the moment the test waits for"
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.001)
+
+
+def _stop_by_sigterm_after_first_batch(process, save_dir, epoch):
+    """SIGTERM to a run started with ``--log-interval 1`` once it has logged epoch EPOCH's first batch, so that it
+    stops in the middle of that epoch (however fast the machine: the epoch has batches still to come); it exits with
+    143, its newest checkpoint that epoch's mid-epoch one. Returns its output."""
+    _wait_until(lambda: _log_count(save_dir, f"Epoch[{epoch}] Batch [0-1]") == 1, process)
+    process.send_signal(signal.SIGTERM)
+    output = finish_training(process, save_dir, expected_status=128 + signal.SIGTERM)
+    newest = os.path.basename(checkpoint.list_checkpoints(str(save_dir))[-1][0])
+    assert newest.startswith(f"epoch-{epoch:04d}-batch-"), newest
+    return output
 
 
 def _hidden_checkpoints(save_dir, prefix):
@@ -149,10 +159,7 @@ def test_sigterm_saves_mid_epoch_and_resume_finishes_the_same_epoch(reference, t
     save_dir = tmp_path / "preempted"
     # A line after every batch (logging changes nothing computed): the signal goes once epoch 1's first batch
     # is done, with five still to come however fast the machine.
-    process = _start(tiny_set, save_dir, "--log-interval", "1")
-    _wait_until(lambda: _log_count(save_dir, "Epoch[1] Batch [0-1]") == 1, process)
-    process.send_signal(signal.SIGTERM)
-    output = finish_training(process, save_dir, expected_status=128 + signal.SIGTERM)
+    output = _stop_by_sigterm_after_first_batch(_start(tiny_set, save_dir, "--log-interval", "1"), save_dir, 1)
     assert "stopped: SIGTERM after batch" in output and "--resume" in output, output
     mid_epoch = [name for name in os.listdir(checkpoint.checkpoints_dir(str(save_dir))) if "batch" in name]
     assert len(mid_epoch) == 1 and mid_epoch[0].startswith("epoch-0001-batch-"), mid_epoch
@@ -226,17 +233,6 @@ def test_a_new_run_refuses_to_overwrite_an_earlier_one(reference, tiny_set, tmp_
     assert len(err) == 1 and "holds an earlier run (checkpoints up to epoch-0003)" in err[0], err
 
 
-def _refusal(flags):
-    """The one line ``train_imagenet.py FLAGS``, run as a command, prints on standard error as it exits with 2.
-
-    In MXNet's default engine: the naive one announces itself on standard error."""
-    result = subprocess.run([sys.executable, os.path.join(REPO, "train_imagenet.py"), *flags], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
-
-
 def _files(save_dir):
     """Every file under ``save_dir`` with its bytes' digest: what a refused command must leave as it was."""
     return {os.path.relpath(os.path.join(root, name), save_dir): hashlib.sha256(
@@ -244,18 +240,19 @@ def _files(save_dir):
         for root, _, names in os.walk(save_dir) for name in names}
 
 
-def test_gluoncv_resume_flags_refuse_a_save_dir_holding_another_run(reference, tiny_set):
+def test_gluoncv_resume_flags_refuse_a_save_dir_holding_another_run(reference, tiny_set, capsys):
     """--resume-params starts a new run from the file: in a --save-dir holding a run it would overwrite that run's
     checkpoints and metrics, so it is refused as a fresh start is, and nothing there changes."""
     epoch_2 = reference / "checkpoints" / "epoch-0002"
     before = _files(reference)
-    line = _refusal(tiny_args(tiny_set, reference, *RECIPE, "--resume-epoch", "3", "--resume-params",
-                              str(epoch_2 / "resnet18_v1d-0002.params")))
+    argv = tiny_args(tiny_set, reference, *RECIPE, "--resume-epoch", "3", "--resume-params",
+                     str(epoch_2 / "resnet18_v1d-0002.params"))
+    line = trainer_error_line(capsys, argv)
     assert f"--save-dir {reference} holds an earlier run (checkpoints up to epoch-0003)" in line, line
     assert _files(reference) == before
 
 
-def test_gluoncv_resume_states_of_other_settings_are_refused_naming_each(reference, tiny_set, tmp_path):
+def test_gluoncv_resume_states_of_other_settings_are_refused_naming_each(reference, tiny_set, tmp_path, capsys):
     """The states file holds a whole optimizer, which would replace the flags' one: other --optimizer, --lr,
     --lr-mode, --wd, --warmup-epochs, --no-wd, or an epoch that is not where the states are, are each named."""
     epoch_2 = reference / "checkpoints" / "epoch-0002"
@@ -265,7 +262,7 @@ def test_gluoncv_resume_states_of_other_settings_are_refused_naming_each(referen
                       "--trust-pickled-states", "--optimizer", "sgd", "--lr-mode", "step", "--wd", "5e-4",
                       "--warmup-epochs", "0", "--no-wd")
     flags[flags.index("--lr") + 1] = "0.05"
-    line = _refusal(flags)
+    line = trainer_error_line(capsys, flags)
     for named in ("--optimizer 'nag' -> 'sgd'", "--lr-mode 'CosineScheduler' -> 'MultiFactorScheduler'",
                   "--lr 0.02 -> 0.05", "--warmup-epochs 6 -> 0", "--wd 0.0001 -> 0.0005",
                   "--no-wd (other per-parameter weight decays)",
@@ -275,7 +272,8 @@ def test_gluoncv_resume_states_of_other_settings_are_refused_naming_each(referen
                            "settings ("), line
 
 
-def test_resume_refuses_another_teacher_behind_its_path_and_other_skip_bad_records(reference, tiny_set, tmp_path):
+def test_resume_refuses_another_teacher_behind_its_path_and_other_skip_bad_records(reference, tiny_set, tmp_path,
+                                                                                   capsys):
     """--teacher-params is a path, free on resume; what the file holds is compared by its SHA-256: other weights
     behind the same name are refused, the file moved elsewhere resumes. --skip-bad-records is compared as a
     setting."""
@@ -287,10 +285,10 @@ def test_resume_refuses_another_teacher_behind_its_path_and_other_skip_bad_recor
     before = _files(save_dir)
 
     shutil.copyfile(reference / "checkpoints" / "epoch-0002" / "resnet18_v1d-0002.params", teacher)
-    line = _refusal(tiny_args(tiny_set, save_dir, *distil, "--resume"))
+    line = trainer_error_line(capsys, tiny_args(tiny_set, save_dir, *distil, "--resume"))
     assert f"--resume would continue {save_dir / 'checkpoints' / 'epoch-0001'} with another teacher: " \
            f"--teacher-params {teacher} has SHA-256 " in line, line
-    line = _refusal(tiny_args(tiny_set, reference, *RECIPE, "--resume", "--skip-bad-records"))
+    line = trainer_error_line(capsys, tiny_args(tiny_set, reference, *RECIPE, "--resume", "--skip-bad-records"))
     assert "--skip-bad-records False -> True" in line, line
     assert _files(save_dir) == before
 
@@ -374,12 +372,12 @@ def test_a_diverging_run_leaves_the_last_good_checkpoint_untouched(tiny_set, tmp
     assert sorted(after) == sorted(before) and all(np.array_equal(after[key], before[key]) for key in before)
 
 
-@pytest.mark.parametrize("extra", [(), ("--ra-reps", "2")], ids=["plain", "ra-reps-2"])
-def test_two_devices_resume_their_momenta_and_statistics_exactly(tiny_set, tmp_path, extra):
+def test_two_devices_resume_their_momenta_and_statistics_exactly(tiny_set, tmp_path):
     """On two CPU contexts the trainer keeps its momenta on the kvstore and each device its BatchNorm statistics
     (averaged at the end of each epoch): a run killed after epoch 1 and resumed ends with the uninterrupted
-    run's weights and metrics; with repeated augmentation too (two iterators per epoch, a copy on each device)."""
-    two_devices = ("--num-cpu-contexts", "2", "--batch-size", "8", *extra)
+    run's weights and metrics. The run has repeated augmentation too (two iterators per epoch, a copy on each
+    device), which changes what the devices are fed, not how the trainer and the statistics are saved."""
+    two_devices = ("--num-cpu-contexts", "2", "--batch-size", "8", "--ra-reps", "2")
     reference = tmp_path / "reference"
     finish_training(_start(tiny_set, reference, *two_devices), reference)
     save_dir = tmp_path / "killed"
@@ -403,12 +401,8 @@ def test_progressive_resize_resumes_each_epoch_at_its_size(tiny_set, tmp_path):
     save_dir = tmp_path / "preempted"
     for epoch in (1, 3):
         resume = ("--resume",) if epoch > 1 else ()
-        process = _start(tiny_set, save_dir, *PROGRESSIVE, "--log-interval", "1", *resume)
-        _wait_until(lambda: _log_count(save_dir, f"Epoch[{epoch}] Batch [0-1]") == 1, process)
-        process.send_signal(signal.SIGTERM)
-        finish_training(process, save_dir, expected_status=128 + signal.SIGTERM)
-        newest = os.path.basename(checkpoint.list_checkpoints(str(save_dir))[-1][0])
-        assert newest.startswith(f"epoch-{epoch:04d}-batch-"), newest
+        _stop_by_sigterm_after_first_batch(_start(tiny_set, save_dir, *PROGRESSIVE, "--log-interval", "1", *resume),
+                                           save_dir, epoch)
     output = finish_training(_start(tiny_set, save_dir, *PROGRESSIVE, "--resume"), save_dir)
     assert output.count("Resuming from") == 2 and "samples/sec at 40x40" in output, output
     _assert_same_final_params(save_dir, reference)
@@ -427,12 +421,7 @@ def test_a_folder_run_stopped_mid_epoch_with_two_threads_resumes_bit_for_bit(tin
     reference = tmp_path / "reference"
     finish_training(start(reference), reference)
     save_dir = tmp_path / "preempted"
-    process = start(save_dir, "--log-interval", "1", "-j", "2")
-    _wait_until(lambda: _log_count(save_dir, "Epoch[1] Batch [0-1]") == 1, process)
-    process.send_signal(signal.SIGTERM)
-    finish_training(process, save_dir, expected_status=128 + signal.SIGTERM)
-    newest = os.path.basename(checkpoint.list_checkpoints(str(save_dir))[-1][0])
-    assert newest.startswith("epoch-0001-batch-"), newest
+    _stop_by_sigterm_after_first_batch(start(save_dir, "--log-interval", "1", "-j", "2"), save_dir, 1)
     finish_training(start(save_dir, "--resume"), save_dir)
     _assert_same_final_params(save_dir, reference)
     assert _metrics(save_dir) == _metrics(reference)
@@ -440,10 +429,12 @@ def test_a_folder_run_stopped_mid_epoch_with_two_threads_resumes_bit_for_bit(tin
 
 # Tricks that draw random numbers beyond those of RECIPE (mixup, CutMix, erasing), test_progressive_resize_... and
 # test_two_devices_... (repeated augmentation): in the network (stochastic depth, Inception-v3's dropout: MXNet's
-# generator, reseeded for every batch from its place) and on the device (the augmentation policies).
-DRAWING = {"drop-path": ("--drop-path", "0.1", "--mixup"),
-           "inception-dropout": ("--model", "inceptionv3", "--input-size", "75"),
-           "ta-wide": ("--auto-augment", "ta_wide"), "randaugment": ("--auto-augment", "rand-m9-n2-mstd0.5")}
+# generator, reseeded for every batch from its place) and on the device (the augmentation policies). Two runs hold
+# them all (--auto-augment takes one policy, Inception-v3 no --drop-path): a run with any of its tricks resumed
+# drawing other numbers would not end bit for bit.
+DRAWING = {"drop-path-mixup-ta-wide": ("--drop-path", "0.1", "--mixup", "--auto-augment", "ta_wide"),
+           "inception-dropout-randaugment": ("--model", "inceptionv3", "--input-size", "75",
+                                             "--auto-augment", "rand-m9-n2-mstd0.5")}
 
 
 @pytest.mark.parametrize("extra", DRAWING.values(), ids=DRAWING.keys())
@@ -456,12 +447,7 @@ def test_a_run_whose_tricks_draw_stopped_mid_epoch_resumes_bit_for_bit(extra, ti
     reference = tmp_path / "reference"
     finish_training(start(reference), reference)
     save_dir = tmp_path / "preempted"
-    process = start(save_dir, "--log-interval", "1")
-    _wait_until(lambda: _log_count(save_dir, "Epoch[0] Batch [0-1]") == 1, process)
-    process.send_signal(signal.SIGTERM)
-    finish_training(process, save_dir, expected_status=128 + signal.SIGTERM)
-    newest = os.path.basename(checkpoint.list_checkpoints(str(save_dir))[-1][0])
-    assert newest.startswith("epoch-0000-batch-"), newest
+    _stop_by_sigterm_after_first_batch(start(save_dir, "--log-interval", "1"), save_dir, 0)
     finish_training(start(save_dir, "--resume"), save_dir)
     model = extra[extra.index("--model") + 1] if "--model" in extra else "resnet18_v1d"
     _assert_same_params(save_dir / f"{model}-0000.params", reference / f"{model}-0000.params")

@@ -26,8 +26,6 @@ from tests.helpers import RunRecorder, folder_top1, parameter_values, randomize_
 from utils.errors import UserError
 from utils.pretrained import load_for_finetuning
 
-pytestmark = pytest.mark.numeric
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -46,6 +44,7 @@ def _fails_with(capsys, argv, message):
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
 
 
+@pytest.mark.numeric
 def test_short_run_learns_and_writes_loadable_outputs(tiny_set, tmp_path):
     # Zero gamma, as in the demo: without it 18 steps leave BatchNorm's running statistics too unsettled for
     # validation to tell anything, and the training loss of batches of 16 jumps from one batch to the next.
@@ -70,6 +69,7 @@ def test_short_run_learns_and_writes_loadable_outputs(tiny_set, tmp_path):
     np.testing.assert_allclose(deployable(images).asnumpy(), net(images).asnumpy(), atol=1e-5)
 
 
+@pytest.mark.numeric
 def test_imperative_mode_trains_op_by_op_and_exports_the_trained_network(tiny_set, tmp_path, monkeypatch):
     recorder = RunRecorder(monkeypatch)
     assert train_imagenet.main(tiny_args(tiny_set, tmp_path, "--mode", "imperative", *ONE_EPOCH)) == 0
@@ -109,6 +109,7 @@ def test_linear_scaling_uses_the_total_batch(tiny_set):
     assert effective_lr(config, build_contexts(num_cpu_contexts=2)) == pytest.approx(0.1 * 64 / 256)
 
 
+@pytest.mark.numeric
 def test_validation_pipeline_normalizes_as_the_paper_says(tiny_set):
     """A solid red image comes out as (RGB - mean) / std per channel, up to JPEG and noise error."""
     config = InputConfig(batch_size=8, input_size=16, crop_ratio=0.875, num_workers=1, seed=0)
@@ -175,6 +176,7 @@ def test_training_pipeline_shapes_and_ranges(tiny_set):
         assert set(np.unique(batch.label[0].asnumpy())) <= {0, 1, 2}
 
 
+@pytest.mark.numeric
 def test_raw_folders_train_like_records(tiny_set, tmp_path, monkeypatch):
     # Zero gamma, as in the demo: without it one epoch leaves BatchNorm's running statistics so unsettled that
     # every image gets the same class, and any evaluation of any of those networks gives 1/3.
@@ -324,6 +326,7 @@ def test_a_diverging_run_stops_at_once_and_keeps_saved_files(tiny_set, tmp_path,
     assert not (tmp_path / "metrics.jsonl").exists()
 
 
+@pytest.mark.numeric
 def test_two_contexts_reduce_to_the_gradient_of_one(tmp_path):
     """One step's gradients on 2 contexts, summed through the kvstore, equal one context's on the same batch.
 

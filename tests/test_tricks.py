@@ -25,8 +25,6 @@ from utils.lr_schedule import build_lr_scheduler, linear_scaled_lr
 from utils.mixup import MixDraw, MixSchedule, dominant_labels, mix
 from utils.weight_decay import apply_no_bias_decay
 
-pytestmark = pytest.mark.numeric
-
 
 def _rates(schedule, updates):
     """The rate of each update number (1 = first batch), asked in increasing order as the optimizer does."""
@@ -69,6 +67,7 @@ def test_linear_and_poly_decay_reach_zero():
     assert _rates(poly, [10, 20]) == pytest.approx([0.05, 0.0])
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("style, on, off", [("paper", 0.9, 0.1 / 3), ("gluoncv", 0.925, 0.025)])
 def test_label_smoothing_both_styles(style, on, off):
     targets = smooth_targets(mx.nd.array([2, 0]), 4, 0.1, style).asnumpy()
@@ -76,10 +75,12 @@ def test_label_smoothing_both_styles(style, on, off):
     np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-6)
 
 
+@pytest.mark.numeric
 def test_label_smoothing_zero_is_one_hot():
     np.testing.assert_array_equal(smooth_targets(mx.nd.array([1]), 3, 0.0).asnumpy(), [[0, 1, 0]])
 
 
+@pytest.mark.numeric
 def test_mixup_with_lambda_one_returns_the_batch():
     images, targets = mx.nd.random.normal(shape=(4, 3, 2, 2)), mx.nd.one_hot(mx.nd.array([0, 1, 2, 1]), 3)
     mixed_images, mixed_targets = mix(images, targets, 1.0)
@@ -87,6 +88,7 @@ def test_mixup_with_lambda_one_returns_the_batch():
     np.testing.assert_array_equal(mixed_targets.asnumpy(), targets.asnumpy())
 
 
+@pytest.mark.numeric
 def test_mixup_formula_with_a_fixed_lambda():
     """x_hat = 0.7 x_i + 0.3 x_j with j the mirror of i in the batch: [1, 2, 3] -> [1.6, 2.0, 2.4]."""
     images = mx.nd.array([1, 2, 3]).reshape((3, 1, 1, 1))
@@ -97,6 +99,7 @@ def test_mixup_formula_with_a_fixed_lambda():
     assert dominant_labels(mx.nd.array([0, 1, 2]), 0.3).asnumpy().tolist() == [2, 1, 0]
 
 
+@pytest.mark.numeric
 def test_mixup_schedule_draws_beta_and_stops_for_the_last_epochs():
     schedule = MixSchedule(mixup_alpha=0.2, cutmix_alpha=0.0, num_epochs=10, off_epochs=2, seed=0)
     draws = [schedule.draw(0, (24, 24)).lam for _ in range(2000)]
@@ -121,6 +124,7 @@ def _arrays(*rows):
     return [mx.nd.array(row) for row in rows]
 
 
+@pytest.mark.numeric
 def test_batch_transform_without_tricks_passes_the_batch_through():
     images, labels = _arrays(np.full((2, 1, 1, 1), 10.0)), _arrays([0, 2])
     same_images, targets, metric_labels = BatchTransform(3)(images, labels, 0)
@@ -135,6 +139,7 @@ def test_batch_transform_without_tricks_passes_the_batch_through():
     # lam = 1 (an epoch after --mixup-off-epoch): smoothed targets, images as they are.
     (1.0, [10, 20], [[0.9, 0.05, 0.05], [0.05, 0.05, 0.9]], [0, 2]),
 ])
+@pytest.mark.numeric
 def test_batch_transform_smooths_then_mixes_worked_by_hand(lam, mixed_images, mixed_targets, dominant):
     """3 classes, labels [0, 2], eps 0.1 paper style (0.9 and 0.05), images 10 and 20."""
     transform = BatchTransform(3, 0.1, "paper", mix_schedule=_FixedLambda(lam))
@@ -144,6 +149,7 @@ def test_batch_transform_smooths_then_mixes_worked_by_hand(lam, mixed_images, mi
     assert metric_labels[0].asnumpy().tolist() == dominant
 
 
+@pytest.mark.numeric
 def test_batch_transform_mixes_one_hot_targets_within_each_device_slice():
     """Without smoothing the targets are one-hot; each device's slice pairs its own first and last image."""
     images = _arrays([[[[10.0]]], [[[20.0]]]], [[[[30.0]]], [[[40.0]]]])
@@ -183,6 +189,7 @@ def test_poly_power_reaches_the_schedule(tiny_set):
         assert schedule(6) == pytest.approx(halfway)
 
 
+@pytest.mark.numeric
 def test_smoothing_and_mixup_values_reach_the_batch_transform(tiny_set):
     config = _config(tiny_args(tiny_set, "unused", "--label-smoothing", "0.3", "--label-smoothing-style", "gluoncv",
                                "--mixup", "--mixup-alpha", "1", "--mixup-off-epoch", "1"))
@@ -216,6 +223,7 @@ def _entropy(logits):
     return _cross_entropy(_softmax(logits), logits)
 
 
+@pytest.mark.numeric
 def test_distillation_hard_weight_one_is_plain_cross_entropy():
     logits, labels = mx.nd.array([[2.0, 0.0, -1.0]]), mx.nd.array([0])
     loss = DistillationLoss(lambda images: mx.nd.array([[0.0, 5.0, 0.0]]), temperature=20, hard_weight=1.0)
@@ -224,6 +232,7 @@ def test_distillation_hard_weight_one_is_plain_cross_entropy():
     np.testing.assert_allclose(expected, _cross_entropy([[1, 0, 0]], np.array([[2.0, 0.0, -1.0]])), rtol=1e-5)
 
 
+@pytest.mark.numeric
 def test_distillation_hard_weight_zero_is_the_soft_term():
     """z = [2, 0], r = [0, 0], T = 2: soft target q = [1/2, 1/2]; log_softmax([1, 0]) = [-0.3132617, -1.3132617].
 
@@ -238,6 +247,7 @@ def test_distillation_hard_weight_zero_is_the_soft_term():
     assert value == pytest.approx(0.4804580, abs=2e-5)
 
 
+@pytest.mark.numeric
 def test_distillation_takes_dense_targets_too():
     """T = 1, r = [1, 0]: q = softmax([1, 0]) = [0.7311, 0.2689], whose entropy 0.5822 the soft term leaves out."""
     loss = DistillationLoss(lambda images: mx.nd.array([[1.0, 0.0]]), temperature=1, hard_weight=0.5,
@@ -250,12 +260,14 @@ def test_distillation_takes_dense_targets_too():
     np.testing.assert_allclose(loss(mx.nd.array(logits), mx.nd.array(targets), None).asnumpy(), expected, rtol=1e-5)
 
 
+@pytest.mark.numeric
 def test_distillation_soft_term_is_zero_where_the_student_matches_the_teacher():
     teacher_logits = mx.nd.array([[3.0, -1.0, 0.5, 8.0], [0.0, 0.0, 0.0, 0.0]])
     loss = DistillationLoss(lambda images: teacher_logits, temperature=20, hard_weight=0.0)
     assert loss(teacher_logits.copy(), mx.nd.array([0, 1]), None).asnumpy().tolist() == [0.0, 0.0]
 
 
+@pytest.mark.numeric
 def test_distillation_gives_the_gradient_of_the_papers_cross_entropy_form():
     """The logged KL form and the paper's cross-entropy form differ by the soft targets' entropy, a constant for
     the student: the same gradient with respect to its logits, to float32 rounding, at T = 20 and T = 1."""
@@ -485,6 +497,7 @@ def _assert_tricks_took_effect(recorder, metrics, row, teacher=None):
             np.testing.assert_array_equal(params[name].data().asnumpy(), value, err_msg=name)
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("row", sorted(TABLE_ROWS))
 def test_every_table_row_trains_with_its_tricks_in_effect(row, tiny_set, teacher_params, tmp_path, monkeypatch):
     recorder = RunRecorder(monkeypatch)
@@ -526,6 +539,7 @@ def _exported_values(params_file):
     return {name.split(":", 1)[1]: value.asnumpy() for name, value in mx.nd.load(params_file).items()}
 
 
+@pytest.mark.numeric
 def test_teacher_from_a_deployable_export_is_frozen_in_inference_mode_and_used(tiny_set, tmp_path, monkeypatch):
     teacher = get_model("resnet18_v1b", classes=3)
     teacher.initialize()
@@ -566,6 +580,7 @@ def test_teacher_from_a_deployable_export_is_frozen_in_inference_mode_and_used(t
         assert np.abs(call["loss"] - hard).max() > 0.1  # (the two may cross on an image: 0.25 hard + 12 KL)
 
 
+@pytest.mark.numeric
 def test_teacher_from_the_local_gluoncv_cache(tiny_set, teacher_params, tmp_path, monkeypatch, capsys):
     """Without --teacher-params the teacher's weights come from $MXNET_HOME/models, never from the network."""
     monkeypatch.setenv("MXNET_HOME", str(tmp_path / "mxnet"))
@@ -592,6 +607,7 @@ MOBILENETV2_LAST_GAMMAS = frozenset(f"features.{index}.out.7.gamma" for index in
     ("mobilenetv2_0.25", "mobilenet0.25", 24, ["--last-gamma"], MOBILENETV2_LAST_GAMMAS),
     ("inceptionv3", "resnet18_v1d", 75, [], frozenset()),
 ], ids=["mobilenetv2", "inceptionv3"])
+@pytest.mark.numeric
 def test_tricks_take_effect_on_the_other_networks(student, teacher, input_size, extra, zero_gammas, tiny_set,
                                                   tmp_path, monkeypatch):
     """Zero gamma where there are residual blocks, no bias decay, smoothed and mixed targets, and distillation
