@@ -12,7 +12,6 @@ import os
 import pickle
 import sys
 
-import train_imagenet  # noqa: F401 (first: it sets MXNet's CPU threads before MXNet loads)
 import utils.optimizers  # noqa: F401 (the pickled optimizer may be this module's LAMB or AdamW)
 from utils import checkpoint
 from utils.errors import UserError, command_line_entry
