@@ -43,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 import mxnet as mx
 import pytest
 
+from engine.config import build_parser
 from models import get_model
 from tests.helpers import CIFAR10_CLASSES, write_cifar10_binary
 from tests.launch_job import HOROVODRUN
@@ -84,7 +85,7 @@ PATH_STAND_INS = {
 }
 # train_imagenet.py writes into --save-dir, by default "params" in the working directory: the repository here.
 DEFAULT_SAVE_DIR = "work/params"
-# Folders the pages' commands expect to exist: ~/rec is made by their mkdir, rec/ and runs/ by their user.
+# Folders the pages' commands expect to exist: their mkdir makes ~/rec and rec/, training makes runs/.
 WORK_FOLDERS = ("home-rec", "rec", "runs")
 
 # Commands with placeholders, as the pages show them -> the commands run for them.
@@ -825,3 +826,15 @@ def test_the_readme_shorthand_is_read_as_a_person_reads_it():
         "", " --model inceptionv3 --input-size 299 --no-last-gamma", " --model mobilenet1.0 --no-last-gamma"]
     assert flags_after("table3-efficient-r50.yaml") == [
         "", " --model resnet50_v1b", " --model resnet50_v1c", " --model resnet50_v1d"]
+
+
+def test_every_flag_of_the_trainer_is_on_the_training_page():
+    """docs/training.md's table of flags names every flag that train_imagenet.py parses."""
+    with open(os.path.join(REPO, "docs", "training.md")) as handle:
+        page = handle.read()
+    names = [name for action in build_parser()._actions for name in action.option_strings]
+    # A switch's --no- form goes with it (--no-wd is a flag of its own, --no-no-wd its negation).
+    flags = [name for name in names if name.startswith("--") and name != "--help"
+             and not (name.startswith("--no-") and "--" + name[len("--no-"):] in names)]
+    missing = [name for name in flags if not re.search(rf"`{re.escape(name)}[` ]", page)]
+    assert not missing, f"docs/training.md names no {missing}"
