@@ -838,3 +838,40 @@ def test_every_flag_of_the_trainer_is_on_the_training_page():
              and not (name.startswith("--no-") and "--" + name[len("--no-"):] in names)]
     missing = [name for name in flags if not re.search(rf"`{re.escape(name)}[` ]", page)]
     assert not missing, f"docs/training.md names no {missing}"
+
+
+def results_tables():
+    """Each table of docs/results.md with its context: the text from the table before it (or its section's heading)
+    to the table after it (or the next heading)."""
+    with open(os.path.join(REPO, "docs", "results.md")) as handle:
+        lines = handle.read().splitlines()
+    sections, current = [], []
+    for line in lines:
+        if line.startswith("## "):
+            sections.append(current)
+            current = []
+        current.append(line)
+    sections.append(current)
+    found = []
+    for section in sections:
+        blocks, kinds = [], []
+        for line in section:
+            kind = line.startswith("|")
+            if not blocks or kinds[-1] != kind:
+                blocks.append([])
+                kinds.append(kind)
+            blocks[-1].append(line)
+        for index, kind in enumerate(kinds):
+            if kind:
+                context = [line for i in (index - 1, index + 1) if 0 <= i < len(blocks) for line in blocks[i]]
+                found.append((blocks[index][0], "\n".join(context)))
+    return found
+
+
+def test_every_results_table_names_its_command_and_commit():
+    """A table of docs/results.md has, between the tables around it, the commit it was measured at and a command."""
+    tables = results_tables()
+    assert len(tables) >= 8
+    for header, context in tables:
+        assert re.search(r"\bcommits? [0-9a-f]{7}\b", context), f"docs/results.md: no commit beside {header}"
+        assert re.search(r"(`|^)python3? ", context, re.M), f"docs/results.md: no command beside {header}"
