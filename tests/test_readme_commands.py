@@ -875,3 +875,37 @@ def test_every_results_table_names_its_command_and_commit():
     for header, context in tables:
         assert re.search(r"\bcommits? [0-9a-f]{7}\b", context), f"docs/results.md: no commit beside {header}"
         assert re.search(r"(`|^)python3? ", context, re.M), f"docs/results.md: no command beside {header}"
+
+
+def test_no_page_names_a_folder_that_users_do_not_have():
+    """Users get the repository alone: no page sends them to the developers' shared folder of data sets."""
+    for path in PAGES:
+        with open(path) as handle:
+            text = handle.read()
+        assert "../shared" not in text and "shared/datasets" not in text, os.path.relpath(path, REPO)
+
+
+def heading_anchor(heading):
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_between_pages_leads_to_a_page_and_heading():
+    for path in PAGES:
+        with open(path) as handle:
+            text = handle.read()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if target.startswith("http"):
+                continue
+            page, _, anchor = target.partition("#")
+            linked = os.path.normpath(os.path.join(os.path.dirname(path), page)) if page else path
+            where = f"{os.path.relpath(path, REPO)}: ({target})"
+            assert os.path.exists(linked), f"{where} leads to no file"
+            if anchor:
+                with open(linked) as handle:
+                    in_code, anchors = False, set()
+                    for line in handle:
+                        in_code ^= line.startswith("```")
+                        if line.startswith("#") and not in_code:
+                            anchors.add(heading_anchor(line.lstrip("#")))
+                assert anchor in anchors, f"{where} leads to no heading"
