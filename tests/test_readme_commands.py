@@ -25,6 +25,10 @@ written. Then, by what the command runs:
   ``horovodrun``'s --help only where Horovod is installed);
 * NOT_RUN: what this machine cannot run, with the reason; these tests skip after any cheap check.
 Most commands spend their second in MXNet's import, so they run two at a time, started ahead of their tests.
+
+Besides the commands, the pages are checked as a whole: docs/training.md names every flag of the trainer, every
+table of docs/results.md has its commit and a command beside it, every link between pages leads to a page and
+heading, and no page names the developers' shared folder of data sets.
 """
 import configparser
 import dataclasses
