@@ -12,8 +12,8 @@ RATE x (l - 1) / (L - 1), from 0 at the first block.)
 MXNet's ``Dropout`` with ``axes=(1, 2, 3)`` draws one Bernoulli variable per sample, shared over channels and
 positions, scales the kept samples by 1 / (1 - p) in training and is the identity in inference: that is the drop
 of a residual branch of an NCHW map, with no parameters and in a static graph. Its masks come from MXNet's random
-generator of the device the branch runs on: each GPU has its own, seeded from the global seed and the GPU's id; all
-CPU contexts share one.
+generator of the device the branch runs on: each GPU has its own, all CPU contexts share one; the training loop seeds
+them before every batch from (seed, epoch, batch, rank), and MXNet derives each GPU's from that seed and the GPU's id.
 """
 
 # One keep-or-drop per sample of an NCHW map: the mask is shared over channels, height and width.

@@ -206,3 +206,33 @@ def pickled_trainer_states(flags, folder, path, num_classes=3, batches_per_epoch
                         os.path.join(folder, checkpoint.OPTIMIZER_COUNTS))
     trainer.save_states(str(path))
     return path
+
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def write_cifar10_binary(path, images_per_batch=3, seed=0):
+    """A small archive laid out as CIFAR-10's binary version (cifar-10-binary.tar.gz): five training batches and
+    a test batch of ``images_per_batch`` records each (a label byte, 1,024 red, green, blue bytes), the class
+    names' file; returns {file name: (labels, images (N, 32, 32, 3) RGB)}."""
+    import io
+    import tarfile
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    batches = {}
+    with tarfile.open(path, "w:gz") as archive:
+        def add(name, data):
+            member = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
+
+        add("batches.meta.txt", ("\n".join(CIFAR10_CLASSES) + "\n\n").encode())
+        for name in [f"data_batch_{number}.bin" for number in range(1, 6)] + ["test_batch.bin"]:
+            labels = rng.integers(0, len(CIFAR10_CLASSES), images_per_batch, dtype=np.uint8)
+            images = rng.integers(0, 256, (images_per_batch, 32, 32, 3), dtype=np.uint8)
+            planes = images.transpose(0, 3, 1, 2).reshape(images_per_batch, -1)
+            add(name, np.concatenate([labels[:, None], planes], axis=1).tobytes())
+            batches[name] = (labels, images)
+    return batches

@@ -20,7 +20,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, "tools", "launch.py")
-# Horovod's launcher, installed beside this Python when Horovod is (README.md, "Horovod").
+# Horovod's launcher, installed beside this Python when Horovod is (docs/multi-machine.md, "Horovod").
 HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
 MARKER_VARIABLE = "BAG_OF_TRICKS_TEST_MARKER"
 TCP_LISTEN = "0A"  # a socket's state in /proc/net/tcp (the kernel's TCP_LISTEN, 10)
@@ -151,7 +151,7 @@ def local_launch_args(num_workers=2, num_servers=1):
 def needs_horovod():
     """Skip the calling test where Horovod is not built here; the README's test command builds it first."""
     pytest.importorskip("horovod.mxnet", reason="Horovod is not installed: python -m tools.install_horovod "
-                                                "(README.md, Horovod)")
+                                                "(docs/multi-machine.md, Horovod)")
 
 
 def horovod_launch_args(num_ranks=2):

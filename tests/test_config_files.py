@@ -1,4 +1,4 @@
-"""Config files (``--config``): each recipe of configs/ resolves to the README command it stands for, a run's
+"""Config files (``--config``): each recipe of configs/ resolves to the command it stands for (docs/recipes.md), a run's
 args.yaml replays the run, the command line overrides a file, and a bad file is one line saying what to mend."""
 import dataclasses
 import os
@@ -17,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs")
 # The README's $DATA, which its commands give beside every file: data and devices stay out of the files.
 DATA = "--rec-train ~/rec/train.rec --rec-val ~/rec/val.rec --num-gpus 8 -j 32"
-TEACHER_PARAMS = "--teacher-params r152d.params"
+TEACHER_PARAMS = "--teacher-params runs/r152d/resnet152_v1d-0119.params"
 
 # The README's commands as they were before configs/, copied from it: the $E of each network, the flags of each
 # Table 6 row after $E, and what the README now adds to each Table 6 file on the command line.
@@ -34,11 +34,11 @@ TABLE_6_ROWS = {  # file: (the row's flags after $E, what the README adds to the
     "table6-cosine-r50d.yaml": ("--lr-mode cosine", ""),
     "table6-label-smoothing-r50d.yaml": ("--lr-mode cosine --label-smoothing 0.1", ""),
     "table6-distillation-r50d.yaml": ("--lr-mode cosine --label-smoothing 0.1 --teacher resnet152_v1d "
-                                      "--teacher-params r152d.params --temperature 20", TEACHER_PARAMS),
+                                      f"{TEACHER_PARAMS} --temperature 20", TEACHER_PARAMS),
     "table6-mixup-r50d.yaml": ("--lr-mode cosine --label-smoothing 0.1 --mixup --mixup-alpha 0.2 --num-epochs 200",
                                ""),
     "table6-distillation-mixup-r50d.yaml": ("--lr-mode cosine --label-smoothing 0.1 --mixup --num-epochs 200 "
-                                            "--teacher resnet152_v1d --teacher-params r152d.params",
+                                            f"--teacher resnet152_v1d {TEACHER_PARAMS}",
                                             TEACHER_PARAMS),
 }
 # (file, what the README adds to it besides $DATA, the flags of the README command it stands for, after $DATA).
@@ -85,10 +85,11 @@ CONFIG_FILES = sorted(os.listdir(CONFIGS))
 
 @pytest.fixture
 def in_readme_folder(tmp_path, monkeypatch):
-    """A working folder holding the teacher's weights that the README's distillation rows name (an empty file:
+    """A working folder holding the teacher's weights that docs/recipes.md's distillation rows name (an empty file:
     only its existence is checked before training)."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "r152d.params").write_bytes(b"")
+    (tmp_path / "runs" / "r152d").mkdir(parents=True)
+    (tmp_path / "runs" / "r152d" / "resnet152_v1d-0119.params").write_bytes(b"")
 
 
 def _config(command_line, config_file=None):
@@ -113,8 +114,8 @@ def test_a_file_resolves_to_the_readme_command_it_stands_for(config_file, readme
     assert _config(f"{DATA} {readme_adds}", config_file) == _config(f"{DATA} {readme_flags}")
 
 
-def test_the_readme_names_every_file_of_configs_and_no_other():
-    with open(os.path.join(REPO, "README.md")) as handle:
+def test_the_recipes_page_names_every_file_of_configs_and_no_other():
+    with open(os.path.join(REPO, "docs", "recipes.md")) as handle:
         named = set(re.findall(r"--config configs/([\w.-]+)", handle.read()))
     assert named == set(CONFIG_FILES)
 

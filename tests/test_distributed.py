@@ -389,8 +389,8 @@ def test_horovod_without_horovod_says_how_to_build_it(capsys, monkeypatch, tiny_
     monkeypatch.setenv("HOROVOD_RANK", "0")
     line = trainer_error_line(capsys, tiny_args(tiny_set, tmp_path, "--kvstore", "horovod"))
     assert line == ("error: --kvstore horovod needs Horovod built with MXNet support, which is not installed; build "
-                    "it against this MXNet with `python -m tools.install_horovod` (README.md, Horovod), or use "
-                    "--kvstore dist_sync with tools/launch.py")
+                    "it against this MXNet with `python -m tools.install_horovod` (docs/multi-machine.md, Horovod), "
+                    "or use --kvstore dist_sync with tools/launch.py")
 
 
 def test_horovod_outside_horovodrun_says_how_to_launch(capsys, monkeypatch, tiny_set, tmp_path):

@@ -1,23 +1,25 @@
-"""Every command README.md shows runs as written (the project's rule), at small sizes, on this CPU machine.
+"""Every command of README.md and docs/*.md runs as written (the project's rule), at small sizes, on this CPU machine.
 
-The commands are read from README.md when the tests run, so a new one is covered without editing this file:
+The commands are read from the pages (README.md, then docs/*.md, each on its own: a page defines its own variables and
+makes the files its commands use) when the tests run, so a new one is covered without editing this file:
 each line of its ```bash blocks (continuation lines joined, ``&&`` chains split, a ``for`` loop kept whole) and
 each inline `python ...` or `pip ...` span elsewhere, in tables and prose (a span may wrap over lines).
-Variables (``$DATA``) are expanded as the README defines them at that point; a span starting with ``...``
+Variables (``$DATA``) are expanded as the page defines them at that point; a span starting with ``...``
 continues the row above's command from the first word they share; a command-table row that gives its command
 in words is mapped in DERIVED_ROWS, a command with placeholders (``NAME``, ``[--input-size N]``) in
 PLACEHOLDERS. A command-table row with no command, or a command that no table below knows, fails.
 
-Only the README's paths change (PATH_STAND_INS, and train_imagenet.py's default ``--save-dir``); flags stay as
+Only the pages' paths change (PATH_STAND_INS, and train_imagenet.py's default ``--save-dir``); flags stay as
 written. Then, by what the command runs:
 * KINDS, run here on tests/conftest.py's tiny set, checking what they print and write: ``mkdir``,
-  ``data.pack``, ``data.clean``, ``models`` (the README's figures), ``models.convert``, ``models.export_onnx``,
+  ``data.cifar10`` (on a small archive of the binary version's layout), ``data.pack``, ``data.clean``,
+  ``models`` (the pages' figures), ``models.convert``, ``models.export_onnx``,
   ``eval_imagenet.py``, ``predict.py``, ``tools.plot_runs`` (on run folders made here), ``tools.convert_checkpoint``,
   ``train_imagenet.py --help``. Training commands that ask for GPUs
   run as written and must stop with exit status 2 and the one-line GPU error, which comes only after every
   flag was parsed and validated; CPU ones whose batch is larger than the tiny set stop likewise at the data's
-  size check. The bare demo trains for two minutes: it is checked through ``--help`` (its defaults are the demo
-  of the README's Results, where its run is measured);
+  size check. The bare demo trains for minutes: it is checked through ``--help`` (its defaults are the demo
+  of docs/results.md, where its run is measured);
 * CHECKED_CHEAPLY, not run: the ssh launcher, Horovod's launcher, the benchmarks, the recipe search and
   TensorBoard's server, whose ``--help`` must list every option the command uses (a launcher's worker command is
   checked as its own kind; ``horovodrun``'s --help only where Horovod is installed);
@@ -26,10 +28,15 @@ Most commands spend their second in MXNet's import, so they run two at a time, s
 that only stop at a check (training that asks for GPUs or for a batch larger than the tiny set) and the --help of the
 benchmarks run one after another in one interpreter (tests/run_commands.py), each as ``python`` runs it alone, with
 its own exit status and output, and pay the import once.
+
+Besides the commands, the pages are checked as a whole: docs/training.md names every flag of the trainer, every
+table of docs/results.md has its commit and a command beside it, every link between pages leads to a page and
+heading, and no page names the developers' shared folder of data sets.
 """
 import configparser
 import dataclasses
 import fnmatch
+import glob
 import hashlib
 import itertools
 import json
@@ -44,16 +51,21 @@ from concurrent.futures import ThreadPoolExecutor
 import mxnet as mx
 import pytest
 
+from engine.config import build_parser
 from models import get_model
+from tests.helpers import CIFAR10_CLASSES, write_cifar10_binary
 from tests.launch_job import HOROVODRUN
 from utils import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
+# The pages whose commands run here: the README, then every page of docs/, in name order.
+PAGES = [README] + sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))
 TIMEOUT_SECONDS = 120
+CIFAR10_IMAGES_PER_BATCH = 2  # of the archive that stands in for CIFAR-10's download: 10 training, 2 test images
 PYTHONS = ("python", "python3")
 
-# Where the README's paths are on this machine: the one change made to its commands. "tiny/" is the tiny_set
+# Where the pages' paths are on this machine: the one change made to their commands. "tiny/" is the tiny_set
 # fixture (3 classes of 24x24 PNGs in images/<split>/<class>/, packed as <split>.rec), "work/" a folder of
 # this module. A word is replaced when it is the path or starts with the path and "/"; longest path first.
 PATH_STAND_INS = {
@@ -61,16 +73,19 @@ PATH_STAND_INS = {
     "~/imagenet/val": "tiny/images/val",
     "~/rec/train.rec": "tiny/train.rec",  # ImageNet, packed
     "~/rec/val.rec": "tiny/val.rec",
-    "~/rec": "work/home-rec",  # where the README's pack and clean write
+    "~/rec": "work/home-rec",  # where the pages' pack and clean write
+    "cifar-10-binary.tar.gz": "work/cifar-10-binary.tar.gz",  # CIFAR-10's download: a small archive of its layout
+    "cifar10/val": "tiny/images/val",
     "cifar10/train": "tiny/images/train",  # CIFAR-10, unpacked
-    "cifar10k": "tiny/images/train",  # the README's loop of links to CIFAR-10's first 1,000 images a class
+    "cifar10": "work/cifar10",  # where data.cifar10 unpacks the archive's stand-in
+    "cifar10k": "tiny/images/train",  # results.md's loop of links to CIFAR-10's first 1,000 images a class
     "rec/train.rec": "tiny/train.rec",  # CIFAR-10, packed
     "rec/val.rec": "tiny/val.rec",
     "rec": "work/rec",
-    "runs": "work/runs",  # --save-dir, and the trained network that eval, predict and the ONNX export read
+    "runs": "work/runs",  # --save-dir, and the trained network that eval, predict and the ONNX export read (and
+    # runs/r152d/resnet152_v1d-0119.params, the teacher's weights: an empty file, only its existence is checked)
     "gluoncv.params": "work/gluoncv.params",  # made here: GluonCV's resnet50_v1, initialized
     "ours.params": "work/ours.params",
-    "r152d.params": "work/r152d.params",  # the teacher's weights: an empty file, only its existence is checked
     "r50d.onnx": "work/r50d.onnx",
     "result.json": "work/result.json",
     "cat.jpg": "tiny/images/val/red/0.png",
@@ -78,10 +93,10 @@ PATH_STAND_INS = {
 }
 # train_imagenet.py writes into --save-dir, by default "params" in the working directory: the repository here.
 DEFAULT_SAVE_DIR = "work/params"
-# Folders the README's commands expect to exist: ~/rec is made by its mkdir, rec/ and runs/ by its user.
+# Folders the pages' commands expect to exist: their mkdir makes ~/rec and rec/, training makes runs/.
 WORK_FOLDERS = ("home-rec", "rec", "runs")
 
-# Commands with placeholders, as the README shows them -> the commands run for them.
+# Commands with placeholders, as the pages show them -> the commands run for them.
 PLACEHOLDERS = {
     "python -m models NAME [--input-size N]": ("python -m models resnet50_v1d",
                                                "python -m models inceptionv3 --input-size 299"),
@@ -90,10 +105,10 @@ PLACEHOLDERS = {
         "throughput", "profile_models", "pytorch_reference", "ablation", "tricks_overhead", "input_pipeline",
         "record_reader", "torchvision_pipeline", "resume_check", "scaling_model", "ps_lite_calibration",
         "gradient_compression", "compression_accuracy", "loop_overheads", "recipe_search")),
-    "python -m tools.convert_checkpoint SAVE_DIR": ("python -m tools.convert_checkpoint runs/r50d-baseline",),
+    "python -m tools.convert_checkpoint SAVE_DIR": ("python -m tools.convert_checkpoint runs/r50d",),
 }
 
-# The demo's settings as the README's Results state them: ResNet-18-D at 32x32, batch 64, 6 epochs, zero gamma,
+# The demo's settings as docs/results.md states them: ResNet-18-D at 32x32, batch 64, 6 epochs, zero gamma,
 # decay at epochs 4 and 5 (train_imagenet.py --help names its demo defaults after a slash).
 DEMO_SETTINGS = dict(model="resnet18_v1d", input_size="32", batch_size="64", num_epochs="6",
                      lr_decay_epoch="4,5", last_gamma="True")
@@ -107,15 +122,16 @@ ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=")  # HOROVOD_WITH_MXNET=1 before a 
 
 @dataclasses.dataclass(frozen=True)
 class ReadmeCommand:
-    """One command of the README: where it is, its text as shown, and the words a shell would run."""
+    """One command of a page: where it is, its text as shown, and the words a shell would run."""
 
+    page: str  # README.md or docs/NAME.md
     line: int
     text: str  # continuation lines joined, a leading "..." resolved, variables not expanded
-    argv: tuple  # $DATA expanded as the README defines it where the command is
+    argv: tuple  # $DATA expanded as the page defines it where the command is
 
 
 def _expand(text, variables):
-    """The words of ``text``, each ``$NAME`` the README defines replaced by the words of its value."""
+    """The words of ``text``, each ``$NAME`` the page defines replaced by the words of its value."""
     words = []
     for word in shlex.split(text, comments=True):
         name = word[1:]
@@ -123,13 +139,13 @@ def _expand(text, variables):
     return tuple(words)
 
 
-def _continue_row_above(text, row_above, line):
+def _continue_row_above(text, row_above, where):
     """``... WORDS``: the row above's command up to the first of WORDS, then WORDS."""
     if not row_above:
-        raise ValueError(f"README.md line {line}: {text!r} continues no command of the row above")
+        raise ValueError(f"{where}: {text!r} continues no command of the row above")
     words, above = text.split()[1:], row_above.split()
     if words[0] not in above:
-        raise ValueError(f"README.md line {line}: {text!r} shares no word with the row above, {row_above!r}")
+        raise ValueError(f"{where}: {text!r} shares no word with the row above, {row_above!r}")
     return " ".join(above[:above.index(words[0])] + words)
 
 
@@ -147,7 +163,7 @@ def _table_6_rows_of_other_networks(context):
 
 
 def _cifar_10_row(context):
-    """A row of "flags beyond the common ones": the Results' "Common:" command, then the row's flags."""
+    """A row of "flags beyond the common ones": the page's "Common:" command, then the row's flags."""
     common = re.search(r"Common: `(python [^`]+)`", context.readme).group(1)
     return [" ".join(common.split() + context.spans[0].split())]
 
@@ -163,7 +179,7 @@ DERIVED_ROWS = {
 
 @dataclasses.dataclass
 class RowContext:
-    """What a derived row's command is made of: its spans, the rows above it, the README."""
+    """What a derived row's command is made of: its spans, the rows above it, the page's text."""
 
     spans: list
     row_above: list
@@ -172,9 +188,10 @@ class RowContext:
 
 
 class ReadmeReader:
-    """Walks README.md once, in order, keeping the variables it defines and the table rows it has seen."""
+    """Walks one page once, in order, keeping the variables it defines and the table rows it has seen."""
 
     def __init__(self, path=README):
+        self.page = os.path.relpath(path, REPO)
         with open(path) as handle:
             self.readme = handle.read()
         self.lines = self.readme.splitlines()
@@ -207,7 +224,7 @@ class ReadmeReader:
 
     def _add(self, line, text):
         for concrete in PLACEHOLDERS.get(text, (text,)):
-            self.commands.append(ReadmeCommand(line, concrete, _expand(concrete, self.variables)))
+            self.commands.append(ReadmeCommand(self.page, line, concrete, _expand(concrete, self.variables)))
 
     def _read_block(self, first_line, block_lines):
         """A ```bash block: comments dropped, continuations joined, ``&&`` split, a for loop kept whole."""
@@ -240,7 +257,7 @@ class ReadmeReader:
         if definition:
             self.variables[definition.group(1)] = definition.group(2)
         elif COMMAND_SPAN.match(span):
-            text = _continue_row_above(span, row_above, line) if span.startswith("...") else span
+            text = _continue_row_above(span, row_above, f"{self.page} line {line}") if span.startswith("...") else span
             self._add(line, text)
             return text
         return None
@@ -264,7 +281,7 @@ class ReadmeReader:
                 above = row_above[-1] if row_above else None
                 texts = [text for span in spans if (text := self._read_span(number, span, above))]
                 if number != first_line and not texts and not definitions:
-                    rows_without_command.append(f"README.md line {number}: {row}")
+                    rows_without_command.append(f"{self.page} line {number}: {row}")
             rows_with_command += bool(texts) or bool(definitions) or label in DERIVED_ROWS
             self.rows_so_far.append((label, texts))
             row_above = texts or row_above
@@ -275,11 +292,15 @@ class ReadmeReader:
 
 
 def readme_commands():
-    reader = ReadmeReader()
-    commands = reader.read()
-    unused = set(DERIVED_ROWS) - reader.derived_rows_used
+    """The commands of every page, page by page."""
+    commands, used = [], set()
+    for path in PAGES:
+        reader = ReadmeReader(path)
+        commands += reader.read()
+        used |= reader.derived_rows_used
+    unused = set(DERIVED_ROWS) - used
     if unused:
-        raise ValueError(f"DERIVED_ROWS maps rows the README no longer has: {sorted(unused)}")
+        raise ValueError(f"DERIVED_ROWS maps rows no page has any more: {sorted(unused)}")
     return commands
 
 
@@ -353,7 +374,7 @@ def lines_of(text):
 
 @dataclasses.dataclass
 class Here:
-    """This machine: stand-ins for the README's paths, and the commands run, two at a time, once each.
+    """This machine: stand-ins for the pages' paths, and the commands run, two at a time, once each.
 
     Most commands spend their second in MXNet's import, so ``start`` runs them ahead on a second core; ``run``
     waits for a started command or runs it then. The same words run once (a --help that commands share).
@@ -369,7 +390,7 @@ class Here:
         return os.path.join({"tiny": self.tiny, "work": self.work}[root], rest)
 
     def substitute(self, argv):
-        """``argv`` with the README's paths replaced; a training command without --save-dir gets its own."""
+        """``argv`` with the pages' paths replaced; a training command without --save-dir gets its own."""
         words = []
         for word in argv:
             readme_path = next((key for key in sorted(PATH_STAND_INS, key=len, reverse=True)
@@ -405,7 +426,9 @@ def here(tiny_set, tmp_path_factory):
     work = tmp_path_factory.mktemp("readme")
     for folder in WORK_FOLDERS:
         os.makedirs(work / folder)
-    (work / "r152d.params").write_bytes(b"")
+    os.makedirs(work / "runs" / "r152d")
+    (work / "runs" / "r152d" / "resnet152_v1d-0119.params").write_bytes(b"")
+    write_cifar10_binary(work / "cifar-10-binary.tar.gz", images_per_batch=CIFAR10_IMAGES_PER_BATCH)
     with ThreadPoolExecutor(max_workers=2) as pool:
         yield Here(str(tiny_set), str(work), pool)
         pool.shutdown(cancel_futures=True)
@@ -438,7 +461,7 @@ def make_gluoncv_params(here):
 
 
 def make_finished_runs(here):
-    """The run folders that the README's ``tools.plot_runs`` commands compare, written as training writes them:
+    """The run folders that the pages' ``tools.plot_runs`` commands compare, written as training writes them:
     settings, then one metrics line per epoch."""
     for name, top1 in (("r50d-baseline", (0.30, 0.52)), ("r50d-cosine", (0.32, 0.56)),
                        ("ablation-reader/resnet18_v1d-seed0-27d5557504", (0.38, 0.65)),
@@ -453,7 +476,7 @@ def make_finished_runs(here):
 
 @pytest.fixture(scope="module")
 def started(here, request):
-    """The input files the README's commands expect, then what the selected tests of this module run, started."""
+    """The input files the pages' commands expect, then what the selected tests of this module run, started."""
     make_trained_r50d(here)
     make_gluoncv_params(here)
     make_finished_runs(here)
@@ -473,10 +496,11 @@ def class_names(folder):
 
 
 def readme_model_figures():
-    """name -> (parameters, multiply-adds) as the README's table of models gives them, e.g. "25.58 M", "4.329 G"."""
-    figures = {}
-    with open(README) as handle:
-        rows = handle.read().splitlines()
+    """name -> (parameters, multiply-adds) as the pages' table of models gives them, e.g. "25.58 M", "4.329 G"."""
+    figures, rows = {}, []
+    for path in PAGES:
+        with open(path) as handle:
+            rows += handle.read().splitlines()
     for row in rows:
         cells = [cell.strip() for cell in CELL_SEPARATOR.split(row)[1:-1]]
         if len(cells) == 4 and re.fullmatch(r"`[\w.]+`", cells[0]) and cells[2].endswith(" M"):
@@ -490,6 +514,20 @@ def readme_model_figures():
 def check_mkdir(argv, here):
     assert_exit(here.run(argv), 0, argv)
     assert os.path.isdir(argv[-1])
+
+
+def check_cifar10(argv, here):
+    """``python -m data.cifar10 ARCHIVE OUT``: OUT/train and OUT/val hold every image of the archive, in class
+    folders (tests/test_cifar10.py checks the pixels)."""
+    out = argv[4]
+    result = here.run(argv)
+    assert_exit(result, 0, argv)
+    counts = {"train": 5 * CIFAR10_IMAGES_PER_BATCH, "val": CIFAR10_IMAGES_PER_BATCH}
+    assert lines_of(result.stdout) == [f"{split}: {count} images of 10 classes in {os.path.join(out, split)}"
+                                       for split, count in counts.items()]
+    for split, count in counts.items():
+        assert class_names(os.path.join(out, split)) == sorted(CIFAR10_CLASSES)
+        assert sum(len(os.listdir(os.path.join(out, split, name))) for name in CIFAR10_CLASSES) == count
 
 
 def check_pack(argv, here):
@@ -524,7 +562,7 @@ def check_clean(argv, here):
 
 
 def check_models(argv, here):
-    """``list`` prints every network of the README's table; NAME prints the table's figures for it."""
+    """``list`` prints every network of the pages' table of models; NAME prints the table's figures for it."""
     result = here.run(argv)
     assert_exit(result, 0, argv)
     figures = readme_model_figures()
@@ -535,7 +573,7 @@ def check_models(argv, here):
     size = argv[argv.index("--input-size") + 1] if "--input-size" in argv else "224"
     parameters, multiply_adds = figures[name]
     assert lines_of(result.stdout) == [f"{name}: {parameters} parameters, {multiply_adds} multiply-adds at "
-                                       f"{size}x{size}"], "the README's table of models says otherwise"
+                                       f"{size}x{size}"], "the table of models (docs/training.md) says otherwise"
 
 
 def check_convert(argv, here):
@@ -637,7 +675,7 @@ def check_train(argv, here):
 
 
 def check_demo_settings(argv, here):
-    """The demo trains for two minutes: its settings are read from ``--help``, its run is in the README's Results."""
+    """The demo trains for minutes: its settings are read from ``--help``, its run is in docs/results.md."""
     result = here.run([*argv, "--help"])
     assert_exit(result, 0, argv)
     defaults = re.search(r"the demo's without: (.*)$", result.stdout, re.M).group(1)
@@ -701,17 +739,18 @@ def check_horovodrun(argv, here):
     if worker < len(argv):
         check(argv[worker:], here)
     if not os.path.exists(HOROVODRUN):
-        pytest.skip("Horovod is not installed here (README.md, Horovod): its launcher's options are not checked")
+        pytest.skip("Horovod is not installed here (docs/multi-machine.md, Horovod): its launcher's options are not "
+                    "checked")
     check_help_lists_options([HOROVODRUN], options(argv[1:worker]), here)
 
 
 def benchmark_invocation(argv):
-    """``python -m benchmarks.NAME`` or ``python benchmarks/NAME.py``: the README's spelling, either."""
+    """``python -m benchmarks.NAME`` or ``python benchmarks/NAME.py``: the pages' spelling, either."""
     return argv[:3] if argv[1] == "-m" else argv[:2]
 
 
 def check_benchmark(argv, here):
-    """Not run (minutes to hours): its --help, in the README's spelling, lists every option the command uses."""
+    """Not run (minutes to hours): its --help, in the page's spelling, lists every option the command uses."""
     invocation = benchmark_invocation(argv)
     check_help_lists_options(invocation, options(argv[len(invocation):]), here)
 
@@ -752,6 +791,8 @@ def check_module_exists(argv):
 # What this machine cannot run, why, and the cheap check made instead (None: nothing to check); by what it runs.
 NOT_RUN = {
     "pip": ("installs packages: no network here, and this environment is installed already", check_extras),
+    "curl": ("downloads CIFAR-10: no network here; its archive has a stand-in", None),
+    "git": ("clones GluonCV's scripts: no network here", None),
     "venv": ("makes the virtual environment that this one already is", None),
     ".": ("activates the virtual environment (a shell built-in)", None),
     "flake8": ("the linter over the whole repository: CI runs it on its own", None),
@@ -765,7 +806,7 @@ NOT_RUN = {
                                         check_module_exists),
 }
 
-# Checked without being run, from the README's words: ssh hosts, minutes to hours of measuring, or a server.
+# Checked without being run, from the pages' words: ssh hosts, minutes to hours of measuring, or a server.
 CHECKED_CHEAPLY = {
     "tools.launch": check_launch,
     "horovodrun": check_horovodrun,
@@ -778,6 +819,7 @@ CHECKED_CHEAPLY = {
 # Run here, on the stand-ins of PATH_STAND_INS: by what the command runs (train_imagenet branches on its flags).
 KINDS = {
     "mkdir": check_mkdir,
+    "data.cifar10": check_cifar10,
     "data.pack": check_pack,
     "data.clean": check_clean,
     "models": check_models,
@@ -792,7 +834,7 @@ KINDS = {
 
 
 def check(argv, here):
-    """Check the README's words ``argv`` as the tables above say; fail if no table knows what they run."""
+    """Check the pages' words ``argv`` as the tables above say; fail if no table knows what they run."""
     name = program(argv)
     if name in NOT_RUN:
         reason, cheap_check = NOT_RUN[name]
@@ -812,7 +854,7 @@ def check(argv, here):
 
 
 def planned_runs(argv, here):
-    """What checking the README's words ``argv`` will run, to start it early (a check runs what it needs anyway)."""
+    """What checking the pages' words ``argv`` will run, to start it early (a check runs what it needs anyway)."""
     name = program(argv)
     if name in NOT_RUN or any(PLACEHOLDER_WORD.search(word) for word in argv):
         return []
@@ -829,7 +871,7 @@ def planned_runs(argv, here):
 
 def command_id(command):
     """Where and what."""
-    return f"line{command.line}:{' '.join(command.text.split())}"
+    return f"{command.page}:line{command.line}:{' '.join(command.text.split())}"
 
 
 @pytest.mark.parametrize("command", README_COMMANDS, ids=command_id)
@@ -852,3 +894,86 @@ def test_the_readme_shorthand_is_read_as_a_person_reads_it():
         "", " --model inceptionv3 --input-size 299 --no-last-gamma", " --model mobilenet1.0 --no-last-gamma"]
     assert flags_after("table3-efficient-r50.yaml") == [
         "", " --model resnet50_v1b", " --model resnet50_v1c", " --model resnet50_v1d"]
+
+
+def test_every_flag_of_the_trainer_is_on_the_training_page():
+    """docs/training.md's table of flags names every flag that train_imagenet.py parses."""
+    with open(os.path.join(REPO, "docs", "training.md")) as handle:
+        page = handle.read()
+    names = [name for action in build_parser()._actions for name in action.option_strings]
+    # A switch's --no- form goes with it (--no-wd is a flag of its own, --no-no-wd its negation).
+    flags = [name for name in names if name.startswith("--") and name != "--help"
+             and not (name.startswith("--no-") and "--" + name[len("--no-"):] in names)]
+    missing = [name for name in flags if not re.search(rf"`{re.escape(name)}[` ]", page)]
+    assert not missing, f"docs/training.md names no {missing}"
+
+
+def results_tables():
+    """Each table of docs/results.md with its context: the text from the table before it (or its section's heading)
+    to the table after it (or the next heading)."""
+    with open(os.path.join(REPO, "docs", "results.md")) as handle:
+        lines = handle.read().splitlines()
+    sections, current = [], []
+    for line in lines:
+        if line.startswith("## "):
+            sections.append(current)
+            current = []
+        current.append(line)
+    sections.append(current)
+    found = []
+    for section in sections:
+        blocks, kinds = [], []
+        for line in section:
+            kind = line.startswith("|")
+            if not blocks or kinds[-1] != kind:
+                blocks.append([])
+                kinds.append(kind)
+            blocks[-1].append(line)
+        for index, kind in enumerate(kinds):
+            if kind:
+                context = [line for i in (index - 1, index + 1) if 0 <= i < len(blocks) for line in blocks[i]]
+                found.append((blocks[index][0], "\n".join(context)))
+    return found
+
+
+def test_every_results_table_names_its_command_and_commit():
+    """A table of docs/results.md has, between the tables around it, the commit it was measured at and a command."""
+    tables = results_tables()
+    assert len(tables) >= 8
+    for header, context in tables:
+        assert re.search(r"\bcommits? [0-9a-f]{7}\b", context), f"docs/results.md: no commit beside {header}"
+        assert re.search(r"(`|^)python3? ", context, re.M), f"docs/results.md: no command beside {header}"
+
+
+def test_no_page_names_a_folder_that_users_do_not_have():
+    """Users get the repository alone: no page sends them to the developers' shared folder of data sets."""
+    for path in PAGES:
+        with open(path) as handle:
+            text = handle.read()
+        assert "../shared" not in text and "shared/datasets" not in text, os.path.relpath(path, REPO)
+
+
+def heading_anchor(heading):
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_between_pages_leads_to_a_page_and_heading():
+    for path in PAGES:
+        with open(path) as handle:
+            text = handle.read()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if target.startswith("http"):
+                continue
+            page, _, anchor = target.partition("#")
+            linked = os.path.normpath(os.path.join(os.path.dirname(path), page)) if page else path
+            where = f"{os.path.relpath(path, REPO)}: ({target})"
+            assert os.path.exists(linked), f"{where} leads to no file"
+            if anchor:
+                with open(linked) as handle:
+                    in_code, anchors = False, set()
+                    for line in handle:
+                        in_code ^= line.startswith("```")
+                        if line.startswith("#") and not in_code:
+                            anchors.add(heading_anchor(line.lstrip("#")))
+                assert anchor in anchors, f"{where} leads to no heading"

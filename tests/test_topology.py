@@ -1,7 +1,8 @@
 """Every trick trains the same on one device, two devices, two dist_sync workers and two Horovod ranks, and visibly
 changes training.
 
-Stochastic depth is not a row: each device draws its own masks (see README, *One recipe on every topology*).
+Stochastic depth is not a row: each device draws its own masks (docs/multi-machine.md, One recipe on every
+topology).
 
 Each row of ``ROWS`` trains ``train_imagenet.py`` for 2 epochs of 3 steps on the fixed batches of
 ``tests/topology_run.py`` (the same global batch of 8 images of 24x24 everywhere, BatchNorm with fixed statistics,
@@ -76,8 +77,8 @@ TOPOLOGIES = {
     "2 devices": ["--batch-size", "4", "--num-cpu-contexts", "2"],
     "2 dist_sync workers": ["--batch-size", "4", "--kvstore", "dist_sync"],
 }
-# Horovod is built apart from the project (README.md, "Horovod"): its topology has tests of its own, which skip
-# where it is not installed.
+# Horovod is built apart from the project (docs/multi-machine.md, "Horovod"): its topology has tests of its own,
+# which skip where it is not installed.
 HOROVOD_RANKS = "2 horovod ranks"
 # The rows that exercise what Horovod does otherwise than dist_sync: the gradient's averaging (baseline), and the
 # optimizer on every rank with its per-parameter decay and its states (--wd, --no-wd, AdamW). The other rows'

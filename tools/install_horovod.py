@@ -58,8 +58,8 @@ def pip(*arguments, environment=None):
     command = [sys.executable, "-m", "pip", "install", *arguments]
     print("+", " ".join(command), flush=True)
     if subprocess.run(command, env=environment).returncode != 0:
-        raise UserError(f"`{' '.join(command[2:])}` failed (its output is above); README.md, Horovod, lists what "
-                        "the build needs")
+        raise UserError(f"`{' '.join(command[2:])}` failed (its output is above); docs/multi-machine.md, Horovod, "
+                        "lists what the build needs")
 
 
 @command_line_entry

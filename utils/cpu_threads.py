@@ -2,8 +2,8 @@
 
 MXNet 1.9.1 sizes the OpenMP pool of its CPU operators once, when the library loads: half the logical CPUs
 on x86, on the assumption that every core runs two hyperthreads (``src/engine/openmp.cc``). On a machine
-without hyperthreading, as most small cloud VMs are, that leaves half the cores idle (the README's *Train on
-your data* gives the speed-up measured). MXNet reads ``MXNET_OMP_MAX_THREADS`` (or the standard ``OMP_NUM_THREADS``)
+without hyperthreading, as most small cloud VMs are, that leaves half the cores idle (docs/training.md,
+*Section 2*, gives the speed-up measured). MXNet reads ``MXNET_OMP_MAX_THREADS`` (or the standard ``OMP_NUM_THREADS``)
 instead when it is set, so the entry scripts set it to the number of physical cores first; on a machine
 with two hyperthreads per core that is MXNet's own choice, and a value the user set is never changed.
 """

@@ -11,8 +11,8 @@ def build_contexts(num_gpus=0, num_cpu_contexts=1, gpu_ids=()):
         available = mx.context.num_gpus()
         if max(gpu_ids) >= available:
             raise UserError(f"GPUs {','.join(map(str, gpu_ids))} were asked for but this MXNet sees {available}; "
-                            "install the CUDA build (pip install mxnet-cu112==1.9.1) on a GPU machine, "
-                            "or use --num-cpu-contexts")
+                            "install a CUDA build (pip install mxnet-cu112==1.9.1, or mxnet-cu117==1.9.1: "
+                            "docs/install.md) on a GPU machine, or use --num-cpu-contexts")
         return [mx.gpu(i) for i in gpu_ids]
     if num_cpu_contexts < 1:
         raise UserError(f"--num-cpu-contexts must be at least 1, got {num_cpu_contexts}")

@@ -158,8 +158,8 @@ PS_LITE_VARIABLES = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC
 
 
 HOROVOD_MISSING = ("--kvstore horovod needs Horovod built with MXNet support, which is not installed; build it "
-                   "against this MXNet with `python -m tools.install_horovod` (README.md, Horovod), or use --kvstore "
-                   "dist_sync with tools/launch.py")
+                   "against this MXNet with `python -m tools.install_horovod` (docs/multi-machine.md, Horovod), or use "
+                   "--kvstore dist_sync with tools/launch.py")
 
 
 def join_horovod():
