@@ -318,7 +318,9 @@ def test_time_to_target_stops_a_trial_once_it_reaches_the_top1(tmp_path, tiny_se
 
 def test_sigterm_stops_the_worker_after_its_trainer_saved_and_queues_the_trial_again(tmp_path, tiny_set, space_file):
     search_dir = tmp_path / "search"
-    argv = search_argv(search_dir, space_file, tiny_set, trials=1, trainer_extra=("--input-size", "96"))
+    # Four epochs: the signal, sent once epoch 0 is logged, lands with three still to train however fast the machine
+    # (with two, an idle machine finished the last one first).
+    argv = search_argv(search_dir, space_file, tiny_set, trials=1, epochs=4, trainer_extra=("--input-size", "96"))
     worker = subprocess.Popen([sys.executable, "-m", "tools.search", *argv], cwd=REPO, env=DETERMINISTIC,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     folder = search_dir / "trials" / "trial-0000"
