@@ -150,6 +150,19 @@ def _fingerprints(output):
     return dict(re.findall(r"\[rank (\d)/2\] Trainable weights fingerprint ([0-9a-f]{64})", output))
 
 
+def _two_workers_agree(tiny_set, save_dir, *flags):
+    """A dist_sync job of two workers and a server on loopback training ``flags``: it ends cleanly and its workers
+    end with the same weights; returns their fingerprint and the job's output."""
+    command = [sys.executable, "train_imagenet.py", *tiny_args(tiny_set, save_dir, "--kvstore", "dist_sync", *flags)]
+    job = Job(local_launch_args(), command)
+    code, output = job.wait(timeout=120)
+    assert code == 0, output
+    assert job.leftovers() == []
+    fingerprints = _fingerprints(output)
+    assert set(fingerprints) == {"0", "1"} and fingerprints["0"] == fingerprints["1"], output
+    return fingerprints["0"], output
+
+
 def test_two_dist_sync_workers_train_on_quantized_pushes(tiny_set, tmp_path):
     """Two workers and a server on loopback, the same run with and without 2-bit pushes: the compressed run
     learns, its workers agree, and its weights move on the threshold's grid, which the uncompressed run's do not
@@ -157,16 +170,9 @@ def test_two_dist_sync_workers_train_on_quantized_pushes(tiny_set, tmp_path):
     runs = {}
     for compression in ("2bit", "none"):
         save_dir = tmp_path / compression
-        command = [sys.executable, "train_imagenet.py",
-                   *tiny_args(tiny_set, save_dir, *PLAIN_SGD, "--kvstore", "dist_sync", "--gradient-compression",
-                              compression, *(FIXED if compression == "2bit" else ()))]
-        job = Job(local_launch_args(), command)
-        code, output = job.wait(timeout=120)
-        assert code == 0, output
-        assert job.leftovers() == []
-        fingerprints = _fingerprints(output)
-        assert set(fingerprints) == {"0", "1"} and fingerprints["0"] == fingerprints["1"], output
-        runs[compression] = save_dir, fingerprints["0"], output
+        fingerprint, output = _two_workers_agree(tiny_set, save_dir, *PLAIN_SGD, "--gradient-compression",
+                                                 compression, *(FIXED if compression == "2bit" else ()))
+        runs[compression] = save_dir, fingerprint, output
     save_dir, fingerprint, output = runs["2bit"]
     assert re.search(r"tricks: --last-gamma --optimizer sgd --gradient-compression 2bit --gc-threshold 0.5$", output,
                      re.MULTILINE)
@@ -184,14 +190,7 @@ def test_two_dist_sync_workers_learn_with_the_adapted_thresholds(tiny_set, tmp_p
     kvstore, the workers stay equal, and the loss falls. (On this set MXNet's single T of 0.5 falls too; the run that
     it made rise, issue 27's, is benchmarks.compression_accuracy's.)"""
     save_dir = tmp_path / "run"
-    command = [sys.executable, "train_imagenet.py", *tiny_args(tiny_set, save_dir, "--kvstore", "dist_sync",
-                                                               "--gradient-compression", "2bit")]
-    job = Job(local_launch_args(), command)
-    code, output = job.wait(timeout=120)
-    assert code == 0, output
-    assert job.leftovers() == []
-    fingerprints = _fingerprints(output)
-    assert set(fingerprints) == {"0", "1"} and fingerprints["0"] == fingerprints["1"], output
+    _two_workers_agree(tiny_set, save_dir, "--gradient-compression", "2bit")
     losses = _losses(save_dir)
     assert losses[1] < losses[0]
 
