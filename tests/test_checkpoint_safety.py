@@ -242,3 +242,11 @@ def test_optimizer_states_saved_as_numbers_continue_the_update_bit_for_bit(tmp_p
         np.testing.assert_array_equal(actual[key.replace(net.prefix, resumed.prefix)], expected[key], err_msg=key)
     assert fresh.optimizer.num_update == trainer.optimizer.num_update == 10
     assert fresh._update_on_kvstore == (update_on_kvstore is None)
+
+
+def test_trusting_pickled_states_without_a_states_file_is_one_line(tiny_set, tmp_path):
+    from engine.config import parse_config
+    with pytest.raises(UserError) as refused:
+        parse_config(tiny_args(tiny_set, tmp_path / "run", "--trust-pickled-states"))
+    assert str(refused.value) == \
+        "--trust-pickled-states goes with --resume-states, the only pickled file a run may load"
