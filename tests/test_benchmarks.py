@@ -209,3 +209,42 @@ def test_a_diverged_run_is_a_result_of_the_grid_not_a_failure(tmp_path, monkeypa
     entry = ablation.summarize(args, [baseline])[0]
     assert entry["seeds"] == [1] and entry["diverged_seeds"] == [0]
     assert "| 50.00, diverged (seed 0) |" in ablation.markdown(args, [entry], None)
+
+
+FAKE_GLUONCV = """import sys, time
+args = sys.argv[1:]
+epochs = int(args[args.index('--num-epochs') + 1])
+with open('calls.txt', 'a') as handle:
+    handle.write(' '.join(args) + '\\n')
+for epoch in range(epochs):
+    print('[Epoch %d] speed: 512 samples/sec\\ttime cost: %f' % (epoch, 10.0 + epoch))
+    print('[Epoch %d] validation: err-top1=%f err-top5=0.100000' % (epoch, 0.75 - 0.25 * epoch))
+print('Training time for %d epochs: 42.000000 sec.' % epochs)
+"""
+
+
+def test_gluoncv_script_runs_both_recipes_reads_its_log_and_runs_nothing_twice(tmp_path):
+    from benchmarks import gluoncv_script
+    script = tmp_path / "their_script.py"
+    script.write_text(FAKE_GLUONCV)
+    ablation_rec = tmp_path / "train"
+    import mxnet as mx
+    writer = mx.recordio.MXIndexedRecordIO(str(ablation_rec) + ".idx", str(ablation_rec) + ".rec", "w")
+    for key in range(3):
+        writer.write_idx(key, b"x")
+    writer.close()
+    argv = ["--script", str(script), "--rec-train", f"{ablation_rec}.rec", "--rec-val", f"{ablation_rec}.rec",
+            "--num-epochs", "2", "--runs", "1", "--work-dir", str(tmp_path / "runs"),
+            "--output-dir", str(tmp_path / "out")]
+    assert gluoncv_script.main(argv) == 0
+    assert gluoncv_script.main(argv) == 0  # finished runs are read, not run again
+    result = json.loads((tmp_path / "out" / "gluoncv_script.json").read_text())
+    baseline = result["runs"]["baseline"][0]
+    assert baseline["val_top1"] == pytest.approx([0.25, 0.5]) and baseline["epoch_seconds"] == [10.0, 11.0]
+    assert baseline["script_seconds"] == 42.0 and result["train_images"] == 3
+    calls = [(tmp_path / "runs" / name / "calls.txt").read_text().splitlines()
+             for name in ("baseline-run0", "all-tricks-run0")]
+    assert [len(lines) for lines in calls] == [1, 1]
+    assert "--lr 0.05 --lr-decay-epoch 1 --mode hybrid" in calls[0][0] and "--mixup" not in calls[0][0]
+    assert "--lr-mode cosine --label-smoothing --mixup --mixup-off-epoch 2 --save-dir" in calls[1][0]
+    assert "| all tricks | 50.00 | 50.00 | 25.0, 50.0 | 21 |" in (tmp_path / "out" / "gluoncv_script.md").read_text()
