@@ -4,6 +4,7 @@ on a real PostgreSQL server, and a worker killed with SIGKILL whose trial resume
 Trials train MobileNet 0.25 on tests/conftest.py's tiny set (a few seconds an epoch), in MXNet's deterministic mode,
 so that ``best.yaml``'s replay gives the trial's figures exactly.
 """
+import datetime
 import glob
 import json
 import os
@@ -97,6 +98,31 @@ def test_trial_flags_are_the_trainers_spelling():
         "--mixup", "--no-no-wd", "--lr-base=0.125", "--model=resnet18_v1d"]
 
 
+def finished_trial(folder, epochs_run, minutes):
+    trial = optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={"folder": folder, "epochs_run": epochs_run},
+                                      intermediate_values={1: 50.0})
+    trial.datetime_start = datetime.datetime(2026, 1, 1)
+    trial.datetime_complete = trial.datetime_start + datetime.timedelta(minutes=minutes)
+    return trial
+
+
+def test_the_budget_stops_the_search_before_a_trial_that_would_pass_it():
+    # Two trials of 6 and 2 epochs took 40 and 20 minutes: 7.5 minutes an epoch, so a 6-epoch trial is reckoned
+    # at 45 minutes. Spent: 8 epoch-runs, one hour.
+    trials = [finished_trial("trials/trial-0000", 6, 40), finished_trial("trials/trial-0001", 2, 20)]
+    args = search.build_parser().parse_args(["--search-dir", "x", "--trials", "9", "--epochs", "6"])
+    assert search.budget_spent(trials, args) is None
+    args.max_hours = 1.75  # 60 + 45 minutes fit
+    assert search.budget_spent(trials, args) is None
+    args.max_hours = 1.7
+    assert search.budget_spent(trials, args) == \
+        "another trial (about 45 min) could take the 1.00 machine hours spent past --max-hours 1.7"
+    args.max_hours, args.max_epoch_runs = None, 13
+    assert search.budget_spent(trials, args) == "another trial could take the compute past --max-epoch-runs 13"
+    args.max_epoch_runs = 14
+    assert search.budget_spent(trials, args) is None
+
+
 # ---- bad input: one line, the study untouched --------------------------------------------------------------------
 
 def free_port():
@@ -118,6 +144,7 @@ def error_line(capsys, argv):
     (["--space", "label-smoothing=0.2:0.1"], "label-smoothing's range 0.2:0.1 is empty; give LOW < HIGH"),
     (["--space", "ra-reps="], "ra-reps has no values"),
     (["--space", "reprob=0.5:1.5"], "reprob 1.5 is out of its range; it must be in [0, 1]"),
+    (["--max-hours", "0"], "--max-hours 0: give the search's budget in hours, above 0"),
     (["--epochs", "0"], "--epochs 0 is too small a budget: every trial trains at least one epoch"),
     (["--storage", "postgresql://postgres@127.0.0.1:{port}/nothing"], "does not answer (connection to server at"),
     (["--epochs", "3"], "study 'search' in sqlite:///"),  # another budget than the study's

@@ -97,6 +97,10 @@ def build_parser():
     parser.add_argument("--max-epoch-runs", type=int,
                         help="stop starting trials once another full trial would take the compute spent (epochs "
                              "trained, pruned ones counted as far as they ran) past this")
+    parser.add_argument("--max-hours", type=float,
+                        help="the search's budget in machine hours, over all its workers and sittings: stop starting "
+                             "trials once another full trial (at the seconds an epoch the trials took so far) would "
+                             "take the trials' summed wall time past this")
     parser.add_argument("--heartbeat-seconds", type=int, default=30,
                         help="Optuna's heartbeat; a trial silent for twice this is failed and re-queued "
                              "(default %(default)s)")
@@ -415,6 +419,29 @@ def epoch_runs(trials):
     return sum(spent.values())
 
 
+def trial_seconds(trial):
+    """A trial's wall time, start to end (to now while it runs); 0 before it starts."""
+    if trial.datetime_start is None:
+        return 0.0
+    return ((trial.datetime_complete or datetime.datetime.now()) - trial.datetime_start).total_seconds()
+
+
+def budget_spent(trials, args):
+    """Why another full trial would go past ``--max-epoch-runs`` or ``--max-hours``, or None while it would not.
+    Hours are the trials' wall times summed (two workers at once spend two machine hours an hour); the next
+    trial is reckoned at the seconds an epoch of the trials so far."""
+    runs = epoch_runs(trials)
+    if args.max_epoch_runs is not None and runs + args.epochs > args.max_epoch_runs:
+        return f"another trial could take the compute past --max-epoch-runs {args.max_epoch_runs}"
+    if args.max_hours is not None:
+        seconds = sum(trial_seconds(trial) for trial in trials)
+        next_trial = seconds / runs * args.epochs if runs else 0.0
+        if seconds + next_trial > 3600 * args.max_hours:
+            return (f"another trial (about {next_trial / 60:.0f} min) could take the {seconds / 3600:.2f} machine "
+                    f"hours spent past --max-hours {args.max_hours:g}")
+    return None
+
+
 def _state(trial):
     from optuna.trial import TrialState
     attrs = trial.user_attrs
@@ -427,10 +454,7 @@ def _state(trial):
 
 
 def _wall_seconds(trial):
-    if trial.datetime_start is None:
-        return "-"
-    end = trial.datetime_complete or datetime.datetime.now()
-    return f"{(end - trial.datetime_start).total_seconds():.0f}"
+    return f"{trial_seconds(trial):.0f}" if trial.datetime_start is not None else "-"
 
 
 def _settings_text(settings):
@@ -452,8 +476,9 @@ def report_markdown(study, args, space):
                   f"{_settings_text(best.user_attrs['settings'])}. Trained again by "
                   f"`python train_imagenet.py --config {os.path.join(args.search_dir, 'best.yaml')}`.", ""]
     lines += [f"Compute: {spent} epoch-runs (pruned trials counted as far as they ran), "
-              f"{spent / args.epochs:.1f} full trials; the full grid of this space (each range at "
-              f"{search_space.GRID_POINTS} points) is {search_space.grid_size_text(grid)} runs, "
+              f"{spent / args.epochs:.1f} full trials, "
+              f"{sum(trial_seconds(t) for t in trials) / 3600:.2f} machine hours; the full grid of this space "
+              f"(each range at {search_space.GRID_POINTS} points) is {search_space.grid_size_text(grid)} runs, "
               f"{search_space.grid_size_text(grid * args.epochs)} epoch-runs.", ""]
     searched = {parameter.key for parameter in space if not parameter.is_fixed}
     fixed = [parameter.describe() for parameter in space if parameter.is_fixed]
@@ -551,6 +576,10 @@ def run_search(study, args, space):
     done = len(study.get_trials(deepcopy=False, states=finished_states))
     if done >= args.trials:
         return
+    spent = budget_spent(study.get_trials(deepcopy=False), args)
+    if spent:
+        print(f"{spent}: no trial started", flush=True)
+        return
     bar = None
     if sys.stderr.isatty():
         from tqdm import tqdm
@@ -565,9 +594,9 @@ def run_search(study, args, space):
         if bar and trial.state in finished_states:
             bar.update(1)
         write_results(study, args, space, with_plots=False)  # drawn when the worker stops: seconds each time
-        if args.max_epoch_runs is not None and \
-                epoch_runs(study.get_trials(deepcopy=False)) + args.epochs > args.max_epoch_runs:
-            say(f"another trial could take the compute past --max-epoch-runs {args.max_epoch_runs}: stopping")
+        spent = budget_spent(study.get_trials(deepcopy=False), args)
+        if spent:
+            say(f"{spent}: stopping")
             study.stop()
         if len(refusals) >= REFUSALS_IN_A_ROW:
             study.stop()
@@ -602,6 +631,8 @@ def main(argv=None):
         raise UserError(f"--trials {args.trials}: give at least one trial")
     if args.max_epoch_runs is not None and args.max_epoch_runs < args.epochs:
         raise UserError(f"--max-epoch-runs {args.max_epoch_runs} is less than one trial of --epochs {args.epochs}")
+    if args.max_hours is not None and args.max_hours <= 0:
+        raise UserError(f"--max-hours {args.max_hours:g}: give the search's budget in hours, above 0")
     overrides = search_space.read_space_file(args.space_file) if args.space_file else {}
     overrides.update(search_space.parse_cli_spec(text) for text in args.space)
     space = search_space.fit_budget(search_space.build_space(overrides), args.epochs)
