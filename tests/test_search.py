@@ -328,6 +328,34 @@ def test_the_benchmark_compares_with_the_best_teacher_free_row_at_a_third_of_the
     assert "model=resnet18_v1,resnet18_v1b,resnet18_v1c,resnet18_v1d" in command
 
 
+FAKE_TRAINER = """import json, os, sys, time
+folder = sys.argv[sys.argv.index('--save-dir') + 1]
+for top1 in (0.3, 0.7, 0.8):
+    time.sleep(0.3)
+    with open(os.path.join(folder, 'metrics.jsonl'), 'a') as handle:
+        handle.write(json.dumps(dict(val_top1=top1, epoch_seconds=0.25)) + '\\n')
+"""
+
+
+def test_the_benchmarks_retraining_to_the_target_is_one_timed_run_stopped_there(tmp_path, monkeypatch):
+    from benchmarks import recipe_search
+    trainer = tmp_path / "trainer.py"
+    trainer.write_text(FAKE_TRAINER)
+    monkeypatch.setattr(recipe_search, "retrain_command",
+                        lambda args, seed, save_dir: [sys.executable, str(trainer), "--save-dir", save_dir])
+    args = recipe_search.build_parser().parse_args(["--rec-train", "t.rec", "--rec-val", "v.rec", "--work-dir",
+                                                    str(tmp_path), "--output-dir", "o", "--target-top1", "65"])
+    metrics, wall = recipe_search.retrain_to_target(args, 0)
+    assert [record["val_top1"] for record in metrics] == [0.3, 0.7] and 0.6 < wall < 5
+    assert recipe_search.seconds_to(metrics, 65) == 0.5
+    trainer.write_text("raise SystemExit('run again')")
+    assert recipe_search.retrain_to_target(args, 0) == (metrics, wall)  # timed once, read after
+    args.target_top1 = 90  # never reached: infinity
+    (tmp_path / "best-seed1-to-target").mkdir()
+    trainer.write_text(FAKE_TRAINER)
+    assert recipe_search.retrain_to_target(args, 1)[1] == float("inf")
+
+
 def test_time_to_target_stops_a_trial_once_it_reaches_the_top1(tmp_path, tiny_set, space_file):
     """--target-top1: the objective is the training seconds until the target, and the trial stops there."""
     search_dir = tmp_path / "search"
