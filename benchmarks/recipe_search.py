@@ -6,7 +6,8 @@ Budget of Tables 4-6 (``--rec-train`` 10,000 CIFAR-10 images, the full validatio
 ``--max-epoch-runs`` (default 60, pruned epochs counted as run). Then the best recipe, from its ``best.yaml``, is
 trained again with each of ``--seeds``, and its mean final top-1 is compared with the best teacher-free row of the
 committed tables (``--tables-json``: Tables 4-6 and beyond), by the difference and its standard error
-(sqrt(s1^2/n1 + s2^2/n2)).
+(sqrt(s1^2/n1 + s2^2/n2)). The search's first trial is that row's recipe (``tools.search --start-from``): it starts
+from the best the tables know; ``--no-start-from-best-row`` leaves every trial to the sampler.
 
     python -m benchmarks.recipe_search --rec-train rec/train10k.rec --rec-val rec/val.rec \\
         --work-dir runs/recipe-search --output-dir benchmarks/results/recipe-search
@@ -32,9 +33,12 @@ import sys
 import time
 
 import optuna
+import yaml
 
+from benchmarks.ablation import decay_epochs
 from benchmarks.children import REPO, TRAINER, child_environment
 from benchmarks.report import write_report
+from engine.config import parse_config, replay_settings
 from tools import search
 from utils import checkpoint
 
@@ -66,13 +70,36 @@ def build_parser():
                         help="search for the fewest training seconds to this top-1 instead of the best final top-1")
     parser.add_argument("--gluoncv-seconds", type=float, help="with --target-top1: GluonCV's script's wall time on "
                                                               "this machine, for the ratio")
+    parser.add_argument("--no-start-from-best-row", dest="start_from_best_row", action="store_false",
+                        help="draw the first trials at random instead of starting from the best teacher-free row")
     parser.add_argument("-j", "--threads", type=int, default=os.cpu_count() or 1)
     return parser
 
 
+def start_recipe(args):
+    """The best teacher-free row's recipe as a config file in --work-dir, the search's first trial: the search
+    starts from the best recipe the tables know and looks for a better one."""
+    row = best_teacher_free_row(args.tables_json)
+    size = [] if "--progressive-resize" in row["flags"] else ["--input-size", str(args.input_size)]
+    config = parse_config(["--rec-train", args.rec_train, "--rec-val", args.rec_val, *size, "--num-epochs",
+                           str(args.epochs), "--lr-decay-epoch", decay_epochs(args.epochs), *row["flags"]])
+    path = os.path.join(args.work_dir, "start.yaml")
+    with open(path, "w") as handle:
+        handle.write(f"# {row['table']}: {row['label']}\n" + yaml.safe_dump(replay_settings(config), sort_keys=False))
+    return path
+
+
+def start_text(args):
+    if not args.start_from_best_row:
+        return "Every trial drawn by the sampler (--no-start-from-best-row)."
+    row = best_teacher_free_row(args.tables_json)
+    return f"The search's first trial: the recipe of the best teacher-free row ({row['table']}, {row['label']})."
+
+
 def search_command(args):
     variants = ",".join(f"{args.family}_v1{variant}" for variant in ("", "b", "c", "d"))
-    return [sys.executable, "-m", "tools.search", "--search-dir", os.path.join(args.work_dir, "search"),
+    start = ["--start-from", os.path.join(args.work_dir, "start.yaml")] if args.start_from_best_row else []
+    return [sys.executable, "-m", "tools.search", "--search-dir", os.path.join(args.work_dir, "search"), *start,
             "--trials", str(args.trials), "--epochs", str(args.epochs), "--max-epoch-runs", str(args.max_epoch_runs),
             "--sampler-seed", str(args.sampler_seed), "--space", f"model={variants}",
             "--space", f"batch-size={args.batch_sizes}",
@@ -150,6 +177,8 @@ def mean_and_std(values):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     os.makedirs(args.work_dir, exist_ok=True)
+    if args.start_from_best_row:
+        start_recipe(args)
     subprocess.run(search_command(args), cwd=REPO, env=child_environment(), check=True)
     study = optuna.load_study(study_name="search",
                               storage=f"sqlite:///{os.path.abspath(args.work_dir)}/search/study.db")
@@ -182,7 +211,7 @@ def main(argv=None):
         f"{100 * row['val_top1_mean']:.2f} ± {100 * row['val_top1_std']:.2f}% over {len(row['val_top1'])} seeds.", "",
         f"Difference: {100 * difference:+.2f} ± {100 * error:.2f} (standard error); "
         f"{'more' if difference > 2 * error else 'not more'} than twice the standard error above the row.", "",
-        f"Search command: `{' '.join(['python', *search_command(args)[1:]])}`."])
+        start_text(args), "", f"Search command: `{' '.join(['python', *search_command(args)[1:]])}`."])
     publish(args, markdown, result)
 
 
@@ -210,7 +239,7 @@ def report_time_to_target(args, study, spent, timed_runs):
         f"GluonCV's script, its whole run: {args.gluoncv_seconds:.1f} s wall; ratio {ratio:.2f}." if ratio is not None
         else
         "GluonCV's script's wall time not given (--gluoncv-seconds): no ratio.", "",
-        f"Search command: `{' '.join(['python', *search_command(args)[1:]])}`."])
+        start_text(args), "", f"Search command: `{' '.join(['python', *search_command(args)[1:]])}`."])
     publish(args, markdown, result)
 
 

@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from tests.helpers import DETERMINISTIC, REPO
 from tools import search, search_space
 from utils import checkpoint
+from utils.errors import UserError
 
 # Everything but the rate, its schedule and label smoothing fixed: three parameters, one of them behind a switch.
 SPACE = {"model": "mobilenet0.25", "optimizer": "nag", "last-gamma": False, "warmup-epochs": 0, "no-wd": False,
@@ -90,6 +91,26 @@ def test_fixing_a_parent_removes_what_depends_on_it_and_the_grid_counts_the_rest
     mixing = search_space.build_space(
         {**overrides, **dict(map(search_space.parse_cli_spec, ["mixup=false,true", "cutmix=0.2:1"]))})
     assert search_space.grid_runs(mixing) == 6 * ((1 + 3) + 3 * 3 * (1 + 3 * 3))
+
+
+def test_a_known_recipe_is_the_spaces_parameters_or_one_line_where_it_lies_outside():
+    from engine.config import parse_config
+    space = search_space.fit_budget(search_space.build_space({}), 6)
+    config = parse_config(["--rec-train", "t.rec", "--rec-val", "v.rec", "--model", "resnet18_v1d", "--lr-mode",
+                           "cosine", "--label-smoothing", "--mixup", "--mixup-off-epoch", "1", "--warmup-epochs", "1",
+                           "--num-epochs", "6", "--lr-decay-epoch", "3,5"])
+    assert search_space.start_params(config, space, "here") == {
+        "model": "resnet18_v1d", "optimizer": "nag", "lr-base": 0.1, "lr-mode": "cosine", "warmup-epochs": 1,
+        "last-gamma": False, "no-wd": False, "with-label-smoothing": True, "label-smoothing": 0.1, "mixup": True,
+        "mixup-alpha": 0.2, "mixup-off-epoch": 1, "with-cutmix": False, "with-reprob": False, "model-ema": False,
+        "with-drop-path": False, "bce-loss": False, "auto-augment": "none", "ra-reps": 1}
+    narrow = search_space.build_space(dict([search_space.parse_cli_spec("lr-base=0.2:0.8")]))
+    with pytest.raises(UserError, match=r"^here: its lr-base 0.1 lies outside the space \(0.2:0.8\); widen it with "
+                                        r"--space lr-base=...$"):
+        search_space.start_params(config, narrow, "here")
+    fixed = search_space.build_space(dict(map(search_space.parse_cli_spec, ["model=resnet18_v1", "mixup=false"])))
+    assert "model" not in search_space.start_params(config, fixed, "here")  # the space's value, every trial's
+    assert "mixup-alpha" not in search_space.start_params(config, fixed, "here")
 
 
 def test_trial_flags_are_the_trainers_spelling():
@@ -316,14 +337,19 @@ def test_kill_9_of_the_worker_resumes_its_trial_from_the_checkpoint(tmp_path, ti
 
 # ---- the benchmark's bookkeeping (its search runs in benchmarks/recipe_search.py, not here) ------------------------
 
-def test_the_benchmark_compares_with_the_best_teacher_free_row_at_a_third_of_the_beyond_grid():
+def test_the_benchmark_starts_from_the_best_teacher_free_row_and_spends_a_third_of_the_beyond_grid(tmp_path):
     from benchmarks import recipe_search
     row = recipe_search.best_teacher_free_row(recipe_search.COMMITTED_TABLES)
     assert (row["table"], row["label"]) == ("beyond", "Table 6 without distillation (cosine, smoothing, mixup)")
     assert "--teacher" not in row["flags"] and len(row["val_top1"]) == 3
-    args = recipe_search.build_parser().parse_args(["--rec-train", "t.rec", "--rec-val", "v.rec", "--work-dir", "w",
-                                                    "--output-dir", "o"])
+    args = recipe_search.build_parser().parse_args(["--rec-train", "t.rec", "--rec-val", "v.rec", "--work-dir",
+                                                    str(tmp_path), "--output-dir", "o"])
+    start = yaml.safe_load(open(recipe_search.start_recipe(args)))
+    assert {key: start[key] for key in ("model", "batch-size", "lr-mode", "label-smoothing", "mixup", "input-size")} \
+        == {"model": "resnet18_v1d", "batch-size": 256, "lr-mode": "cosine", "label-smoothing": 0.1, "mixup": True,
+            "input-size": 32}
     command = recipe_search.search_command(args)
+    assert command[command.index("--start-from") + 1] == str(tmp_path / "start.yaml")
     assert command[command.index("--max-epoch-runs") + 1] == "60" and command[command.index("--epochs") + 1] == "6"
     assert "model=resnet18_v1,resnet18_v1b,resnet18_v1c,resnet18_v1d" in command
 
@@ -357,11 +383,16 @@ def test_the_benchmarks_retraining_to_the_target_is_one_timed_run_stopped_there(
 
 
 def test_time_to_target_stops_a_trial_once_it_reaches_the_top1(tmp_path, tiny_set, space_file):
-    """--target-top1: the objective is the training seconds until the target, and the trial stops there."""
-    search_dir = tmp_path / "search"
-    result = run_search(search_argv(search_dir, space_file, tiny_set, "--target-top1", "30", trials=1))
+    """--target-top1: the objective is the training seconds until the target, and the trial stops there; the
+    first trial is --start-from's recipe."""
+    search_dir, recipe = tmp_path / "search", tmp_path / "recipe.yaml"
+    recipe.write_text("lr-base: 0.3\nlabel-smoothing: 0.15\nwd: 0.0002\n")  # wd: not searched, not used
+    result = run_search(search_argv(search_dir, space_file, tiny_set, "--target-top1", "30", "--start-from",
+                                    str(recipe), trials=1))
     assert result.returncode == 0, result.stderr[-3000:]
     trial, = load_study(search_dir).trials
+    assert trial.params == {"lr-base": 0.3, "lr-mode": "step", "with-label-smoothing": True, "label-smoothing": 0.15}
+    assert "--lr-base=0.3" in trial.user_attrs["flags"] and "--wd" not in " ".join(trial.user_attrs["flags"])
     metrics = checkpoint.read_metrics(os.path.join(search_dir, trial.user_attrs["folder"]))
     assert 100 * metrics[0]["val_top1"] >= 30  # three classes: chance is 33.3%
     assert trial.value == metrics[0]["epoch_seconds"] and trial.user_attrs["reached_at"] == 1

@@ -108,6 +108,10 @@ def build_parser():
                         help="objective: the training seconds (metrics.jsonl's epoch_seconds summed) until validation "
                              "top-1 reaches PERCENT, to minimize; a trial stops there, one that never does scores "
                              "infinity (default: the final top-1, to maximize)")
+    parser.add_argument("--start-from", metavar="CONFIG.yaml",
+                        help="a recipe you know (a config file of the trainer: configs/*.yaml, a run's args.yaml, an "
+                             "earlier search's best.yaml), trained as the new study's first trial: its values of the "
+                             "searched parameters, the space's of the fixed ones")
     parser.add_argument("--report-only", action="store_true", help="only write the results of the study so far")
     return parser
 
@@ -200,6 +204,14 @@ def definition(args, space, trainer_flags):
     """What makes two workers' commands the same search: its budget, objective, space and trainer flags."""
     return json.dumps({"epochs": args.epochs, "target_top1": args.target_top1,
                        "space": [parameter.describe() for parameter in space], "trainer_flags": trainer_flags})
+
+
+def start_params(args, space, trainer_flags):
+    """``--start-from``'s recipe as the space's parameters (the budget and the trainer's flags as every trial's)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        config = parse_config(["--config", args.start_from, *budget_flags(args.epochs), *trainer_flags,
+                               "--num-epochs", str(args.epochs), "--save-dir", scratch])
+    return search_space.start_params(config, space, f"--start-from {args.start_from}")
 
 
 def open_study(args, space, trainer_flags):
@@ -639,7 +651,10 @@ def main(argv=None):
     check_trainer_flags(trainer_flags, space, args.epochs)
     os.makedirs(args.search_dir, exist_ok=True)
     args.storage = args.storage or f"sqlite:///{os.path.abspath(os.path.join(args.search_dir, 'study.db'))}"
+    start = start_params(args, space, trainer_flags) if args.start_from else None
     study = open_study(args, space, trainer_flags)
+    if start is not None and not study.trials:
+        study.enqueue_trial(start)
     if not args.report_only:
         requeue_dead_local_trials(study)
         signal.signal(signal.SIGTERM, _stop_on_sigterm)

@@ -252,6 +252,37 @@ def suggest(trial, space):
     return {key: value for key, value in drawn.items() if not key.startswith(SWITCH_PREFIX)}
 
 
+def start_params(config, space, where):
+    """The space's parameters (Optuna's names: ``with-KEY`` switches included) that give the recipe of ``config``
+    (a trainer's TrainConfig), to enqueue as a first trial; the parameters the space fixes keep their fixed value.
+    One line if the recipe lies outside the space."""
+    fields, drawn, params = _fields(), {}, {}
+    for parameter in space:
+        if not parameter.applies(drawn):
+            continue
+        key = parameter.key
+        value = getattr(config, fields[key].name)
+        value = NONE_CHOICE if value is None and parameter.choices and NONE_CHOICE in parameter.choices else value
+        if parameter.is_fixed:  # every trial's value, the first one's too
+            drawn[key] = parameter.fixed
+            if parameter.off is not None:
+                drawn[SWITCH_PREFIX + key] = parameter.fixed != parameter.off
+            continue
+        if parameter.off is not None:
+            params[SWITCH_PREFIX + key] = drawn[SWITCH_PREFIX + key] = value != parameter.off
+            if value == parameter.off:
+                drawn[key] = value
+                continue
+        inside = value in parameter.choices if parameter.choices else parameter.low <= value <= parameter.high
+        if not inside:
+            allowed = ", ".join(map(str, parameter.choices)) if parameter.choices else \
+                f"{parameter.low}:{parameter.high}"
+            raise UserError(f"{where}: its {key} {value!r} lies outside the space ({allowed}); widen it with "
+                            f"--space {key}=...")
+        params[key] = drawn[key] = value
+    return params
+
+
 def trial_flags(settings):
     """The trainer's command-line words for KEY -> value settings."""
     flags = []
