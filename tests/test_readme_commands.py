@@ -104,7 +104,7 @@ PLACEHOLDERS = {
     "python -m benchmarks.NAME": tuple(f"python -m benchmarks.{name}" for name in (
         "throughput", "profile_models", "pytorch_reference", "ablation", "tricks_overhead", "input_pipeline",
         "record_reader", "torchvision_pipeline", "resume_check", "scaling_model", "ps_lite_calibration",
-        "gradient_compression", "compression_accuracy", "loop_overheads", "recipe_search")),
+        "gradient_compression", "compression_accuracy", "loop_overheads", "recipe_search", "gluoncv_script")),
     "python -m tools.convert_checkpoint SAVE_DIR": ("python -m tools.convert_checkpoint runs/r50d",),
 }
 
