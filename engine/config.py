@@ -28,7 +28,7 @@ from utils.precision import DTYPES
 # rate divided by 10 at epochs 30, 60 and 90.
 PAPER_DEFAULTS = dict(model="resnet50_v1", input_size=224, batch_size=32, num_epochs=120,
                       lr_decay_epoch="30,60,90", last_gamma=False)
-# The built-in demo: small enough to train in about two minutes on two CPU cores. It needs zero-gamma: at
+# The built-in demo: small enough to train in under a minute on two idle CPU cores. It needs zero-gamma: at
 # 32x32 the last stage is 1x1, global pooling averages nothing, and the features' squared norm at
 # initialization (about 860 against 255 with zero-gamma) makes SGD overshoot; without it ResNet-18-D
 # stayed near chance for eight epochs on the demo set.
@@ -270,7 +270,7 @@ class TrainConfig:
     export_ema: bool = flag("tricks", "with --model-ema: the deployable export holds the average's weights",
                             False, trick=True, action=Switch)
     drop_path: float = flag("tricks", "stochastic depth (Huang et al. 2016): block l of L drops its residual "
-                                      "branch with probability RATE x l / L (ResNets)", 0.0,
+                                      "branch with probability RATE x l / L (ResNets, MobileNet v2)", 0.0,
                             bounds=Bounds(0, 1, high_open=True), trick=True, type=float, metavar="RATE")
     progressive_resize: tuple = flag("tricks", "progressive resizing, as FFCV's recipes: the training crop grows "
                                                "from START at epoch FIRST_EPOCH (default 0) to END at LAST_EPOCH "

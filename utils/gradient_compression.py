@@ -47,9 +47,9 @@ the fraction of the array's values that the pulled sum holds non-zero, the same 
 sends more than q of the values rises, one that sends fewer falls, so only the largest q of the values can wind up
 and small arrays (BatchNorm's, the classifier's bias) keep s near their largest gradient. q = 0.2% is measured on
 the two devices over three epochs: q = 40% and 10% ended at 4.7 and 5.1, 1% went from 4.8 to 3.6, 0.2% from 3.9 to
-3.2; the two workers above, with it, from 4.61 to 3.50 and 2.90 (uncompressed 4.51, 2.99, 2.67). s never falls
-below 1/1000 of its start, so an array whose gradient vanishes for a while does not come back to a threshold a
-million times too small.
+3.2; the two workers above, with it, from 4.61 to 3.50 and 2.90 (uncompressed 4.62, 2.95, 2.65;
+benchmarks/results/compression-accuracy/, seed 0). s never falls below 1/1000 of its start, so an array whose
+gradient vanishes for a while does not come back to a threshold a million times too small.
 MXNet takes one threshold for the whole kvstore (``set_gradient_compression``), hence the scaling in our trainer.
 Because the pushes are scaled, the workers must run the optimizer: under ``dist_async`` the servers would apply the
 scaled sum, so there only ``--gc-threshold T`` is accepted.
