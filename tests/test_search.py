@@ -340,13 +340,13 @@ def test_kill_9_of_the_worker_resumes_its_trial_from_the_checkpoint(tmp_path, ti
 def test_the_benchmark_starts_from_the_best_teacher_free_row_and_spends_a_third_of_the_beyond_grid(tmp_path):
     from benchmarks import recipe_search
     row = recipe_search.best_teacher_free_row(recipe_search.COMMITTED_TABLES)
-    assert (row["table"], row["label"]) == ("beyond", "Table 6 without distillation (cosine, smoothing, mixup)")
+    assert (row["table"], row["label"]) == ("6", "+ cosine decay")
     assert "--teacher" not in row["flags"] and len(row["val_top1"]) == 3
     args = recipe_search.build_parser().parse_args(["--rec-train", "t.rec", "--rec-val", "v.rec", "--work-dir",
                                                     str(tmp_path), "--output-dir", "o"])
     start = yaml.safe_load(open(recipe_search.start_recipe(args)))
     assert {key: start[key] for key in ("model", "batch-size", "lr-mode", "label-smoothing", "mixup", "input-size")} \
-        == {"model": "resnet18_v1d", "batch-size": 256, "lr-mode": "cosine", "label-smoothing": 0.1, "mixup": True,
+        == {"model": "resnet18_v1d", "batch-size": 256, "lr-mode": "cosine", "label-smoothing": 0.0, "mixup": False,
             "input-size": 32}
     command = recipe_search.search_command(args)
     assert command[command.index("--start-from") + 1] == str(tmp_path / "start.yaml")
