@@ -162,18 +162,10 @@ def _table_6_rows_of_other_networks(context):
     return [f"{text} {span}" for span in context.spans for text in table_6]
 
 
-def _cifar_10_row(context):
-    """A row of "flags beyond the common ones": the page's "Common:" command, then the row's flags."""
-    common = re.search(r"Common: `(python [^`]+)`", context.readme).group(1)
-    return [" ".join(common.split() + context.spans[0].split())]
-
-
 # Command-table rows that give their command in words, by their first cell -> the commands they stand for.
 DERIVED_ROWS = {
     "Table 5 ResNet-50-B / -C / -D": _table_5_rows,
     "Table 6 rows": _table_6_rows_of_other_networks,
-    "baseline": _cifar_10_row,
-    "all tricks": _cifar_10_row,
 }
 
 
@@ -939,7 +931,7 @@ def results_tables():
 def test_every_results_table_names_its_command_and_commit():
     """A table of docs/results.md has, between the tables around it, the commit it was measured at and a command."""
     tables = results_tables()
-    assert len(tables) >= 8
+    assert len(tables) >= 7
     for header, context in tables:
         assert re.search(r"\bcommits? [0-9a-f]{7}\b", context), f"docs/results.md: no commit beside {header}"
         assert re.search(r"(`|^)python3? ", context, re.M), f"docs/results.md: no command beside {header}"
